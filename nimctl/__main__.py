@@ -1,0 +1,3 @@
+from nimctl.cli.main import main
+
+main()

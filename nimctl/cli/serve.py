@@ -1,0 +1,59 @@
+"""``nimctl serve`` and the ``nim-serve`` entry point of the container: run the front server."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Annotated
+
+import typer
+
+from nimctl.cli._common import output
+
+_ENGINE_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+_HELP = (
+    "Start the NIM server: the front on NIM_SERVER_PORT at once, then the vLLM engine behind it. "
+    "Configured by NIM_* environment variables; arguments after the options go to vLLM and win over "
+    "NIM_PASSTHROUGH_ARGS."
+)
+
+
+def serve(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the resolved configuration and engine command, then exit."),
+    ] = False,
+) -> None:
+    from nimctl.server.config import ServerConfig
+    from nimctl.server.plan import build_plan
+
+    plan = build_plan(ServerConfig.from_env(), list(ctx.args))
+    if dry_run:
+        described = plan.describe()
+        described["engine_command_line"] = shlex.join(described["engine_command"])
+        output(ctx).json(described)
+        return
+    from nimctl.server.runner import serve as run_server
+
+    code = run_server(plan)
+    if code:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", context_settings=_ENGINE_ARGS, help=_HELP)(serve)
+
+
+def main() -> None:
+    """``nim-serve``: the same command as ``nimctl serve``, with the same error handling."""
+    from nimctl.cli.main import _ErrorHandlingGroup
+
+    standalone = typer.Typer(cls=_ErrorHandlingGroup, add_completion=False, pretty_exceptions_enable=False)
+    register(standalone)
+
+    @standalone.callback(invoke_without_command=True)
+    def _root(ctx: typer.Context) -> None:
+        ctx.obj = {"debug": False}
+
+    standalone(args=["serve", *sys.argv[1:]], prog_name="nim-serve")

@@ -1,0 +1,69 @@
+"""The FastAPI front: NIM's management endpoints plus the relayed inference routes; 404 elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from nimctl import __version__
+from nimctl.server import inference, management
+from nimctl.server.http_errors import openai_error
+from nimctl.server.metrics import FrontMetrics
+from nimctl.server.middleware import FrontMiddleware
+from nimctl.server.proxy import EngineProxy
+from nimctl.server.state import ServerState
+from nimctl.server.supervisor import Supervisor
+
+
+def create_app(
+    state: ServerState,
+    *,
+    request_exit: Callable[[int], None] = lambda code: None,
+    supervise: bool = True,
+) -> FastAPI:
+    """Build the front. ``supervise=False`` serves an already running engine (tests, benchmarks)."""
+    metrics = FrontMetrics(state)
+    proxy = EngineProxy(state)
+    supervisor = Supervisor(state, request_exit)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if supervise:
+            supervisor.start()  # in the background: the port answers before the model loads
+        try:
+            yield
+        finally:
+            if supervise:
+                await supervisor.stop(state.plan.config.shutdown_timeout)
+            await proxy.aclose()
+
+    app = FastAPI(
+        title="nimctl NIM server",
+        version=__version__,
+        description="NIM management endpoints and OpenAI-compatible inference relayed to vLLM.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    app.include_router(management.build_router(state, metrics, proxy))
+    app.include_router(inference.build_router(proxy))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = "Not Found: no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return openai_error(exc.status_code, f"{message} ({request.method} {request.url.path})")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        param = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or None
+        return openai_error(400, str(first.get("msg")), param=param)
+
+    routes = {route.path for route in app.routes if isinstance(route, APIRoute)}
+    app.add_middleware(FrontMiddleware, state=state, metrics=metrics, routes=routes)
+    return app

@@ -1,0 +1,119 @@
+"""The server's configuration, read from NIM's environment variables.
+
+Every value is checked at start: a bad one stops the server with one line naming the
+variable (``ConfigError``), before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nimctl.errors import ConfigError
+
+DEFAULT_MODEL = "builtin://tiny-vlm"
+CONTAINER_CACHE = Path("/opt/nim/.cache")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Environment variable -> field name. Unknown NIM_* variables are ignored, as NIM does.
+ENV_FIELDS: dict[str, str] = {
+    "NIM_MODEL_PATH": "model_path",
+    "NIM_MODEL_PROFILE": "model_profile",
+    "NIM_SERVED_MODEL_NAME": "served_model_name",
+    "NIM_CACHE_PATH": "cache_path",
+    "NIM_SERVER_PORT": "server_port",
+    "NIMCTL_SERVER_HOST": "host",
+    "NIM_LOG_LEVEL": "log_level",
+    "NIM_JSONL_LOGGING": "jsonl_logging",
+    "NIM_MAX_MODEL_LEN": "max_model_len",
+    "NIM_TENSOR_PARALLEL_SIZE": "tensor_parallel_size",
+    "NIM_PASSTHROUGH_ARGS": "passthrough_args",
+    "NIM_REPOSITORY_OVERRIDE": "repository_override",
+    "NIMCTL_ENGINE_PORT": "engine_port",
+    "NIMCTL_SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "NIMCTL_PROFILES_DIR": "profiles_dir",
+}
+
+
+def in_container() -> bool:
+    return Path("/.dockerenv").exists() or os.environ.get("NIMCTL_IN_CONTAINER") == "1"
+
+
+def default_cache_path() -> Path:
+    if in_container():
+        return CONTAINER_CACHE
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "nimctl"
+
+
+class ServerConfig(BaseModel):
+    """What ``nim-serve`` runs with; see ``ENV_FIELDS`` for the variable behind each field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_path: str = DEFAULT_MODEL
+    model_profile: str | None = None
+    served_model_name: str | None = None
+    cache_path: Path = Field(default_factory=default_cache_path)
+    server_port: int = Field(default=8000, ge=1, le=65535)
+    host: str = Field(default_factory=lambda: "0.0.0.0" if in_container() else "127.0.0.1")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    jsonl_logging: bool = False
+    max_model_len: int | None = Field(default=None, gt=0)
+    tensor_parallel_size: int | None = Field(default=None, gt=0)
+    passthrough_args: list[str] = Field(default_factory=list)
+    repository_override: str | None = None
+    engine_port: int | None = Field(default=None, ge=1, le=65535)
+    shutdown_timeout: float = Field(default=30.0, gt=0)
+    profiles_dir: Path | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("passthrough_args", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"cannot split into arguments ({exc})") from None
+        return value
+
+    @field_validator("model_path")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
+        """Build from the environment (empty variables count as unset); ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            field: env[name] for name, field in ENV_FIELDS.items() if env.get(name, "").strip() != ""
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    variable = next((name for name, f in ENV_FIELDS.items() if f == field), field)
+    message = first["msg"].removeprefix("Value error, ")
+    return ConfigError(
+        f"invalid {variable}={first.get('input')!r}: {message}",
+        hint=f"fix or unset {variable}",
+    )

@@ -1,0 +1,128 @@
+"""The supervised vLLM engine: one child process on a loopback-only port.
+
+The child gets its own process group, so stopping it (or cleaning up after it crashed)
+reaches every process it spawned, and it is asked to die with the front
+(``PR_SET_PDEATHSIG``) so that no engine outlives a front killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+log = logging.getLogger("nimctl.engine")
+
+ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def engine_command(model: str, served_name: str, port: int, args: Sequence[str]) -> list[str]:
+    """The exact command line of the engine; ``args`` come last so that they win."""
+    return [
+        sys.executable,
+        "-m",
+        ENGINE_MODULE,
+        "--model",
+        model,
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class EngineProcess:
+    """Start, watch and stop the engine child; keeps the last lines it printed."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], *, tail_lines: int = 200) -> None:
+        self.command = list(command)
+        self.env = dict(env)
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    async def start(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            *self.command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self._reader = asyncio.create_task(self._read_output(), name="engine-output")
+        log.info("engine started (pid %s): %s", self._process.pid, " ".join(self.command))
+
+    async def _read_output(self) -> None:
+        assert self._process and self._process.stdout
+        while line := await self._process.stdout.readline():
+            text = line.decode(errors="replace").rstrip()
+            self.tail.append(text)
+            log.info("%s", text)
+
+    async def wait(self) -> int:
+        """Wait for the engine to exit (its output fully read) and return its exit code."""
+        assert self._process
+        code = await self._process.wait()
+        if self._reader:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._kill_group(signal.SIGKILL)  # what it spawned must not outlive it
+        return code
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the whole group, then SIGKILL what is left after ``timeout``."""
+        if self._process is None:
+            return
+        if self._process.returncode is None:
+            self._kill_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._process.wait(), timeout)
+            except TimeoutError:
+                log.warning("engine did not stop within %.0f s; killing it", timeout)
+        self._kill_group(signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
+            await asyncio.wait_for(self._process.wait(), 5)
+        if self._reader:
+            self._reader.cancel()
+
+    def _kill_group(self, sig: signal.Signals) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, sig)
+
+    def last_lines(self, count: int = 20) -> list[str]:
+        return list(self.tail)[-count:]

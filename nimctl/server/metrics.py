@@ -1,0 +1,77 @@
+"""The front's own Prometheus metrics, and the one document ``/v1/metrics`` serves.
+
+The front keeps its metrics in a registry of its own under the ``nimctl_`` prefix, so
+that appending them to the engine's document (``vllm:*``, ``http_*``, ``process_*``)
+never repeats a metric family.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from nimctl.server.state import Phase
+
+if TYPE_CHECKING:
+    from nimctl.server.state import ServerState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Latency buckets span a health check (ms) to a long generation (minutes).
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _EngineStateCollector(Collector):
+    """Readiness and engine state read from the server state at scrape time."""
+
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Any]:
+        ready = GaugeMetricFamily("nimctl_ready", "1 when /v1/health/ready answers 200, else 0")
+        ready.add_metric([], 1.0 if self._state.ready else 0.0)
+        yield ready
+        phase = GaugeMetricFamily("nimctl_engine_state", "1 for the engine's current phase", labels=["state"])
+        for each in Phase:
+            phase.add_metric([each.value], 1.0 if self._state.phase is each else 0.0)
+        yield phase
+        starts = CounterMetricFamily("nimctl_engine_starts", "Times the engine process was started")
+        starts.add_metric([], float(self._state.engine_starts))
+        yield starts
+
+
+class FrontMetrics:
+    def __init__(self, state: ServerState) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "nimctl_http_requests",
+            "Requests answered by the front, by route and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "nimctl_http_request_duration_seconds",
+            "Time from request to the end of the response, by route",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "nimctl_http_requests_in_flight", "Requests being answered now", registry=self.registry
+        )
+        self.registry.register(_EngineStateCollector(state))
+
+    def observe(self, route: str, method: str, status: int, started: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(time.perf_counter() - started)
+
+    def render(self, engine_text: str | None) -> bytes:
+        own = generate_latest(self.registry)
+        if not engine_text:
+            return own
+        engine = engine_text if engine_text.endswith("\n") else engine_text + "\n"
+        return engine.encode() + own

@@ -1,0 +1,59 @@
+"""ASGI middleware: request metrics, and 503 for new work while the server drains.
+
+Written as plain ASGI (not BaseHTTPMiddleware) so that streamed bodies and client
+disconnects pass through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nimctl.server.http_errors import openai_error
+from nimctl.server.metrics import FrontMetrics
+from nimctl.server.state import ServerState
+
+# Health and metrics keep answering while draining so orchestrators see the state.
+_ALWAYS_ANSWERED = ("/v1/health/", "/v1/metrics")
+
+
+class FrontMiddleware:
+    def __init__(self, app: ASGIApp, *, state: ServerState, metrics: FrontMetrics, routes: set[str]) -> None:
+        self.app = app
+        self.state = state
+        self.metrics = metrics
+        self.routes = routes
+
+    def _route(self, path: str) -> str:
+        if path in self.routes:
+            return path
+        if path.startswith("/v1/models/"):
+            return "/v1/models/{model}"
+        return "unmatched"  # keeps label cardinality bounded whatever clients send
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        route = self._route(path)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_watching(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            if self.state.draining and not path.startswith(_ALWAYS_ANSWERED):
+                response = openai_error(503, "server is shutting down", headers={"Connection": "close"})
+                await response(scope, receive, send_watching)
+            else:
+                await self.app(scope, receive, send_watching)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.observe(route, scope["method"], status, started)

@@ -1,0 +1,138 @@
+"""From configuration to the exact engine launch: manifest, profile, arguments, environment.
+
+Engine arguments are assembled in rising precedence (argparse keeps the last value):
+profile arguments < the manifest's model-level arguments (tool-call parser) < what the
+front itself needs < ``NIM_*`` variables < ``NIM_PASSTHROUGH_ARGS`` < arguments given
+after ``nim-serve``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nimctl.errors import ManifestError, UsageError
+from nimctl.server.config import ServerConfig
+from nimctl.server.engine import engine_command, free_loopback_port
+from nimctl.server.model_source import ModelSource, parse_model_source
+
+if TYPE_CHECKING:
+    from nimctl.profiles import Manifest, Profile
+
+# /v1/chat/completions/render only exists in vLLM 0.32 with this flag.
+FRONT_ENGINE_ARGS = ["--enable-scale-out"]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    config: ServerConfig
+    source: ModelSource
+    served_name: str
+    manifest: Manifest | None
+    profile: Profile | None
+    selection_reason: str
+    engine_args: list[str]
+    engine_env: dict[str, str] = field(default_factory=dict)
+    engine_port: int = 0
+
+    @property
+    def profile_id(self) -> str | None:
+        return self.profile.id if self.profile else None
+
+    @property
+    def profile_name(self) -> str | None:
+        return self.profile.name if self.profile else None
+
+    @property
+    def engine_url(self) -> str:
+        return f"http://127.0.0.1:{self.engine_port}"
+
+    def model_argument(self) -> str:
+        """What ``--model`` gets before the files are fetched (dry run) or when they cannot be."""
+        known = self.source.local_dir(self.config.cache_path)
+        return str(known) if known else self.source.name
+
+    def command(self, model_dir: Path | str) -> list[str]:
+        return engine_command(str(model_dir), self.served_name, self.engine_port, self.engine_args)
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved configuration, as ``nim-serve --dry-run`` prints it."""
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "model_source": self.source.uri,
+            "served_model_name": self.served_name,
+            "manifest": str(self.manifest.path) if self.manifest else None,
+            "profile_id": self.profile_id,
+            "profile_name": self.profile_name,
+            "selection": self.selection_reason,
+            "engine_env": self.engine_env,
+            "engine_command": self.command(self.model_argument()),
+        }
+
+
+def build_plan(config: ServerConfig, cli_engine_args: list[str] | None = None) -> LaunchPlan:
+    source = parse_model_source(config.model_path)
+    manifest = _find_manifest(source, config)
+    profile, reason = _select(manifest, config)
+    served_name = config.served_model_name or (
+        manifest.model.served_name if manifest else source.default_served_name
+    )
+
+    args: list[str] = list(profile.engine_args) if profile else []
+    parser = manifest.model.tool_call_parser if manifest else None
+    if parser:
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
+    args += FRONT_ENGINE_ARGS
+    if config.max_model_len:
+        args += ["--max-model-len", str(config.max_model_len)]
+    if config.tensor_parallel_size:
+        args += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
+    args += config.passthrough_args
+    args += cli_engine_args or []
+
+    env = dict(profile.env) if profile else {}
+    return LaunchPlan(
+        config=config,
+        source=source,
+        served_name=served_name,
+        manifest=manifest,
+        profile=profile,
+        selection_reason=reason,
+        engine_args=args,
+        engine_env=env,
+        engine_port=config.engine_port or free_loopback_port(),
+    )
+
+
+def engine_environment(plan: LaunchPlan) -> dict[str, str]:
+    """The engine's environment: ours, the profile's defaults under it, caches in NIM_CACHE_PATH."""
+    cache = plan.config.cache_path
+    env = {**plan.engine_env, **os.environ}
+    env.setdefault("HF_HOME", str(cache / "huggingface"))
+    env.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
+    env.setdefault("XDG_CACHE_HOME", str(cache / "xdg"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _find_manifest(source: ModelSource, config: ServerConfig) -> Manifest | None:
+    from nimctl.profiles import find_manifest
+
+    try:
+        return find_manifest(source.uri, profiles_dir=config.profiles_dir)
+    except ManifestError:
+        raise
+    except UsageError:
+        return None  # a model without a manifest runs on the engine's defaults (NIM's model-free mode)
+
+
+def _select(manifest: Manifest | None, config: ServerConfig) -> tuple[Profile | None, str]:
+    if manifest is None:
+        return None, "no manifest lists this model: the engine's defaults apply"
+    from nimctl.gpu import detect_inventory
+    from nimctl.profiles import select_profile
+
+    selection = select_profile(manifest, detect_inventory(), requested=config.model_profile)
+    return selection.profile, selection.reason

@@ -1,0 +1,118 @@
+"""Brings the engine up behind the front and watches it.
+
+Order, as NIM does it: the front is already live -> fetch the model files -> start the
+engine -> poll its health and model list until it answers -> ready. If the engine exits
+at any point, the front logs why and asks to exit non-zero so that a restart policy acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import httpx
+
+from nimctl.errors import NimctlError
+from nimctl.server.engine import EngineProcess
+from nimctl.server.plan import engine_environment
+from nimctl.server.state import Phase, ServerState
+
+log = logging.getLogger("nimctl.server")
+
+EXIT_ENGINE_FAILED = 1
+LOADING_POLL_S = 0.5
+READY_POLL_S = 2.0
+# Consecutive failed health checks before a ready engine counts as unhealthy.
+UNHEALTHY_AFTER = 3
+
+
+class Supervisor:
+    def __init__(self, state: ServerState, request_exit: Callable[[int], None]) -> None:
+        self.state = state
+        self.request_exit = request_exit
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._bring_up(), name="engine-bring-up"))
+
+    async def stop(self, timeout: float) -> None:
+        self._stopping = True
+        self.state.set_phase(Phase.stopping)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.state.engine is not None:
+            await self.state.engine.stop(timeout)
+
+    def _fail(self, detail: str) -> None:
+        if self._stopping:
+            return
+        self.state.set_phase(Phase.failed, detail)
+        self.state.exit_code = EXIT_ENGINE_FAILED
+        self.request_exit(EXIT_ENGINE_FAILED)
+
+    async def _bring_up(self) -> None:
+        plan = self.state.plan
+        try:
+            self.state.set_phase(Phase.fetching, plan.source.uri)
+            log.info("fetching model files for %s", plan.source.uri)
+            model_dir = await asyncio.to_thread(plan.source.fetch, plan.config.cache_path)
+            self.state.model_dir = model_dir
+            engine = EngineProcess(plan.command(model_dir), engine_environment(plan))
+            self.state.engine = engine
+            await engine.start()
+            self.state.engine_starts += 1
+            self.state.set_phase(Phase.loading, f"engine pid {engine.pid}")
+        except NimctlError as exc:
+            log.error("cannot start the engine: %s", exc.message)
+            self._fail(exc.message)
+            return
+        except Exception as exc:
+            log.exception("cannot start the engine")
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        self._tasks.append(asyncio.create_task(self._watch_exit(engine), name="engine-exit"))
+        await self._watch_health()
+
+    async def _watch_exit(self, engine: EngineProcess) -> None:
+        code = await engine.wait()
+        if self._stopping:
+            return
+        lines = engine.last_lines(15)
+        log.error("engine exited with code %s; its last lines:\n%s", code, "\n".join(lines) or "(none)")
+        self._fail(f"engine exited with code {code}")
+
+    async def _watch_health(self) -> None:
+        failures = 0
+        async with httpx.AsyncClient(base_url=self.state.plan.engine_url, timeout=5.0) as client:
+            while self.state.phase in (Phase.loading, Phase.ready, Phase.unhealthy):
+                healthy = await self._probe(client)
+                if healthy:
+                    failures = 0
+                    if self.state.phase is not Phase.ready:
+                        self.state.set_phase(Phase.ready)
+                        log.info("ready: %s answers on the engine", self.state.plan.served_name)
+                elif self.state.phase is not Phase.loading:
+                    failures += 1
+                    if failures >= UNHEALTHY_AFTER and self.state.phase is Phase.ready:
+                        self.state.set_phase(Phase.unhealthy)
+                        log.warning("engine stopped answering its health check")
+                ready = self.state.phase is Phase.ready
+                await asyncio.sleep(READY_POLL_S if ready else LOADING_POLL_S)
+
+    async def _probe(self, client: httpx.AsyncClient) -> bool:
+        """The engine is healthy when /health answers 200 and /v1/models lists our model."""
+        try:
+            health = await client.get("/health")
+            if health.status_code != 200:
+                return False
+            models = (await client.get("/v1/models")).json().get("data", [])
+        except (httpx.HTTPError, ValueError):
+            return False
+        self.state.engine_models = [m for m in models if isinstance(m, dict)]
+        return any(m.get("id") == self.state.plan.served_name for m in self.state.engine_models)
