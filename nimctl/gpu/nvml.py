@@ -1,0 +1,184 @@
+"""Reading the real GPUs through NVML (the ``nvidia-ml-py`` package, imported as ``pynvml``).
+
+No library, no driver, or no GPU is a normal answer: an empty :class:`Inventory` whose ``reason``
+says which, never an exception. Visibility follows what an engine started here would see:
+``NVIDIA_VISIBLE_DEVICES`` (the container toolkit's variable) then ``CUDA_VISIBLE_DEVICES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from types import ModuleType
+from typing import Any
+
+from nimctl.gpu.catalog import recognise
+from nimctl.gpu.inventory import GPU, Inventory
+
+_HIDDEN = {"none", "void"}
+
+
+def read_nvml(nvml: ModuleType | None = None, environ: dict[str, str] | None = None) -> Inventory:
+    """The visible GPUs; ``nvml`` is injectable so unit tests can hand in a fake module."""
+    env = os.environ if environ is None else environ
+    hidden = _hidden_by_env(env)
+    if hidden:
+        return Inventory(reason=hidden)
+    if nvml is None:
+        try:
+            import pynvml as nvml  # the nvidia-ml-py distribution
+        except ImportError:
+            return Inventory(reason="nvidia-ml-py is not installed")
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:
+        return Inventory(reason=_init_failure(nvml, exc))
+    try:
+        return _read(nvml, env)
+    except Exception as exc:
+        return Inventory(reason=f"NVML failed while reading the GPUs: {_text(exc) or type(exc).__name__}")
+    finally:
+        with contextlib.suppress(Exception):
+            nvml.nvmlShutdown()
+
+
+def _hidden_by_env(env: Any) -> str | None:
+    nvidia = env.get("NVIDIA_VISIBLE_DEVICES")
+    if nvidia is not None and nvidia.strip().lower() in _HIDDEN | {""}:
+        return f"NVIDIA_VISIBLE_DEVICES={nvidia!s} hides every GPU"
+    cuda = env.get("CUDA_VISIBLE_DEVICES")
+    if cuda is not None and (cuda.strip() == "" or cuda.strip().lower() in _HIDDEN or cuda.strip() == "-1"):
+        return f"CUDA_VISIBLE_DEVICES={cuda!r} hides every GPU"
+    return None
+
+
+def _init_failure(nvml: ModuleType, exc: Exception) -> str:
+    def is_error(name: str) -> bool:
+        cls = getattr(nvml, name, None)
+        return isinstance(cls, type) and isinstance(exc, cls)
+
+    if is_error("NVMLError_LibraryNotFound"):
+        return "NVIDIA driver library (libnvidia-ml) not found"
+    if is_error("NVMLError_DriverNotLoaded"):
+        return "NVIDIA driver not loaded"
+    if is_error("NVMLError_NoPermission"):
+        return "no permission to use the NVIDIA driver"
+    return f"NVML could not start: {_text(exc) or type(exc).__name__}"
+
+
+def _read(nvml: ModuleType, env: Any) -> Inventory:
+    driver = _text(nvml.nvmlSystemGetDriverVersion())
+    cuda_version = _cuda_version(nvml)
+    count = nvml.nvmlDeviceGetCount()
+    handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+    uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
+    order, note = _visible_order(uuids, env)
+    gpus = tuple(
+        _gpu(nvml, handles[nvml_index], uuids[nvml_index], cuda_index)
+        for cuda_index, nvml_index in enumerate(order)
+    )
+    reason = None
+    if not gpus:
+        reason = note or ("no NVIDIA GPU found" if count == 0 else "no GPU is visible")
+    return Inventory(
+        gpus=gpus,
+        reason=reason,
+        source="nvml",
+        driver_version=driver,
+        cuda_driver_version=cuda_version,
+        notes=(note,) if note and gpus else (),
+    )
+
+
+def _cuda_version(nvml: ModuleType) -> str | None:
+    try:
+        version = int(nvml.nvmlSystemGetCudaDriverVersion())
+    except Exception:
+        return None
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _visible_order(uuids: list[str], env: Any) -> tuple[list[int], str | None]:
+    """NVML indices in the order CUDA numbers them, after both visibility variables."""
+    order = list(range(len(uuids)))
+    nvidia = (env.get("NVIDIA_VISIBLE_DEVICES") or "all").strip()
+    if nvidia.lower() != "all":
+        wanted = [w.strip() for w in nvidia.split(",") if w.strip()]
+        # Inside a container the toolkit has already mapped only these GPUs, renumbered from 0;
+        # indices then cannot be applied again. UUIDs can, wherever we are.
+        if all(w.isdigit() for w in wanted) and len(wanted) == len(uuids):
+            pass
+        else:
+            order = _select(order, uuids, wanted)
+    cuda = env.get("CUDA_VISIBLE_DEVICES")
+    if cuda is not None:
+        wanted = [w.strip() for w in cuda.split(",")]
+        order = _select(order, uuids, wanted)
+    note = None
+    if len(order) < len(uuids):
+        hidden = len(uuids) - len(order)
+        note = f"{hidden} of {len(uuids)} GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES"
+    return order, note
+
+
+def _select(order: list[int], uuids: list[str], wanted: list[str]) -> list[int]:
+    """CUDA's rule: entries are ordinals or (prefixes of) UUIDs; the list stops at the first bad one."""
+    chosen: list[int] = []
+    for item in wanted:
+        if item.isdigit():
+            position = int(item)
+            if position >= len(order):
+                break
+            nvml_index = order[position]
+        else:
+            matches = [
+                i
+                for i in order
+                if uuids[i] == item or (item.startswith("GPU-") and uuids[i].startswith(item))
+            ]
+            if len(matches) != 1:
+                break
+            nvml_index = matches[0]
+        if nvml_index in chosen:
+            break
+        chosen.append(nvml_index)
+    return chosen
+
+
+def _gpu(nvml: ModuleType, handle: Any, uuid: str, index: int) -> GPU:
+    name = _text(nvml.nvmlDeviceGetName(handle))
+    pci = nvml.nvmlDeviceGetPciInfo(handle)
+    device_id = int(pci.pciDeviceId)  # 0xDDDDVVVV: device id high, vendor id low
+    pci_id = f"{device_id >> 16:04x}:{device_id & 0xFFFF:04x}"
+    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+    major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+    entry = recognise(pci_id, name)
+    return GPU(
+        index=index,
+        name=name,
+        uuid=uuid,
+        pci_id=pci_id,
+        memory_total=int(memory.total),
+        memory_used=int(memory.used),
+        memory_free=int(memory.free),
+        utilization_pct=_optional(lambda: int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
+        compute_capability=(int(major), int(minor)),
+        mig_mode=_optional(lambda: bool(nvml.nvmlDeviceGetMigMode(handle)[0])),
+        catalog_key=entry.key if entry else None,
+        family=entry.family if entry else None,
+        aliases=entry.aliases if entry else (),
+    )
+
+
+def _optional(read: Any) -> Any:
+    """A figure some cards do not report (NVML_ERROR_NOT_SUPPORTED): None instead of a failure."""
+    try:
+        return read()
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

@@ -1,0 +1,226 @@
+"""Classifying each profile against an inventory: runnable, low memory, or incompatible, with the reason.
+
+- **incompatible**: a CUDA profile with no GPU; too few GPUs (of the profile's type, when it names
+  one by ``gpu`` or ``gpu_device``); a precision the compute capability lacks (bf16 8.0, fp8 8.9,
+  nvfp4 10.0); or weights + overhead alone exceed the usable memory of the card.
+- **low memory**: the card could hold it but its free memory cannot now (other processes), or it
+  fits only with a shorter context: the reason gives the largest ``--max-model-len`` that fits.
+- **runnable**: everything fits; CPU profiles are always runnable (vLLM's CPU backend reserves
+  the fixed KV space the profile sets).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from nimctl.gpu.inventory import GIB, GPU, Inventory
+from nimctl.profiles.memory import MemoryEstimate, estimate, gpu_memory_utilization
+from nimctl.profiles.schema import MIN_COMPUTE_CAPABILITY, Manifest, Profile
+
+Status = Literal["runnable", "low_memory", "incompatible"]
+RUNNABLE: Status = "runnable"
+LOW_MEMORY: Status = "low_memory"
+INCOMPATIBLE: Status = "incompatible"
+# Shorter than this, a VLM cannot take an image plus a question: not worth suggesting.
+MIN_USEFUL_CONTEXT = 2048
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One profile's verdict on this inventory."""
+
+    profile: Profile
+    status: Status
+    reason: str
+    memory: MemoryEstimate
+    gpus: tuple[int, ...] = ()  # indices of the GPUs it would use
+    max_model_len: int | None = None  # for low memory: the longest context that fits
+    fix: str | None = None  # what would make it runnable
+    usable_per_gpu: int | None = None  # bytes the engine may use on each of its GPUs
+
+    @property
+    def runnable(self) -> bool:
+        return self.status == RUNNABLE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.profile.id,
+            "name": self.profile.name,
+            "status": self.status,
+            "reason": self.reason,
+            "fix": self.fix,
+            "gpus": list(self.gpus),
+            "max_model_len": self.max_model_len,
+            "memory": {
+                **self.memory.to_dict(),
+                "usable_per_gpu_gib": None
+                if self.usable_per_gpu is None
+                else round(self.usable_per_gpu / GIB, 2),
+            },
+            "tags": dict(self.profile.tags),
+        }
+
+
+def classify(
+    manifest: Manifest, inventory: Inventory, *, max_model_len: int | None = None
+) -> list[Classified]:
+    """Every profile of ``manifest``, in manifest order, with its class and reason."""
+    return [classify_profile(manifest, p, inventory, max_model_len=max_model_len) for p in manifest.profiles]
+
+
+def classify_profile(
+    manifest: Manifest, profile: Profile, inventory: Inventory, *, max_model_len: int | None = None
+) -> Classified:
+    memory = estimate(manifest.model, profile, context=max_model_len)
+    if profile.device == "cpu":
+        where = "GPU profiles are preferred on this machine" if inventory.gpus else "no GPU needed"
+        return Classified(profile, RUNNABLE, f"runs on the CPU ({where})", memory)
+    needed = profile.gpu_count
+    if not inventory.gpus:
+        return Classified(
+            profile,
+            INCOMPATIBLE,
+            f"needs {_gpus(needed)}; {inventory.reason or 'no GPU found'}",
+            memory,
+            fix=f"a machine with {_gpus(needed, _wanted_type(profile))}",
+        )
+    candidates = [gpu for gpu in inventory.gpus if _matches_type(profile, gpu)]
+    if not candidates:
+        here = ", ".join(sorted({gpu.name for gpu in inventory.gpus}))
+        return Classified(
+            profile,
+            INCOMPATIBLE,
+            f"built for {_wanted_type(profile)}; this machine has {here}",
+            memory,
+            fix=f"run on {_gpus(needed, _wanted_type(profile))}",
+        )
+    if len(candidates) < needed:
+        kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
+        return Classified(
+            profile,
+            INCOMPATIBLE,
+            f"needs {needed}{kind} GPUs, {len(candidates)} available",
+            memory,
+            fix=f"{needed - len(candidates)} more{kind} GPU(s)",
+        )
+    chosen = sorted(candidates, key=lambda g: (-g.memory_free, g.index))[:needed]
+    required_cc = MIN_COMPUTE_CAPABILITY[profile.precision]
+    weakest = min(chosen, key=lambda g: g.compute_capability or (0, 0))
+    if weakest.compute_capability is not None and weakest.compute_capability < required_cc:
+        have = ".".join(map(str, weakest.compute_capability))
+        need = f"{required_cc[0]}.{required_cc[1]}"
+        return Classified(
+            profile,
+            INCOMPATIBLE,
+            f"{profile.precision} needs compute capability {need}, {weakest.name} has {have}",
+            memory,
+            fix=f"a GPU with compute capability >= {need}",
+        )
+    return _classify_memory(manifest, profile, memory, tuple(chosen))
+
+
+def _classify_memory(
+    manifest: Manifest,
+    profile: Profile,
+    memory: MemoryEstimate,
+    chosen: tuple[GPU, ...],
+) -> Classified:
+    utilisation = gpu_memory_utilization(profile)
+    total = min(gpu.memory_total for gpu in chosen)
+    free = min(gpu.memory_free for gpu in chosen)
+    card_budget = int(total * utilisation)
+    # vLLM refuses to start when free memory is below its share of the card, so a busy GPU only
+    # runs the profile with a lower --gpu-memory-utilization: the usable memory is what is free.
+    busy = free < card_budget
+    usable = min(card_budget, free)
+    indices = tuple(gpu.index for gpu in chosen)
+    need = memory.total
+    figures = f"needs {_g(need)} GiB/GPU, {_g(usable)} GiB usable"
+    if need <= usable and not busy:
+        return Classified(profile, RUNNABLE, f"fits: {figures}", memory, indices, usable_per_gpu=usable)
+    shortest = min(MIN_USEFUL_CONTEXT, memory.context)
+    busiest = min(chosen, key=lambda g: g.memory_free)
+    if need <= usable:  # fits what is free, but vLLM would ask for more than is free
+        share = math.ceil(need / total * 100) / 100
+        return Classified(
+            profile,
+            LOW_MEMORY,
+            f"GPU {busiest.index} has {_g(free)} of {_g(total)} GiB free (others use the rest); {figures}",
+            memory,
+            indices,
+            fix=f"pass --gpu-memory-utilization={share:.2f} or free GPU memory",
+            usable_per_gpu=usable,
+        )
+    longest = _round_context(memory.max_context_within(usable))
+    if longest >= shortest:
+        fix = f"try --max-model-len={longest} to reduce to >={_g(memory.total_for(longest))} GiB/GPU"
+        if busy:
+            share = math.ceil(memory.total_for(longest) / total * 100) / 100
+            fix += f" with --gpu-memory-utilization={share:.2f}"
+        return Classified(
+            profile,
+            LOW_MEMORY,
+            f"requires >={_g(need)} GiB/GPU at {memory.context} tokens, {_g(usable)} GiB usable; {fix}",
+            memory,
+            indices,
+            max_model_len=longest,
+            fix=fix,
+            usable_per_gpu=usable,
+        )
+    if memory.total_for(shortest) <= card_budget:
+        return Classified(
+            profile,
+            LOW_MEMORY,
+            f"GPU {busiest.index} has only {_g(free)} of {_g(total)} GiB free; {figures}",
+            memory,
+            indices,
+            fix="free GPU memory (other processes hold it)",
+            usable_per_gpu=usable,
+        )
+    more = _next_tp(profile, manifest.model.num_attention_heads)
+    return Classified(
+        profile,
+        INCOMPATIBLE,
+        f"too large: weights + overhead need {_g(memory.static)} GiB/GPU, {_g(card_budget)} GiB usable "
+        f"on {chosen[0].name}",
+        memory,
+        indices,
+        fix=f"a lower precision or tp{more}" if more else "a GPU with more memory or a lower precision",
+        usable_per_gpu=usable,
+    )
+
+
+def _round_context(tokens: int) -> int:
+    """Round down to a multiple of 1024 (256 below 4096) so the hint is a tidy figure."""
+    step = 1024 if tokens >= 4096 else 256
+    return tokens // step * step
+
+
+def _next_tp(profile: Profile, heads: int) -> int | None:
+    tp = profile.tp * 2
+    return tp if heads % tp == 0 else None
+
+
+def _matches_type(profile: Profile, gpu: GPU) -> bool:
+    device = profile.tags.get("gpu_device")
+    if device and gpu.pci_id != device:
+        return False
+    tag = profile.tags.get("gpu")
+    return not tag or gpu.matches_gpu_tag(tag)
+
+
+def _wanted_type(profile: Profile) -> str:
+    parts = [profile.tags["gpu"]] if profile.tags.get("gpu") else []
+    if profile.tags.get("gpu_device"):
+        parts.append(f"PCI {profile.tags['gpu_device']}")
+    return " ".join(parts) if parts else "CUDA"
+
+
+def _gpus(count: int, kind: str = "CUDA") -> str:
+    return f"{count} {kind} GPU" + ("s" if count != 1 else "")
+
+
+def _g(value: int) -> str:
+    return f"{value / GIB:.1f}"

@@ -1,0 +1,322 @@
+"""The pydantic schema of a model manifest (``profiles/<model>.yaml``).
+
+A manifest names one model (where it comes from, what it is called when served, its licence,
+its size and the architecture figures the memory estimate needs) and lists its *profiles*: the
+pre-validated engine configurations, each with a 64-hex id, string tags close to NIM's, and the
+engine arguments and environment the profile implies. Every field is checked here; the loader
+turns a validation failure into one line naming the file, the place and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+# Bits per weight of each precision tag; the automatic choice prefers fewer bits (NIM's rule).
+PRECISION_BITS: dict[str, int] = {
+    "nvfp4": 4,
+    "mxfp4": 4,
+    "int4": 4,
+    "fp8": 8,
+    "fp16": 16,
+    "bf16": 16,
+    "fp32": 32,
+}
+
+# The lowest CUDA compute capability with native support for each precision. bf16 needs Ampere,
+# fp8 needs Ada/Hopper, nvfp4 Blackwell (the issue's figures). mxfp4 and int4 run through
+# vLLM's Marlin kernels on older cards, but NIM ships them for Hopper and Ampere respectively,
+# so the thresholds here are the conservative ones.
+MIN_COMPUTE_CAPABILITY: dict[str, tuple[int, int]] = {
+    "fp32": (0, 0),
+    "fp16": (7, 0),
+    "int4": (8, 0),
+    "bf16": (8, 0),
+    "fp8": (8, 9),
+    "mxfp4": (9, 0),
+    "nvfp4": (10, 0),
+}
+
+Precision = Literal["nvfp4", "mxfp4", "int4", "fp8", "fp16", "bf16", "fp32"]
+_POSITIVE_INT = r"^[1-9][0-9]*$"
+_PCI_ID = r"^[0-9a-f]{4}:[0-9a-f]{4}$"
+_HEX64 = r"^[0-9a-f]{64}$"
+_SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+Slug = Annotated[str, StringConstraints(pattern=_SLUG, min_length=1, max_length=128)]
+
+
+def _parse_count(value: Any) -> Any:
+    """Parameter counts may be written ``8_292_166_656``, ``8.29e9`` or ``"8.29B"``."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMBT]?)\s*", value, re.IGNORECASE)
+        if not match:
+            raise ValueError("write a number, e.g. 8292166656, 8.29e9 or '8.29B'")
+        scale = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[match.group(2).upper()]
+        return int(float(match.group(1)) * scale)
+    if isinstance(value, float):
+        return int(value)
+    return value
+
+
+ParameterCount = Annotated[int, BeforeValidator(_parse_count), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused: a typo in a manifest must not pass silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class License(_Strict):
+    name: str = Field(min_length=1)
+    url: str | None = None
+
+
+class ModelInfo(_Strict):
+    """The model, and the figures of its language model that the memory estimate needs."""
+
+    name: Slug
+    source: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*://\S+$")]
+    served_name: str = Field(min_length=1)
+    description: str | None = None
+    license: License | None = None
+    modalities: list[Literal["text", "image", "video", "audio"]] = Field(default_factory=lambda: ["text"])
+    parameters: ParameterCount
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    max_context: int = Field(gt=0)
+    tool_call_parser: str | None = None
+
+
+class ProfileTags(_Strict):
+    """The tags nimctl understands; their values are strings as in NIM's manifests."""
+
+    llm_engine: Literal["vllm"]
+    precision: Precision
+    tp: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)]
+    pp: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)]
+    profile: Literal["latency", "throughput"]
+    device: Literal["cuda", "cpu"] = "cuda"
+    feat_lora: Literal["true", "false"] = "false"
+    gpu: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")] | None = None
+    gpu_device: Annotated[str, StringConstraints(pattern=_PCI_ID)] | None = None
+    number_of_gpus: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProfileTags:
+        gpus = int(self.tp) * int(self.pp)
+        if self.number_of_gpus is not None and int(self.number_of_gpus) != gpus:
+            raise ValueError(f"number_of_gpus is {self.number_of_gpus} but tp x pp is {gpus}")
+        if self.device == "cpu" and (self.gpu or self.gpu_device or gpus != 1):
+            raise ValueError("a cpu profile has tp 1, pp 1 and no gpu/gpu_device tag")
+        return self
+
+
+def profile_name(tags: dict[str, str]) -> str:
+    """NIM's human name: ``<engine>-<precision>-tp<N>-pp<M>[-<gpu>|-cpu][-lora]``."""
+    parts = [tags["llm_engine"], tags["precision"], f"tp{tags['tp']}", f"pp{tags['pp']}"]
+    if tags.get("device") == "cpu":
+        parts.append("cpu")
+    elif tags.get("gpu"):
+        parts.append(tags["gpu"].lower())
+    elif tags.get("gpu_device"):
+        parts.append(tags["gpu_device"].split(":")[0])
+    if tags.get("feat_lora") == "true":
+        parts.append("lora")
+    return "-".join(parts)
+
+
+class Profile(_Strict):
+    """One engine configuration. ``tags`` is kept as the plain ``dict[str, str]`` it was written as."""
+
+    id: Annotated[str, StringConstraints(pattern=_HEX64)]
+    name: str = ""
+    description: str | None = None
+    tags: dict[str, str]
+    engine_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _string_tags(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, tag in value.items():
+                if not isinstance(tag, str):
+                    raise ValueError(f'tag {key!r} must be a string: write {key}: "{_yaml_scalar(tag)}"')
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _known_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        ProfileTags.model_validate(value)
+        return value
+
+    @field_validator("engine_args", mode="before")
+    @classmethod
+    def _string_args(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for arg in value:
+                if not isinstance(arg, str):
+                    raise ValueError(f"engine arguments are strings: quote {_yaml_scalar(arg)!r}")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _string_env(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(item, str):
+                    raise ValueError(f'environment values are strings: write {key}: "{_yaml_scalar(item)}"')
+        return value
+
+    @model_validator(mode="after")
+    def _named(self) -> Profile:
+        expected = profile_name(self.tags)
+        if self.name and self.name != expected:
+            raise _FieldError("name", f"{self.name!r} does not match its tags (expected {expected!r})")
+        object.__setattr__(self, "name", expected)
+        return self
+
+    # -- derived figures --------------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        return self.tags["precision"]
+
+    @property
+    def tp(self) -> int:
+        return int(self.tags["tp"])
+
+    @property
+    def pp(self) -> int:
+        return int(self.tags["pp"])
+
+    @property
+    def gpu_count(self) -> int:
+        """GPUs the profile needs (tp x pp); 0 for a CPU profile."""
+        return 0 if self.device == "cpu" else self.tp * self.pp
+
+    @property
+    def device(self) -> str:
+        return self.tags.get("device", "cuda")
+
+    @property
+    def lora(self) -> bool:
+        return self.tags.get("feat_lora") == "true"
+
+    @property
+    def gpu_specific(self) -> bool:
+        return bool(self.tags.get("gpu") or self.tags.get("gpu_device"))
+
+    def engine_arg(self, flag: str) -> str | None:
+        """The value given to ``flag`` in the engine arguments (``--flag V`` or ``--flag=V``)."""
+        for i, arg in enumerate(self.engine_args):
+            if arg == flag and i + 1 < len(self.engine_args):
+                return self.engine_args[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+        return None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """The JSON form served at ``/v1/manifest`` and printed by ``--format json``."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "tags": dict(self.tags),
+            "engine_args": list(self.engine_args),
+            "env": dict(self.env),
+        }
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Manifest(_Strict):
+    """A parsed manifest; ``path`` and ``text`` (the raw YAML) are kept beside the fields."""
+
+    schema_version: Literal[1] = 1
+    model: ModelInfo
+    profiles: list[Profile] = Field(min_length=1)
+
+    _path: Path = PrivateAttr(default=Path("<memory>"))
+    _text: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Manifest:
+        seen_ids: dict[str, int] = {}
+        seen_names: dict[str, int] = {}
+        for index, profile in enumerate(self.profiles):
+            if profile.id in seen_ids:
+                raise _DuplicateError(
+                    index, "id", f"duplicate id (already used by profiles[{seen_ids[profile.id]}])"
+                )
+            if profile.name in seen_names:
+                raise _DuplicateError(
+                    index,
+                    "tags",
+                    f"duplicate profile {profile.name!r} (same tags as profiles[{seen_names[profile.name]}])",
+                )
+            seen_ids[profile.id] = index
+            seen_names[profile.name] = index
+        return self
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def profile_by_id_or_name(self, ref: str) -> Profile | None:
+        ref = ref.strip()
+        for profile in self.profiles:
+            if ref in (profile.id, profile.name):
+                return profile
+        return None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "path": str(self.path),
+            "model": self.model.model_dump(mode="json"),
+            "profiles": [profile.to_public_dict() for profile in self.profiles],
+        }
+
+
+class _FieldError(ValueError):
+    """A model-level check that blames one field: the loader appends ``field`` to the error's place."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _DuplicateError(ValueError):
+    """Carries the place of a duplicate so the loader can point at the right profile."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.loc: tuple[str | int, ...] = ("profiles", index, field)

@@ -1,0 +1,165 @@
+"""Choosing the profile to run: automatically, or the one the user pinned.
+
+Automatic choice (``NIM_MODEL_PROFILE`` unset or ``default``):
+
+1. Only **runnable** profiles are candidates (see :mod:`nimctl.profiles.classify`); low-memory
+   and incompatible ones are never chosen automatically.
+2. **LoRA** profiles (``feat_lora: "true"``) are candidates only when LoRA is asked for
+   (``--lora`` / ``NIM_PEFT_SOURCE``), and then only they are.
+3. Where GPUs are present, **GPU profiles before CPU** ones.
+4. A profile **specific to these GPUs** (``gpu`` / ``gpu_device`` tag) before a generic one.
+5. **Lower precision before higher** (nvfp4/mxfp4/int4, then fp8, then bf16/fp16, then fp32):
+   every candidate's precision is already known to be supported by the GPUs (NIM's rule).
+6. The **preference**: ``throughput`` (the default) takes the fewest GPUs, ``latency`` the most;
+   among equal GPU counts, a profile whose ``profile`` tag equals the preference first.
+7. Ties are broken by **id**, so the choice is the same on every run.
+
+Manual choice (``NIM_MODEL_PROFILE`` / ``--profile``): an id or a name. A profile that is not in
+the manifest, or is not runnable here, is refused with its reason and the list of runnable
+ones. When nothing is runnable, the error lists the closest profiles and what each lacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nimctl.errors import ProfileError
+from nimctl.gpu.inventory import Inventory
+from nimctl.profiles.classify import INCOMPATIBLE, LOW_MEMORY, Classified, classify
+from nimctl.profiles.schema import PRECISION_BITS, Manifest, Profile
+
+Prefer = Literal["throughput", "latency"]
+AUTOMATIC = {"", "default", "auto"}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen profile, one human line saying why, and every profile's class and reason."""
+
+    profile: Profile
+    reason: str
+    classification: list[Classified] = field(default_factory=list)
+    pinned: bool = False
+
+    @property
+    def chosen(self) -> Classified:
+        return next(c for c in self.classification if c.profile.id == self.profile.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.profile.id,
+            "name": self.profile.name,
+            "reason": self.reason,
+            "pinned": self.pinned,
+        }
+
+
+def rank_key(item: Classified, inventory: Inventory, prefer: Prefer) -> tuple[Any, ...]:
+    """The sort key of the automatic rule, steps 3-7 (smaller is better)."""
+    profile = item.profile
+    gpus = profile.gpu_count
+    return (
+        0 if profile.device == "cuda" or not inventory.gpus else 1,
+        0 if profile.gpu_specific else 1,
+        PRECISION_BITS[profile.precision],
+        gpus if prefer == "throughput" else -gpus,
+        0 if profile.tags.get("profile") == prefer else 1,
+        profile.id,
+    )
+
+
+def select_profile(
+    manifest: Manifest,
+    inventory: Inventory,
+    requested: str | None = None,
+    prefer: Prefer = "throughput",
+    lora: bool = False,
+    *,
+    max_model_len: int | None = None,
+) -> Selection:
+    """The profile to run (the rule is in this module's docstring); raises ProfileError when none."""
+    if prefer not in ("throughput", "latency"):
+        raise ProfileError(f"unknown preference {prefer!r}: use throughput or latency")
+    classification = classify(manifest, inventory, max_model_len=max_model_len)
+    ranked = sorted(classification, key=lambda c: rank_key(c, inventory, prefer))
+    if requested is not None and requested.strip().lower() not in AUTOMATIC:
+        return _pinned(manifest, requested.strip(), classification, ranked, inventory)
+    candidates = [c for c in ranked if c.runnable and c.profile.lora == lora]
+    if not candidates:
+        raise _none_runnable(manifest, inventory, ranked, lora)
+    best = candidates[0]
+    return Selection(best.profile, _why(best, candidates, inventory, prefer, lora), classification)
+
+
+def _pinned(
+    manifest: Manifest,
+    requested: str,
+    classification: list[Classified],
+    ranked: list[Classified],
+    inventory: Inventory,
+) -> Selection:
+    item = next((c for c in classification if requested in (c.profile.id, c.profile.name)), None)
+    runnable = _runnable_list(ranked)
+    if item is None:
+        raise ProfileError(
+            f"profile {requested!r} is not in the {manifest.name} manifest ({manifest.path})",
+            hint=f"runnable here: {runnable}; run `nimctl profiles list {manifest.name}` for all profiles",
+        )
+    if not item.runnable:
+        label = "low memory" if item.status == LOW_MEMORY else "incompatible"
+        raise ProfileError(
+            f"pinned profile {item.profile.name} ({item.profile.id[:12]}) cannot run here "
+            f"({label}): {item.reason}",
+            hint=f"runnable here: {runnable}; or unset NIM_MODEL_PROFILE (or use 'default') "
+            "to choose automatically",
+        )
+    return Selection(
+        item.profile,
+        f"{item.profile.name}: pinned by the user; {item.reason} on {inventory.describe()}",
+        classification,
+        pinned=True,
+    )
+
+
+def _runnable_list(ranked: list[Classified]) -> str:
+    names = [f"{c.profile.name} ({c.profile.id[:12]})" for c in ranked if c.runnable]
+    return ", ".join(names) if names else "none"
+
+
+def _none_runnable(
+    manifest: Manifest, inventory: Inventory, ranked: list[Classified], lora: bool
+) -> ProfileError:
+    if lora and any(c.runnable for c in ranked):
+        return ProfileError(
+            f"no runnable LoRA profile for {manifest.name} on {inventory.describe()}",
+            hint=f"runnable without LoRA: {_runnable_list(ranked)}",
+        )
+    # Closest first: low memory before incompatible, then the fewest GPUs needed.
+    closest = sorted(
+        (c for c in ranked if c.profile.lora == lora or not lora),
+        key=lambda c: (c.status == INCOMPATIBLE, c.profile.gpu_count, c.memory.total),
+    )[:3]
+    suggestions = "; ".join(f"{c.profile.name}: {c.fix or c.reason}" for c in closest)
+    return ProfileError(
+        f"no runnable profile for {manifest.name} on {inventory.describe()}",
+        hint=f"closest: {suggestions}" if suggestions else None,
+    )
+
+
+def _why(
+    best: Classified, candidates: list[Classified], inventory: Inventory, prefer: Prefer, lora: bool
+) -> str:
+    profile = best.profile
+    if len(candidates) == 1:
+        rule = "the only runnable" + (" LoRA" if lora else "") + " profile"
+    else:
+        parts = []
+        if profile.gpu_specific:
+            parts.append(f"specific to {profile.tags.get('gpu') or profile.tags.get('gpu_device')}")
+        parts.append(f"{profile.precision} (lowest precision runnable)")
+        if profile.device == "cuda":
+            most = "fewest" if prefer == "throughput" else "most"
+            parts.append(f"{profile.gpu_count} GPU(s) ({prefer}: {most} GPUs)")
+        rule = f"first of {len(candidates)} runnable by the rule: " + ", ".join(parts)
+    return f"{profile.name}: {rule}; {best.reason}; on {inventory.describe()}"
