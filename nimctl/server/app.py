@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -26,10 +27,15 @@ def create_app(
     *,
     request_exit: Callable[[int], None] = lambda code: None,
     supervise: bool = True,
+    engine_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """Build the front. ``supervise=False`` serves an already running engine (tests, benchmarks)."""
+    """Build the front.
+
+    ``supervise=False`` starts no engine: the caller runs one (benchmarks) or, with
+    ``engine_transport``, stands in for it (unit tests of the front's own logic).
+    """
     metrics = FrontMetrics(state)
-    proxy = EngineProxy(state)
+    proxy = EngineProxy(state, engine_transport)
     supervisor = Supervisor(state, request_exit)
 
     @asynccontextmanager

@@ -41,7 +41,8 @@ ENV_FIELDS: dict[str, str] = {
 
 
 def in_container() -> bool:
-    return Path("/.dockerenv").exists() or os.environ.get("NIMCTL_IN_CONTAINER") == "1"
+    """Set by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too."""
+    return os.environ.get("NIMCTL_IN_CONTAINER") == "1"
 
 
 def default_cache_path() -> Path:

@@ -74,10 +74,11 @@ class _RelayedStream(Response):
 
 
 class EngineProxy:
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.state = state
         self.client = httpx.AsyncClient(
             base_url=state.plan.engine_url,
+            transport=transport,
             timeout=httpx.Timeout(None, connect=5.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )

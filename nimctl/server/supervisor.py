@@ -22,6 +22,9 @@ from nimctl.server.state import Phase, ServerState
 log = logging.getLogger("nimctl.server")
 
 EXIT_ENGINE_FAILED = 1
+# After a failure the front stays up this long, answering 503 with the reason, so that
+# probes and `nimctl ps` can see why before the process exits.
+FAILED_LINGER_S = 2.0
 LOADING_POLL_S = 0.5
 READY_POLL_S = 2.0
 # Consecutive failed health checks before a ready engine counts as unhealthy.
@@ -54,7 +57,7 @@ class Supervisor:
             return
         self.state.set_phase(Phase.failed, detail)
         self.state.exit_code = EXIT_ENGINE_FAILED
-        self.request_exit(EXIT_ENGINE_FAILED)
+        asyncio.get_running_loop().call_later(FAILED_LINGER_S, self.request_exit, EXIT_ENGINE_FAILED)
 
     async def _bring_up(self) -> None:
         plan = self.state.plan

@@ -1,0 +1,177 @@
+"""The OpenAI routes through the front, with the official ``openai`` client and NIM's request shapes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.images import png_data_url
+from tests.server_process import ServerProcess
+
+MODEL = "tiny-vlm"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def client(nim_server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=nim_server.url + "/v1", api_key="not-used", max_retries=0, timeout=120)
+
+
+def test_chat_with_max_tokens(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8, temperature=0
+    )
+    assert reply.object == "chat.completion"
+    assert reply.model == MODEL
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.usage is not None
+    assert 0 < reply.usage.completion_tokens <= 8
+
+
+def test_streaming_chunks_arrive_one_by_one_with_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a story."}],
+        max_tokens=48,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    arrivals: list[float] = []
+    chunks = []
+    for chunk in stream:
+        arrivals.append(time.perf_counter())
+        chunks.append(chunk)
+    assert len(chunks) > 10
+    # Relayed as generated: the chunks reach the client spread over the generation time,
+    # not in one burst at the end.
+    spread = arrivals[-1] - arrivals[0]
+    first_half = sum(1 for t in arrivals if t - arrivals[0] < spread / 2)
+    assert spread > 0.05 and first_half >= 2
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+
+
+def test_tools_auto_returns_a_valid_response(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
+        max_tokens=32,
+    )
+    message = reply.choices[0].message
+    assert message.role == "assistant"
+    assert message.content is not None or message.tool_calls
+
+
+def test_tools_required_returns_a_tool_call(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        max_tokens=64,
+    )
+    calls = reply.choices[0].message.tool_calls
+    assert calls, reply
+    assert calls[0].function.name == "get_weather"
+    assert calls[0].function.arguments.startswith("{")  # random weights: the shape, not the content
+
+
+def test_image_chat(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": png_data_url()}},
+                ],
+            }
+        ],
+        max_tokens=8,
+    )
+    assert reply.choices[0].message.content is not None
+    assert reply.usage is not None and reply.usage.prompt_tokens > 20  # the image's tokens are in the prompt
+
+
+def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
+    assert [model.id for model in client.models.list()] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_completions(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=5)
+    assert reply.choices[0].text is not None
+
+
+def test_tokenize_and_detokenize_round_trip(nim_server: ServerProcess) -> None:
+    tokens = httpx.post(
+        nim_server.url + "/tokenize", json={"model": MODEL, "prompt": "hello world"}, timeout=30
+    ).json()
+    assert tokens["count"] == len(tokens["tokens"]) > 0
+    assert tokens["max_model_len"] > 0
+    text = httpx.post(
+        nim_server.url + "/detokenize", json={"model": MODEL, "tokens": tokens["tokens"]}, timeout=30
+    ).json()
+    assert text["prompt"].strip() == "hello world"
+
+
+def test_render_returns_the_prompt_text(nim_server: ServerProcess) -> None:
+    response = httpx.post(
+        nim_server.url + "/v1/chat/completions/render",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Say something nice"}]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "Say something nice" in body["prompt"]
+    assert body["token_ids"]
+
+
+def _aborted_requests(server: ServerProcess) -> float:
+    metrics = httpx.get(server.url + "/v1/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("vllm:request_success_total") and 'finished_reason="abort"' in line
+    )
+
+
+def test_client_disconnect_mid_stream_aborts_upstream(nim_server: ServerProcess) -> None:
+    before = _aborted_requests(nim_server)
+    payload = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Go on forever."}],
+        "max_tokens": 1500,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    with httpx.stream("POST", nim_server.url + "/v1/chat/completions", json=payload, timeout=60) as response:
+        for _ in zip(range(3), response.iter_lines(), strict=False):
+            pass
+    # The engine counts the request as aborted once the front closes its upstream connection.
+    deadline = time.monotonic() + 30
+    while _aborted_requests(nim_server) <= before:
+        if time.monotonic() > deadline:
+            pytest.fail("the engine never saw the stream aborted")
+        time.sleep(0.2)

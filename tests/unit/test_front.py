@@ -1,0 +1,140 @@
+"""Unit tests of the front's own logic, with httpx.MockTransport standing in for the engine.
+
+The real behaviour (the real engine behind the front) is proven in tests/server/.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from nimctl.server.app import create_app
+from nimctl.server.config import ServerConfig
+from nimctl.server.plan import build_plan
+from nimctl.server.state import Phase, ServerState
+
+MODELS = {"object": "list", "data": [{"id": "tiny-llm", "object": "model", "max_model_len": 2048}]}
+
+
+def fake_engine(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/v1/models":
+        return httpx.Response(200, json=MODELS)
+    if request.url.path == "/v1/chat/completions":
+        body = json.loads(request.content)
+        if body.get("stream"):
+
+            async def frames() -> AsyncIterator[bytes]:
+                yield b'data: {"x": 1}\n\n'
+                yield b"data: [DONE]\n\n"
+
+            return httpx.Response(200, content=frames(), headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json={"echo": body, "auth": request.headers.get("authorization")})
+    if request.url.path == "/v1/chat/completions/render":
+        return httpx.Response(200, json={"token_ids": [5, 6, 7], "request_id": "r1"})
+    if request.url.path == "/detokenize":
+        return httpx.Response(200, json={"prompt": "<user>hello"})
+    return httpx.Response(404, json={"detail": "Not Found"})
+
+
+@pytest.fixture
+def state(tmp_path) -> ServerState:  # type: ignore[no-untyped-def]
+    config = ServerConfig.from_env({}, model_path="builtin://tiny-llm", cache_path=tmp_path, engine_port=9)
+    return ServerState(build_plan(config))
+
+
+@pytest.fixture
+def client(state: ServerState) -> Iterator[TestClient]:
+    app = create_app(state, supervise=False, engine_transport=httpx.MockTransport(fake_engine))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_inference_is_503_in_openai_shape_until_ready(client: TestClient, state: ServerState) -> None:
+    state.set_phase(Phase.loading)
+    response = client.post("/v1/chat/completions", json={"model": "tiny-llm", "messages": []})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == 503
+    assert "loading" in response.json()["error"]["message"]
+    assert client.get("/v1/health/live").status_code == 200
+    assert client.get("/v1/health/ready").status_code == 503
+
+
+def test_relays_body_and_headers_when_ready(client: TestClient, state: ServerState) -> None:
+    state.set_phase(Phase.ready)
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny-llm", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": "Bearer k"},
+    )
+    assert response.status_code == 200
+    assert response.json()["echo"]["messages"][0]["content"] == "hi"
+    assert response.json()["auth"] == "Bearer k"
+
+
+def test_relays_event_streams(client: TestClient, state: ServerState) -> None:
+    state.set_phase(Phase.ready)
+    with client.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert list(response.iter_lines()) == ['data: {"x": 1}', "", "data: [DONE]", ""]
+
+
+def test_render_adds_the_prompt_text(client: TestClient, state: ServerState) -> None:
+    state.set_phase(Phase.ready)
+    body = client.post("/v1/chat/completions/render", json={"messages": []}).json()
+    assert body == {"prompt": "<user>hello", "token_ids": [5, 6, 7], "request_id": "r1"}
+
+
+def test_models_retrieve_from_the_engines_list(client: TestClient, state: ServerState) -> None:
+    state.set_phase(Phase.ready)
+    assert client.get("/v1/models/tiny-llm").json()["id"] == "tiny-llm"
+    assert client.get("/v1/models/other").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (
+            json.dumps(
+                {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}]}
+            ).encode(),
+            "data:image/png;base64",
+        ),
+    ],
+)
+def test_bad_bodies_are_400(client: TestClient, state: ServerState, body: bytes, fragment: str) -> None:
+    state.set_phase(Phase.ready)
+    response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_unknown_path_and_method(client: TestClient) -> None:
+    assert client.get("/nope").json()["error"]["code"] == 404
+    assert client.delete("/v1/models").json()["error"]["code"] == 405
+
+
+def test_draining_refuses_new_work_but_answers_health(client: TestClient, state: ServerState) -> None:
+    state.set_phase(Phase.ready)
+    state.draining = True
+    assert client.post("/v1/chat/completions", json={}).status_code == 503
+    assert client.get("/v1/health/live").status_code == 200
+    assert client.get("/v1/health/ready").status_code == 503
+
+
+def test_metrics_without_engine_is_valid_and_counts_requests(client: TestClient, state: ServerState) -> None:
+    client.get("/v1/health/live")
+    client.get("/no/such/path")
+    text = client.get("/v1/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["nimctl_ready"].samples[0].value == 0
+    routes = {s.labels["route"] for s in families["nimctl_http_requests"].samples if s.name.endswith("_total")}
+    assert {"/v1/health/live", "unmatched"} <= routes
+    states = {s.labels["state"]: s.value for s in families["nimctl_engine_state"].samples}
+    assert states[state.phase.value] == 1
