@@ -96,9 +96,9 @@ def test_broken_data_image(nim_server: ServerProcess, url: str) -> None:
 
 
 def test_truncated_png_is_rejected_by_the_engine_as_4xx(nim_server: ServerProcess) -> None:
-    from tests.images import png_bytes
-
     import base64
+
+    from tests.images import png_bytes
 
     truncated = base64.b64encode(png_bytes()[:40]).decode()
     response = post(
