@@ -85,6 +85,11 @@ class Output:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
 
+    def write(self, text: str) -> None:
+        """Text to stdout exactly as given, flushed at once (a reply streamed piece by piece)."""
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
     def table(
         self,
         columns: Sequence[str],

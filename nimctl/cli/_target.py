@@ -1,0 +1,84 @@
+"""Where the client commands talk to, and the options that say so.
+
+Order: ``--url``, else ``NIMCTL_URL`` (both through the option), else the one running
+instance that ``nimctl ps`` shows, else ``http://127.0.0.1:8000``. Imports nothing heavy:
+every client command pays for this module at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from nimctl.client.http import NimClient
+
+FALLBACK_URL = "http://127.0.0.1:8000"
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="NIMCTL_URL",
+        help="Server to talk to [env NIMCTL_URL; default: the one running instance, else http://127.0.0.1:8000].",
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="NIMCTL_API_KEY",
+        help="Bearer token for a server that wants one [env NIMCTL_API_KEY].",
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        envvar="NIMCTL_TIMEOUT",
+        min=0.1,
+        help="Seconds to wait for an answer [env NIMCTL_TIMEOUT; default 30, chat 600].",
+        show_default=False,
+        show_envvar=False,
+    ),
+]
+
+
+def find_running_instance_url() -> str | None:
+    """The URL of the one local instance ``nimctl ps`` would list, or None (none, or several).
+
+    Hook for the runtime issue: until ``nimctl.runtime`` exposes the running instances this
+    finds nothing, and the fallback URL is used. It is called only when neither ``--url``
+    nor ``NIMCTL_URL`` is given, so scripts that set them never pay for a runtime lookup.
+    """
+    return None
+
+
+def resolve_url(url: str | None) -> str:
+    if url:
+        return url
+    return find_running_instance_url() or FALLBACK_URL
+
+
+def make_client(
+    url: str | None,
+    api_key: str | None,
+    *,
+    timeout: float | None = None,
+    inference_timeout: float | None = None,
+) -> NimClient:
+    """The client for the resolved target; ``timeout`` overrides the read timeout of every call."""
+    from nimctl.client.http import NimClient, Timeouts
+
+    defaults = Timeouts()
+    timeouts = Timeouts(
+        connect=min(defaults.connect, timeout) if timeout else defaults.connect,
+        management=timeout or defaults.management,
+        inference=timeout or inference_timeout or defaults.inference,
+    )
+    return NimClient(resolve_url(url), api_key=api_key, timeouts=timeouts)

@@ -1,0 +1,132 @@
+"""``nimctl chat``: one question from the argument or stdin, or an interactive session."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from nimctl.cli._common import FormatOption, output
+from nimctl.cli._target import ApiKeyOption, TimeoutOption, UrlOption, make_client
+from nimctl.errors import UsageError
+from nimctl.output import Format
+
+if TYPE_CHECKING:
+    from nimctl.client.conversation import Conversation
+    from nimctl.output import Output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat")(chat)
+
+
+def chat(
+    ctx: typer.Context,
+    prompt: Annotated[
+        str | None,
+        typer.Argument(
+            help="The question. Without it: standard input when piped, else an interactive session."
+        ),
+    ] = None,
+    image: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image", "-i", help="Image file or http(s) URL to ask about (repeatable).", show_default=False
+        ),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", "-s", help="System prompt.", show_default=False)
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name [default: the server's only model].", show_default=False
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Longest reply, in tokens.", show_default=False)
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature.", show_default=False)
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed.", show_default=False)] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="Print the reply as it arrives.")
+    ] = True,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="After each reply: time to first token, tokens/s, token counts.")
+    ] = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    timeout: TimeoutOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Chat with the served model. Streams the reply; --format json prints the whole response object."""
+    from nimctl.client.conversation import Conversation
+
+    out = output(ctx, fmt)
+    interactive = prompt is None and sys.stdin.isatty()
+    if interactive and out.is_json:
+        raise UsageError(
+            "--format json needs a prompt (an argument or standard input)",
+            hint='nimctl chat "your question" --format json',
+        )
+    client = make_client(url, api_key, timeout=timeout)
+    with client:
+        talk = Conversation(
+            client,
+            model or "",
+            system=system,
+            params={"max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+        )
+        # Bad images are refused before anything is sent, even before the model is looked up.
+        for ref in image or []:
+            talk.attach_image(ref)
+        question = None if interactive else _one_shot_text(prompt)
+        talk.model = model or client.default_model()
+        if question is None:
+            from nimctl.cli.chat_session import run_session
+
+            run_session(out, talk, stream=stream, show_stats=stats)
+        else:
+            _answer_once(out, talk, question, stream=stream, show_stats=stats)
+
+
+def _one_shot_text(prompt: str | None) -> str:
+    """The argument, the piped input, or both (the argument first, like `ollama run m "sum up" < file`)."""
+    piped = "" if sys.stdin.isatty() else sys.stdin.read()
+    parts = [part for part in (prompt, piped.strip("\n")) if part]
+    if not parts:
+        raise UsageError("the prompt is empty", hint="pass a question as an argument or on standard input")
+    return "\n\n".join(parts)
+
+
+def _answer_once(out: Output, talk: Conversation, question: str, *, stream: bool, show_stats: bool) -> None:
+    if out.is_json:
+        completion = talk.ask(question)
+        data = completion.raw()
+        if show_stats and talk.last_stats is not None:
+            data["stats"] = talk.last_stats.as_dict()
+        out.json(data)
+        return
+    if stream:
+        print_streamed_reply(out, talk, question)
+    else:
+        out.text(talk.ask(question).text)
+    if show_stats and talk.last_stats is not None:
+        out.info(talk.last_stats.summary())
+
+
+def print_streamed_reply(out: Output, talk: Conversation, question: str) -> None:
+    """Print the reply piece by piece; the request is closed however this ends (Ctrl-C included)."""
+    pieces = talk.stream(question)
+    printed = False
+    try:
+        for piece in pieces:
+            out.write(piece)
+            printed = True
+    finally:
+        pieces.close()
+        if printed:
+            out.write("\n")
