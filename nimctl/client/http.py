@@ -7,12 +7,24 @@ server's own message (from its OpenAI-shaped error body) and a hint. The result 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
+# httpx's __init__ imports its own command-line tool (click, rich.progress, pygments: ~90 ms,
+# a third of a `nimctl health` run) whenever those happen to be installed. A None entry in
+# sys.modules makes that optional import fail fast, httpx falls back to its stub `main`, and
+# the entry is removed again. nimctl never runs the httpx CLI.
+if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
+    try:
+        import httpx
+    finally:
+        if sys.modules.get("httpx._main", ...) is None:
+            del sys.modules["httpx._main"]
+import httpx  # binds the name when httpx was imported before this module
 
 from nimctl import __version__
 from nimctl.client.errors import map_transport_error, raise_for_status
@@ -185,8 +197,10 @@ class NimClient:
         while True:
             try:
                 report = self.health(live_only=live_only)
-            except (ServerUnreachableError, TimeoutError_) as exc:
-                last_state = f"unreachable ({exc.message})"
+            except ServerUnreachableError:
+                last_state = "unreachable"
+            except TimeoutError_:
+                last_state = "no answer in time"
             else:
                 if report.ready or live_only:
                     return report

@@ -1,0 +1,110 @@
+"""How long the CLI takes to start, against the interpreter's own start-up.
+
+Times ``nimctl --help``, ``nimctl health`` and ``nimctl tokenize`` (several runs each,
+median wall time) and ``python -c pass`` in the same environment, and prints the ratios
+(target: <= 2x). ``--importtime`` also lists the packages that take the most import time
+on each command's path, from ``python -X importtime``.
+
+    python benchmarks/cli_startup.py                      # against a closed port: pure start-up
+    python benchmarks/cli_startup.py --url http://127.0.0.1:8000 --importtime
+
+Without ``--url`` the client commands talk to a port where nothing listens: they start,
+fail to connect at once (exit 3) and stop, which is start-up cost plus one refused connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # the socket is closed again: nothing listens there
+
+
+def nimctl_command() -> list[str]:
+    script = Path(sys.executable).with_name("nimctl")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nimctl"]
+
+
+def time_runs(argv: list[str], runs: int, env: dict[str, str]) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def import_culprits(args: list[str], env: dict[str, str], top: int) -> list[tuple[str, float]]:
+    """Cumulative import time (ms) per top-level package on this command's path."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "nimctl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    per_package: dict[str, float] = defaultdict(float)
+    for line in result.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        fields = line.split("|")
+        try:
+            cumulative_us = int(fields[1])
+        except ValueError:
+            continue  # the header line
+        name = fields[2]
+        depth = (len(name) - len(name.lstrip())) // 2
+        if depth == 0:  # a top-level import: its cumulative time covers everything it pulled in
+            per_package[name.strip().split(".")[0]] += cumulative_us / 1000
+    return sorted(per_package.items(), key=lambda item: -item[1])[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15, help="runs per command (median is reported)")
+    parser.add_argument("--url", help="a running server (default: a closed port)")
+    parser.add_argument("--importtime", action="store_true", help="also list the slowest imports per command")
+    parser.add_argument("--top", type=int, default=8)
+    options = parser.parse_args()
+
+    url = options.url or closed_port_url()
+    env = {**os.environ, "NO_COLOR": "1", "NIMCTL_URL": url}
+    nimctl = nimctl_command()
+    cases = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "nimctl --help": [*nimctl, "--help"],
+        "nimctl health": [*nimctl, "health"],
+        "nimctl tokenize": [*nimctl, "tokenize", "hello world"],
+    }
+    # One warm-up each so that every case reads .pyc files from a warm page cache.
+    for argv in cases.values():
+        time_runs(argv, 1, env)
+    medians = {name: statistics.median(time_runs(argv, options.runs, env)) for name, argv in cases.items()}
+    baseline = medians["python -c pass"]
+    print(f"{options.runs} runs each, median wall time; server: {url}{'' if options.url else ' (closed port)'}")
+    print(f"{'command':<20} {'median ms':>10} {'x python':>9}")
+    for name, median in medians.items():
+        print(f"{name:<20} {median * 1000:>10.1f} {median / baseline:>9.2f}")
+    if options.importtime:
+        for name, argv in cases.items():
+            if name.startswith("nimctl"):
+                culprits = import_culprits(argv[len(nimctl) :], env, options.top)
+                print(f"\n{name}: cumulative import time by top-level package (ms)")
+                for package, ms in culprits:
+                    print(f"  {package:<28} {ms:8.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Every failure gives its one-line message, a hint, and its documented exit code.
+
+These need no engine: a closed port, a bad URL, and a small server that stays "loading".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nimctl.errors import (
+    EXIT_NOT_READY,
+    EXIT_OK,
+    EXIT_SERVER_ERROR,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
+from tests.cli.conftest import error_line, nimctl
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["health"],
+        ["health", "--live"],
+        ["chat", "hello", "--model", "m"],
+        ["tokenize", "hello"],
+        ["models", "--format", "json"],
+        ["metrics"],
+    ],
+)
+def test_server_down(closed_url: str, args: list[str]) -> None:
+    result = nimctl(*args, "--url", closed_url)
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    assert error_line(result).startswith(f"Error: cannot reach the server at {closed_url}")
+    assert "Hint:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_server_down_via_environment(closed_url: str) -> None:
+    result = nimctl("health", env={"NIMCTL_URL": closed_url})
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert closed_url in result.stderr
+
+
+@pytest.mark.parametrize("url", ["localhost:8000", "ftp://example.com", "http://"])
+def test_malformed_url_is_a_usage_error(url: str) -> None:
+    result = nimctl("health", "--url", url)
+    assert result.exit_code == EXIT_USAGE
+    assert error_line(result).startswith("Error: invalid server URL")
+
+
+def test_not_ready_yet(loading_server: str) -> None:
+    result = nimctl("health", "--url", loading_server)
+    assert result.exit_code == EXIT_NOT_READY
+    assert "live:    yes" in result.stdout and "ready:   no" in result.stdout
+    assert "model is loading" in error_line(result)
+
+
+def test_not_ready_json(loading_server: str) -> None:
+    import json
+
+    result = nimctl("health", "--url", loading_server, "--format", "json")
+    assert result.exit_code == EXIT_NOT_READY
+    report = json.loads(result.stdout)
+    assert report == {"url": loading_server, "live": True, "ready": False, "message": report["message"]}
+    assert "model is loading" in report["message"]
+
+
+def test_live_only_passes_while_loading(loading_server: str) -> None:
+    result = nimctl("health", "--live", "--url", loading_server)
+    assert result.exit_code == EXIT_OK
+    assert "live:    yes" in result.stdout
+
+
+def test_wait_times_out_while_loading(loading_server: str) -> None:
+    result = nimctl("health", "--wait", "--timeout", "1", "--interval", "0.2", "--url", loading_server)
+    assert result.exit_code == EXIT_TIMEOUT
+    assert "was not ready after 1 s; last state: live, not ready" in error_line(result)
+    assert result.stdout == ""  # piped: no spinner, no progress lines
+
+
+def test_wait_times_out_when_down(closed_url: str) -> None:
+    result = nimctl("health", "--wait", "--timeout", "0.5", "--interval", "0.1", "--url", closed_url)
+    assert result.exit_code == EXIT_TIMEOUT
+    assert "last state: unreachable" in error_line(result)
+
+
+@pytest.mark.parametrize("args", [["chat", "hello", "--model", "m"], ["tokenize", "hello"], ["render", "hi"]])
+def test_inference_while_loading_is_not_ready(loading_server: str, args: list[str]) -> None:
+    result = nimctl(*args, "--url", loading_server)
+    assert result.exit_code == EXIT_NOT_READY
+    assert error_line(result) == "Error: the server is not ready: model is loading"
+    assert "nimctl health --wait" in result.stderr
+
+
+def test_server_error_5xx(loading_server: str) -> None:
+    result = nimctl("metadata", "--url", loading_server)
+    assert result.exit_code == EXIT_SERVER_ERROR
+    assert error_line(result) == "Error: metadata exploded"
+
+
+def test_bad_image_path_is_refused_before_sending(closed_url: str, tmp_path: Path) -> None:
+    # The server is down: a usage error (2) rather than unreachable (3) proves nothing was sent.
+    result = nimctl("chat", "hi", "--image", str(tmp_path / "missing.png"), "--url", closed_url)
+    assert result.exit_code == EXIT_USAGE
+    assert error_line(result) == f"Error: image not found: {tmp_path / 'missing.png'}"
+
+
+def test_not_an_image_is_refused(closed_url: str, tmp_path: Path) -> None:
+    fake = tmp_path / "fake.png"
+    fake.write_text("hello")
+    result = nimctl("chat", "hi", "--image", str(fake), "--url", closed_url)
+    assert result.exit_code == EXIT_USAGE
+    assert "not an image type" in error_line(result)
+
+
+def test_empty_prompt_is_a_usage_error(closed_url: str) -> None:
+    result = nimctl("chat", "--url", closed_url, input="")
+    assert result.exit_code == EXIT_USAGE
+    assert error_line(result) == "Error: the prompt is empty"
+
+
+def test_bad_argument_type_is_a_usage_error(closed_url: str) -> None:
+    result = nimctl("detokenize", "12", "not-a-number", "--url", closed_url)
+    assert result.exit_code == EXIT_USAGE
