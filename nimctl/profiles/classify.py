@@ -39,6 +39,9 @@ class Classified:
     max_model_len: int | None = None  # for low memory: the longest context that fits
     fix: str | None = None  # what would make it runnable
     usable_per_gpu: int | None = None  # bytes the engine may use on each of its GPUs
+    # How far from runnable, for "closest" lists: 0 runnable, 1 low memory, 2 too large for the
+    # card, 3 too few GPUs, 4 compute capability, 5 other GPU type, 6 no GPU at all.
+    distance: int = 0
 
     @property
     def runnable(self) -> bool:
@@ -75,8 +78,7 @@ def classify_profile(
 ) -> Classified:
     memory = estimate(manifest.model, profile, context=max_model_len)
     if profile.device == "cpu":
-        where = "GPU profiles are preferred on this machine" if inventory.gpus else "no GPU needed"
-        return Classified(profile, RUNNABLE, f"runs on the CPU ({where})", memory)
+        return Classified(profile, RUNNABLE, "runs on the CPU (vLLM CPU backend)", memory)
     needed = profile.gpu_count
     if not inventory.gpus:
         return Classified(
@@ -85,6 +87,7 @@ def classify_profile(
             f"needs {_gpus(needed)}; {inventory.reason or 'no GPU found'}",
             memory,
             fix=f"a machine with {_gpus(needed, _wanted_type(profile))}",
+            distance=6,
         )
     candidates = [gpu for gpu in inventory.gpus if _matches_type(profile, gpu)]
     if not candidates:
@@ -95,21 +98,15 @@ def classify_profile(
             f"built for {_wanted_type(profile)}; this machine has {here}",
             memory,
             fix=f"run on {_gpus(needed, _wanted_type(profile))}",
+            distance=5,
         )
-    if len(candidates) < needed:
-        kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
-        return Classified(
-            profile,
-            INCOMPATIBLE,
-            f"needs {needed}{kind} GPUs, {len(candidates)} available",
-            memory,
-            fix=f"{needed - len(candidates)} more{kind} GPU(s)",
-        )
-    chosen = sorted(candidates, key=lambda g: (-g.memory_free, g.index))[:needed]
     required_cc = MIN_COMPUTE_CAPABILITY[profile.precision]
-    weakest = min(chosen, key=lambda g: g.compute_capability or (0, 0))
-    if weakest.compute_capability is not None and weakest.compute_capability < required_cc:
-        have = ".".join(map(str, weakest.compute_capability))
+    capable = [
+        gpu for gpu in candidates if gpu.compute_capability is None or gpu.compute_capability >= required_cc
+    ]
+    if not capable:
+        weakest = max(candidates, key=lambda g: g.compute_capability or (0, 0))
+        have = ".".join(map(str, weakest.compute_capability or (0, 0)))
         need = f"{required_cc[0]}.{required_cc[1]}"
         return Classified(
             profile,
@@ -117,7 +114,21 @@ def classify_profile(
             f"{profile.precision} needs compute capability {need}, {weakest.name} has {have}",
             memory,
             fix=f"a GPU with compute capability >= {need}",
+            distance=4,
         )
+    if len(capable) < needed:
+        kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
+        missing = needed - len(capable)
+        return Classified(
+            profile,
+            INCOMPATIBLE,
+            f"needs {needed}{kind} GPUs, {len(capable)} available",
+            memory,
+            fix=f"{missing} more{kind} GPU" + ("s" if missing > 1 else ""),
+            distance=3,
+        )
+    # The GPUs with the most free memory: what the engine will get when this is the profile run.
+    chosen = sorted(capable, key=lambda g: (-g.memory_free, g.index))[:needed]
     return _classify_memory(manifest, profile, memory, tuple(chosen))
 
 
@@ -152,6 +163,7 @@ def _classify_memory(
             indices,
             fix=f"pass --gpu-memory-utilization={share:.2f} or free GPU memory",
             usable_per_gpu=usable,
+            distance=1,
         )
     longest = _round_context(memory.max_context_within(usable))
     if longest >= shortest:
@@ -168,6 +180,7 @@ def _classify_memory(
             max_model_len=longest,
             fix=fix,
             usable_per_gpu=usable,
+            distance=1,
         )
     if memory.total_for(shortest) <= card_budget:
         return Classified(
@@ -178,6 +191,7 @@ def _classify_memory(
             indices,
             fix="free GPU memory (other processes hold it)",
             usable_per_gpu=usable,
+            distance=1,
         )
     more = _next_tp(profile, manifest.model.num_attention_heads)
     return Classified(
@@ -189,6 +203,7 @@ def _classify_memory(
         indices,
         fix=f"a lower precision or tp{more}" if more else "a GPU with more memory or a lower precision",
         usable_per_gpu=usable,
+        distance=2,
     )
 
 

@@ -61,7 +61,7 @@ def find_manifest(ref: str, profiles_dir: str | os.PathLike[str] | None = None) 
     if not ref:
         raise UsageError("empty model or manifest name")
     as_path = Path(ref).expanduser()
-    if ref.endswith(_SUFFIXES) or (os.sep in ref and "://" not in ref):
+    if ref.endswith(_SUFFIXES) or ("://" not in ref and as_path.is_file()):
         if not as_path.is_file():
             raise UsageError(f"manifest file not found: {ref}")
         return load_manifest(as_path)
@@ -69,6 +69,8 @@ def find_manifest(ref: str, profiles_dir: str | os.PathLike[str] | None = None) 
         if path.stem == ref:
             return load_manifest(path)
     wanted = ref.rstrip("/").lower()
+    if wanted.startswith("hf://"):
+        wanted = wanted.split("@", 1)[0]  # hf://org/name@revision: the revision does not change the model
     for path, model in _model_headers(profiles_dir):
         source = str(model.get("source", "")).rstrip("/").lower()
         keys = {str(model.get("name", "")).lower(), str(model.get("served_name", "")).lower(), source}
@@ -90,7 +92,7 @@ def _model_headers(profiles_dir: str | os.PathLike[str] | None) -> Iterator[tupl
 
     for path in manifest_files(profiles_dir):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             continue
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
@@ -110,10 +112,10 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read: {exc}") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_loader())
         if root is not None:
             _refuse_duplicate_keys(path, root)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -130,6 +132,13 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     manifest._path = path
     manifest._text = text
     return manifest
+
+
+def _loader() -> type[yaml.SafeLoader]:
+    """libyaml's safe loader when PyYAML was built with it (several times faster), else the pure one."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _refuse_duplicate_keys(path: Path, node: yaml.Node) -> None:
@@ -167,6 +176,8 @@ def _describe(path: Path, root: yaml.Node | None, exc: Any) -> str:
         message = f"{error.get('input')!r} is not allowed: {error['msg'].removeprefix('Input should be ')}"
     elif error["type"] == "string_pattern_mismatch":
         message = f"{error.get('input')!r} has the wrong form ({_pattern_hint(loc)})"
+    elif error["type"] == "string_type":
+        message = f"expected text, got {error.get('input')!r} (quote it)"
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     nested = getattr(original, "errors", None)

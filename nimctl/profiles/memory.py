@@ -6,7 +6,8 @@
     KV cache  = 2 (K and V) x layers/pp x ceil(kv_heads/tp) x head_dim x bytes per KV element
                 x context tokens, for one sequence of the full context (vLLM refuses to start
                 when even one does not fit); KV elements are 1 byte with ``--kv-cache-dtype fp8``,
-                else the precision's activation type (4 for fp32, otherwise 2)
+                else the precision's activation type (4 for fp32, otherwise 2). Sliding-window
+                layers (Gemma 3) hold only their window, counted with the overhead.
     overhead  = 2 GiB per GPU: CUDA context, activation peak while vLLM profiles the model,
                 CUDA graphs, NCCL buffers with tp > 1. On the CPU, 0.5 GiB plus the KV space
                 ``VLLM_CPU_KVCACHE_SPACE`` reserves instead of a per-context figure.
@@ -101,8 +102,22 @@ def estimate(model: ModelInfo, profile: Profile, context: int | None = None) -> 
     kv_bytes = 1 if kv_dtype.startswith("fp8") else (4 if profile.precision == "fp32" else 2)
     layers_per_gpu = math.ceil(model.num_layers / pp)
     kv_heads_per_gpu = math.ceil(model.num_kv_heads / tp)  # vLLM replicates KV heads when tp > kv_heads
-    kv_per_token = 2 * layers_per_gpu * kv_heads_per_gpu * model.head_dim * kv_bytes
-    return MemoryEstimate(weights=weights, kv_per_token=kv_per_token, context=context, overhead=GPU_OVERHEAD)
+    per_layer_token = 2 * kv_heads_per_gpu * model.head_dim * kv_bytes
+    if model.sliding_window is None or model.full_attention_layers is None:
+        kv_per_token = layers_per_gpu * per_layer_token
+        return MemoryEstimate(
+            weights=weights, kv_per_token=kv_per_token, context=context, overhead=GPU_OVERHEAD
+        )
+    # Sliding-window layers hold a fixed window of KV whatever the context: count it as overhead.
+    full_layers = math.ceil(model.full_attention_layers / pp)
+    window_layers = layers_per_gpu - full_layers
+    window = window_layers * per_layer_token * min(context, model.sliding_window)
+    return MemoryEstimate(
+        weights=weights,
+        kv_per_token=full_layers * per_layer_token,
+        context=context,
+        overhead=GPU_OVERHEAD + window,
+    )
 
 
 def gpu_memory_utilization(profile: Profile) -> float:

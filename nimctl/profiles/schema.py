@@ -10,6 +10,7 @@ turns a validation failure into one line naming the file, the place and the prob
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -54,6 +55,8 @@ _POSITIVE_INT = r"^[1-9][0-9]*$"
 _PCI_ID = r"^[0-9a-f]{4}:[0-9a-f]{4}$"
 _HEX64 = r"^[0-9a-f]{64}$"
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# Ids are shown shortened to 12 digits in tables; any unambiguous prefix this long is accepted.
+MIN_ID_PREFIX = 6
 
 Slug = Annotated[str, StringConstraints(pattern=_SLUG, min_length=1, max_length=128)]
 
@@ -65,9 +68,9 @@ def _parse_count(value: Any) -> Any:
         if not match:
             raise ValueError("write a number, e.g. 8292166656, 8.29e9 or '8.29B'")
         scale = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[match.group(2).upper()]
-        return int(float(match.group(1)) * scale)
+        return int(Decimal(match.group(1)) * scale)  # Decimal: 8.29B is exactly 8_290_000_000
     if isinstance(value, float):
-        return int(value)
+        return round(value)
     return value
 
 
@@ -100,7 +103,21 @@ class ModelInfo(_Strict):
     num_kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
     max_context: int = Field(gt=0)
+    # Models that interleave sliding-window layers (Gemma 3) keep only `sliding_window` tokens of
+    # KV in those layers; `full_attention_layers` counts the layers that keep the whole context.
+    sliding_window: int | None = Field(default=None, gt=0)
+    full_attention_layers: int | None = Field(default=None, ge=0)
     tool_call_parser: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelInfo:
+        if self.num_attention_heads % self.num_kv_heads:
+            raise _FieldError("num_kv_heads", "must divide num_attention_heads")
+        if (self.sliding_window is None) != (self.full_attention_layers is None):
+            raise _FieldError("sliding_window", "give sliding_window and full_attention_layers together")
+        if self.full_attention_layers is not None and self.full_attention_layers > self.num_layers:
+            raise _FieldError("full_attention_layers", "more than num_layers")
+        return self
 
 
 class ProfileTags(_Strict):
@@ -183,6 +200,18 @@ class Profile(_Strict):
                 if not isinstance(item, str):
                     raise ValueError(f'environment values are strings: write {key}: "{_yaml_scalar(item)}"')
         return value
+
+    @model_validator(mode="after")
+    def _parallelism_in_args(self) -> Profile:
+        # The tags drive selection and the arguments drive vLLM: they must say the same thing.
+        for flag, tag in (("--tensor-parallel-size", "tp"), ("--pipeline-parallel-size", "pp")):
+            value = self.engine_arg(flag)
+            wanted = self.tags.get(tag, "1")
+            if value is None and wanted != "1":
+                raise _FieldError("engine_args", f"tag {tag} is {wanted} but {flag} {wanted} is missing")
+            if value is not None and value != wanted:
+                raise _FieldError("engine_args", f"{flag} {value} disagrees with tag {tag}: {wanted!r}")
+        return self
 
     @model_validator(mode="after")
     def _named(self) -> Profile:
@@ -291,10 +320,15 @@ class Manifest(_Strict):
         return self.model.name
 
     def profile_by_id_or_name(self, ref: str) -> Profile | None:
+        """The profile whose id or name is ``ref``, or whose id alone starts with ``ref`` (6+ hex digits)."""
         ref = ref.strip()
         for profile in self.profiles:
             if ref in (profile.id, profile.name):
                 return profile
+        if len(ref) >= MIN_ID_PREFIX and re.fullmatch(r"[0-9a-f]+", ref):
+            matches = [profile for profile in self.profiles if profile.id.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
         return None
 
     def to_public_dict(self) -> dict[str, Any]:

@@ -14,7 +14,8 @@ Automatic choice (``NIM_MODEL_PROFILE`` unset or ``default``):
    among equal GPU counts, a profile whose ``profile`` tag equals the preference first.
 7. Ties are broken by **id**, so the choice is the same on every run.
 
-Manual choice (``NIM_MODEL_PROFILE`` / ``--profile``): an id or a name. A profile that is not in
+Manual choice (``NIM_MODEL_PROFILE`` / ``--profile``): an id (or a unique prefix of 6+ hex
+digits, as the tables show 12), or a name. A profile that is not in
 the manifest, or is not runnable here, is refused with its reason and the list of runnable
 ones. When nothing is runnable, the error lists the closest profiles and what each lacks.
 """
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 from nimctl.errors import ProfileError
 from nimctl.gpu.inventory import Inventory
-from nimctl.profiles.classify import INCOMPATIBLE, LOW_MEMORY, Classified, classify
+from nimctl.profiles.classify import LOW_MEMORY, Classified, classify
 from nimctl.profiles.schema import PRECISION_BITS, Manifest, Profile
 
 Prefer = Literal["throughput", "latency"]
@@ -99,7 +100,8 @@ def _pinned(
     ranked: list[Classified],
     inventory: Inventory,
 ) -> Selection:
-    item = next((c for c in classification if requested in (c.profile.id, c.profile.name)), None)
+    wanted = manifest.profile_by_id_or_name(requested)
+    item = next((c for c in classification if wanted is not None and c.profile.id == wanted.id), None)
     runnable = _runnable_list(ranked)
     if item is None:
         raise ProfileError(
@@ -135,10 +137,10 @@ def _none_runnable(
             f"no runnable LoRA profile for {manifest.name} on {inventory.describe()}",
             hint=f"runnable without LoRA: {_runnable_list(ranked)}",
         )
-    # Closest first: low memory before incompatible, then the fewest GPUs needed.
+    # Closest first (see Classified.distance), then the fewest GPUs and the least memory.
     closest = sorted(
-        (c for c in ranked if c.profile.lora == lora or not lora),
-        key=lambda c: (c.status == INCOMPATIBLE, c.profile.gpu_count, c.memory.total),
+        (c for c in ranked if c.profile.lora == lora),
+        key=lambda c: (c.distance, c.profile.gpu_count, c.memory.total),
     )[:3]
     suggestions = "; ".join(f"{c.profile.name}: {c.fix or c.reason}" for c in closest)
     return ProfileError(
@@ -157,9 +159,10 @@ def _why(
         parts = []
         if profile.gpu_specific:
             parts.append(f"specific to {profile.tags.get('gpu') or profile.tags.get('gpu_device')}")
-        parts.append(f"{profile.precision} (lowest precision runnable)")
+        parts.append(f"{profile.precision} (lowest precision among them)")
         if profile.device == "cuda":
             most = "fewest" if prefer == "throughput" else "most"
-            parts.append(f"{profile.gpu_count} GPU(s) ({prefer}: {most} GPUs)")
+            count = profile.gpu_count
+            parts.append(f"{count} GPU{'s' if count > 1 else ''} ({prefer}: {most} GPUs)")
         rule = f"first of {len(candidates)} runnable by the rule: " + ", ".join(parts)
     return f"{profile.name}: {rule}; {best.reason}; on {inventory.describe()}"

@@ -1,0 +1,106 @@
+"""``nimctl gpus``: the GPU inventory profile selection works from (NVML, or ``--gpus``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nimctl.cli._common import FormatOption, output
+from nimctl.output import Format, Output
+
+GpusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gpus",
+        metavar="SPEC",
+        help="Describe the GPUs instead of reading them: NAME[:COUNT][@FREE_GiB],... "
+        "e.g. H100-80GB:8, L40S:2, A100-80GB:1@6GiB, none (also $NIMCTL_ASSUME_GPUS). "
+        "`nimctl gpus --catalog` lists the names.",
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gpus")(gpus)
+
+
+def gpus(
+    ctx: typer.Context,
+    gpus_spec: GpusOption = None,
+    catalog: Annotated[
+        bool, typer.Option("--catalog", help="List the GPUs --gpus knows (the built-in catalogue).")
+    ] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """The GPUs nimctl sees through NVML (or the ones --gpus describes); no GPU is a normal answer."""
+    out = output(ctx, fmt)
+    if catalog:
+        _print_catalog(out)
+        return
+    from nimctl.gpu import detect_inventory
+
+    inventory = detect_inventory(gpus_spec)
+
+    def show() -> None:
+        if not inventory.gpus:
+            out.text(f"No GPU: {inventory.reason or 'none visible'}. Device: cpu.")
+            return
+        rows = [
+            (
+                gpu.index,
+                gpu.name,
+                gpu.pci_id,
+                f"{gpu.memory_total_gib:.1f} GiB",
+                f"{gpu.memory_free_gib:.1f} GiB",
+                "" if gpu.utilization_pct is None else f"{gpu.utilization_pct}%",
+                "" if gpu.compute_capability is None else "{}.{}".format(*gpu.compute_capability),
+                {True: "on", False: "off", None: ""}[gpu.mig_mode],
+                gpu.catalog_key or "(not in catalogue)",
+                gpu.uuid or "",
+            )
+            for gpu in inventory.gpus
+        ]
+        out.table(["#", "NAME", "PCI ID", "MEMORY", "FREE", "UTIL", "CC", "MIG", "CATALOGUE", "UUID"], rows)
+        if inventory.source == "assumed":
+            out.text("Assumed with --gpus / NIMCTL_ASSUME_GPUS (not read from this machine). Device: cuda.")
+        else:
+            driver, cuda = inventory.driver_version or "?", inventory.cuda_driver_version or "?"
+            out.text(f"Driver {driver}, CUDA {cuda}. Device: cuda.")
+        for note in inventory.notes:
+            out.text(note)
+
+    out.result(inventory.to_dict(), show)
+
+
+def _print_catalog(out: Output) -> None:
+    from nimctl.gpu import catalog
+
+    entries = catalog()
+    data = [
+        {
+            "key": e.key,
+            "family": e.family,
+            "aliases": list(e.aliases),
+            "pci_ids": list(e.pci_ids),
+            "memory_gib": e.memory_gib,
+            "compute_capability": "{}.{}".format(*e.compute_capability),
+        }
+        for e in entries
+    ]
+
+    def show() -> None:
+        rows = [
+            (
+                d["key"],
+                d["family"],
+                ", ".join(d["pci_ids"]),
+                f"{d['memory_gib']:g} GiB",
+                d["compute_capability"],
+                ", ".join(d["aliases"]),
+            )
+            for d in data
+        ]
+        out.table(["NAME", "FAMILY (gpu tag)", "PCI ID", "MEMORY", "CC", "ALIASES"], rows)
+
+    out.result(data, show)

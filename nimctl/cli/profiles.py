@@ -1,0 +1,357 @@
+"""``nimctl profiles list|show|select`` and the container's ``list-model-profiles``.
+
+Thin: parse, call :mod:`nimctl.profiles`, print. Pydantic and NVML load inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from nimctl.cli._common import FormatOption, output
+from nimctl.cli.gpus import GpusOption
+from nimctl.errors import UsageError
+from nimctl.output import Format, Output
+
+if TYPE_CHECKING:
+    from nimctl.profiles import Classified, Manifest
+    from nimctl.profiles.report import ProfileReport
+
+ModelArgument = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="MODEL|MANIFEST",
+        help="A model name (tiny-vlm, Qwen2.5-VL-7B-Instruct), a source URI (hf://org/name) "
+        "or a manifest path.",
+        show_default=False,
+    ),
+]
+
+
+class Preference(StrEnum):
+    throughput = "throughput"
+    latency = "latency"
+
+
+PreferOption = Annotated[
+    Preference, typer.Option("--prefer", help="throughput: the fewest GPUs; latency: the most.")
+]
+LoraOption = Annotated[bool, typer.Option("--lora", help="Choose among the LoRA-capable profiles only.")]
+MaxModelLenOption = Annotated[
+    int | None,
+    typer.Option("--max-model-len", min=1, help="Estimate memory for this context instead of the profile's."),
+]
+ProfilesDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--profiles-dir",
+        help="Read manifests from this folder only "
+        "(default: $NIMCTL_PROFILES_DIR, /opt/nim/profiles, the built-in ones).",
+    ),
+]
+
+profiles_app = typer.Typer(
+    name="profiles",
+    help="Model profiles: what each model can run with on this machine (or one --gpus describes), and why.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """``nimctl profiles ...`` and ``nimctl gpus`` (one registration line in main.py for both)."""
+    from nimctl.cli import gpus as gpus_command
+
+    app.add_typer(profiles_app, name="profiles")
+    gpus_command.register(app)
+
+
+@profiles_app.command("list")
+def list_profiles(
+    ctx: typer.Context,
+    model: ModelArgument = None,
+    gpus: GpusOption = None,
+    prefer: PreferOption = Preference.throughput,
+    lora: LoraOption = False,
+    max_model_len: MaxModelLenOption = None,
+    profiles_dir: ProfilesDirOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Every profile of MODEL grouped as NIM does (runnable, LoRA, low memory, incompatible), the chosen
+    one marked; without MODEL, one line per known model."""
+    out = output(ctx, fmt)
+    from nimctl.gpu import detect_inventory
+
+    inventory = detect_inventory(gpus)
+    if model is None:
+        from nimctl.profiles.report import model_summaries
+
+        rows = model_summaries(inventory, prefer=prefer.value, lora=lora, profiles_dir=_dir(profiles_dir))
+        out.result(
+            {"system": inventory.to_dict(), "models": rows}, lambda: _print_summaries(out, inventory, rows)
+        )
+        return
+    report = _report(model, inventory, None, prefer, lora, max_model_len, profiles_dir)
+    out.result(report.to_dict(), lambda: print_report(out, report))
+
+
+@profiles_app.command("show")
+def show_profile(
+    ctx: typer.Context,
+    ref: Annotated[
+        str, typer.Argument(metavar="ID|NAME", help="A profile id (or a 6+ digit prefix) or name.")
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="The model, when a name is in several manifests.")
+    ] = None,
+    gpus: GpusOption = None,
+    max_model_len: MaxModelLenOption = None,
+    profiles_dir: ProfilesDirOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """One profile: tags, memory estimate, engine arguments, and why it can or cannot run here."""
+    out = output(ctx, fmt)
+    from nimctl.gpu import detect_inventory
+    from nimctl.profiles import classify
+
+    manifest = _manifest_with_profile(ref, model, profiles_dir)
+    profile = manifest.profile_by_id_or_name(ref)
+    assert profile is not None  # _manifest_with_profile found it
+    inventory = detect_inventory(gpus)
+    item = next(
+        c for c in classify(manifest, inventory, max_model_len=max_model_len) if c.profile.id == profile.id
+    )
+    data = {
+        **profile.to_public_dict(),
+        "model": manifest.model.name,
+        "manifest": str(manifest.path),
+        "system": inventory.describe(),
+        "classification": item.to_dict(),
+    }
+    out.result(data, lambda: _print_profile(out, manifest, item, inventory.describe()))
+
+
+@profiles_app.command("select")
+def select(
+    ctx: typer.Context,
+    model: ModelArgument = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            "-p",
+            envvar="NIM_MODEL_PROFILE",
+            help="Pin a profile: id, name or 'default' (automatic). Default: $NIM_MODEL_PROFILE.",
+        ),
+    ] = None,
+    gpus: GpusOption = None,
+    prefer: PreferOption = Preference.throughput,
+    lora: LoraOption = False,
+    max_model_len: MaxModelLenOption = None,
+    profiles_dir: ProfilesDirOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Print only the id of the profile that would run (for scripts); exit 8 with the reason when none."""
+    out = output(ctx, fmt)
+    from nimctl.gpu import detect_inventory
+    from nimctl.profiles import select_profile
+
+    ref = model or os.environ.get("NIM_MODEL_PATH")
+    if not ref:
+        raise UsageError("which model? give MODEL (e.g. tiny-vlm) or set NIM_MODEL_PATH")
+    manifest = _find(ref, profiles_dir)
+    selection = select_profile(
+        manifest, detect_inventory(gpus), profile, prefer.value, lora, max_model_len=max_model_len
+    )
+    out.result(selection.to_dict(), lambda: out.text(selection.profile.id))
+
+
+def list_model_profiles_main() -> None:
+    """``list-model-profiles`` (in the container): NIM's listing for the served model."""
+    from nimctl.cli.main import _ErrorHandlingGroup
+
+    standalone = typer.Typer(cls=_ErrorHandlingGroup, add_completion=False, pretty_exceptions_enable=False)
+
+    @standalone.command()
+    def list_model_profiles(
+        ctx: typer.Context,
+        model: ModelArgument = None,
+        gpus: GpusOption = None,
+        prefer: PreferOption = Preference.throughput,
+        lora: LoraOption = False,
+        profiles_dir: ProfilesDirOption = None,
+        fmt: FormatOption = Format.table,
+    ) -> None:
+        """List the model's profiles grouped by what this system can run (default model: $NIM_MODEL_PATH)."""
+        ctx.obj = {"debug": False}
+        out = output(ctx, fmt)
+        from nimctl.gpu import detect_inventory
+        from nimctl.profiles.report import nim_text
+
+        ref = model or os.environ.get("NIM_MODEL_PATH") or _server_default_model()
+        requested = os.environ.get("NIM_MODEL_PROFILE")
+        report = _report(ref, detect_inventory(gpus), requested, prefer, lora, None, profiles_dir)
+        out.result(report.to_dict(), lambda: out.text(nim_text(report)))
+
+    standalone(args=sys.argv[1:], prog_name="list-model-profiles")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _dir(profiles_dir: Path | None) -> str | None:
+    return None if profiles_dir is None else str(profiles_dir)
+
+
+def _find(ref: str, profiles_dir: Path | None) -> Manifest:
+    from nimctl.profiles import find_manifest
+
+    return find_manifest(ref, profiles_dir=profiles_dir)
+
+
+def _report(
+    ref: str,
+    inventory: Any,
+    requested: str | None,
+    prefer: Preference,
+    lora: bool,
+    max_model_len: int | None,
+    profiles_dir: Path | None,
+) -> ProfileReport:
+    from nimctl.profiles.report import profile_report
+
+    return profile_report(
+        _find(ref, profiles_dir),
+        inventory,
+        requested=requested,
+        prefer=prefer.value,
+        lora=lora,
+        max_model_len=max_model_len,
+    )
+
+
+def _server_default_model() -> str:
+    from nimctl.server.config import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+def _manifest_with_profile(ref: str, model: str | None, profiles_dir: Path | None) -> Manifest:
+    """The manifest holding profile ``ref``; a name found in several manifests needs --model."""
+    from nimctl.errors import ManifestError
+    from nimctl.profiles import load_manifest, manifest_files
+
+    if model is not None:
+        manifest = _find(model, profiles_dir)
+        if manifest.profile_by_id_or_name(ref) is None:
+            raise UsageError(
+                f"no profile {ref!r} in the {manifest.name} manifest",
+                hint=f"its profiles: {', '.join(p.name for p in manifest.profiles)}",
+            )
+        return manifest
+    found = []
+    for path in manifest_files(_dir(profiles_dir)):
+        try:
+            manifest = load_manifest(path)
+        except ManifestError:
+            continue  # `nimctl profiles list` reports broken manifests; here they just cannot match
+        if manifest.profile_by_id_or_name(ref) is not None:
+            found.append(manifest)
+    if not found:
+        raise UsageError(
+            f"no profile {ref!r} in any manifest", hint="`nimctl profiles list MODEL` shows the ids"
+        )
+    if len(found) > 1:
+        names = ", ".join(m.name for m in found)
+        raise UsageError(f"{ref!r} is a profile of several models ({names})", hint="add --model MODEL")
+    return found[0]
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def print_report(out: Output, report: ProfileReport) -> None:
+    """The grouped tables of ``nimctl profiles list MODEL``."""
+    from nimctl.profiles.report import GROUPS, gpus_text, memory_text
+
+    model = report.manifest.model
+    out.text(f"Model:  {model.name} ({model.source}), manifest {report.manifest.path}")
+    out.text(f"System: {report.inventory.describe()}")
+    grouped = report.groups()
+    for key, heading in GROUPS.items():
+        out.text("")
+        out.text(f"{heading}:")
+        items = grouped[key]
+        if not items:
+            out.text("  <None>")
+            continue
+        rows = [
+            (
+                "*" if report.is_selected(item) else "",
+                item.profile.id[:12],
+                item.profile.name,
+                gpus_text(item),
+                memory_text(item),
+                item.reason,
+            )
+            for item in items
+        ]
+        out.table(["", "ID", "NAME", "GPUS", "MEM/GPU", "WHY"], rows)
+    out.text("")
+    if report.selection is not None:
+        out.text(f"Selected (*): {report.selection.profile.id}")
+        out.text(f"  {report.selection.reason}")
+    elif report.error is not None:
+        out.text(f"Selected: none. {report.error.message}")
+        if report.error.hint:
+            out.text(f"  {report.error.hint}")
+
+
+def _print_summaries(out: Output, inventory: Any, rows: list[dict[str, Any]]) -> None:
+    out.text(f"System: {inventory.describe()}")
+    table = []
+    for row in rows:
+        selected = row.get("selected")
+        if selected:
+            choice = f"{selected['name']} ({selected['id'][:12]})"
+        else:
+            choice = f"none: {row['error']}" if row.get("error") else "none"
+        table.append(
+            (row["model"], row.get("source", ""), row.get("runnable", ""), row.get("profiles", ""), choice)
+        )
+    out.table(["MODEL", "SOURCE", "RUNNABLE", "PROFILES", "SELECTED HERE"], table)
+
+
+def _print_profile(out: Output, manifest: Manifest, item: Classified, system: str) -> None:
+    from nimctl.gpu import GIB
+
+    profile = item.profile
+    memory = item.memory
+    status = {"runnable": "runnable", "low_memory": "low memory", "incompatible": "incompatible"}[item.status]
+    figures = (
+        f"{memory.total / GIB:.1f} GiB = weights {memory.weights / GIB:.1f} "
+        f"+ KV cache {memory.kv_cache / GIB:.1f} ({memory.context} tokens) "
+        f"+ overhead {memory.overhead / GIB:.1f}"
+    )
+    if item.usable_per_gpu is not None:
+        figures += f"; {item.usable_per_gpu / GIB:.1f} GiB usable per GPU here"
+    rows: list[tuple[str, Any]] = [
+        ("id", profile.id),
+        ("name", profile.name),
+        ("model", f"{manifest.model.name} ({manifest.path})"),
+        ("description", profile.description),
+        ("tags", ", ".join(f"{k}={v}" for k, v in profile.tags.items())),
+        ("memory" + ("/GPU" if profile.device == "cuda" else ""), figures),
+        ("engine args", shlex.join(profile.engine_args)),
+        ("engine env", " ".join(f"{k}={v}" for k, v in profile.env.items()) or None),
+        ("here", system),
+        ("status", f"{status}: {item.reason}"),
+    ]
+    if item.fix and not item.runnable:
+        rows.append(("to run it", item.fix))
+    out.table(["FIELD", "VALUE"], rows)

@@ -1,0 +1,72 @@
+"""Finding a manifest by path, name, served name, source URI, and along the search path."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nimctl.errors import UsageError
+from nimctl.profiles import find_manifest, search_path
+from nimctl.profiles.loader import REPO_PROFILES_DIR
+
+
+@pytest.mark.parametrize(
+    ("ref", "name"),
+    [
+        ("tiny-vlm", "tiny-vlm"),
+        ("builtin://tiny-vlm", "tiny-vlm"),
+        ("hf://Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl-7b-instruct"),
+        ("hf://Qwen/Qwen2.5-VL-7B-Instruct@main", "qwen2.5-vl-7b-instruct"),  # a revision is still the model
+        ("Qwen2.5-VL-7B-Instruct", "qwen2.5-vl-7b-instruct"),  # the repo's own name, any case
+        ("qwen/qwen2.5-vl-7b-instruct", "qwen2.5-vl-7b-instruct"),  # the served name
+        ("google/gemma-3-27b-it", "gemma-3-27b-it"),
+        (str(REPO_PROFILES_DIR / "tiny-llm.yaml"), "tiny-llm"),
+    ],
+)
+def test_find_by(ref: str, name: str) -> None:
+    assert find_manifest(ref).model.name == name
+
+
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError) as caught:
+        find_manifest("hf://nobody/nothing")
+    assert caught.value.message.startswith("no manifest for 'hf://nobody/nothing' (known models: ")
+    assert "tiny-vlm" in caught.value.message
+    assert caught.value.hint and "NIMCTL_PROFILES_DIR" in caught.value.hint
+
+
+def test_missing_manifest_file() -> None:
+    with pytest.raises(UsageError, match="manifest file not found: nowhere/x.yaml"):
+        find_manifest("nowhere/x.yaml")
+
+
+def test_env_folder_comes_first_and_shadows_by_file_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (
+        (REPO_PROFILES_DIR / "tiny-llm.yaml")
+        .read_text()
+        .replace("served_name: tiny-llm", "served_name: mine")
+    )
+    (tmp_path / "tiny-llm.yaml").write_text(text)
+    monkeypatch.setenv("NIMCTL_PROFILES_DIR", str(tmp_path))
+    assert search_path()[0] == tmp_path
+    assert find_manifest("tiny-llm").model.served_name == "mine"
+    assert (
+        find_manifest("tiny-vlm").path.parent.resolve() == REPO_PROFILES_DIR.resolve()
+    )  # the rest still found
+
+
+def test_profiles_dir_argument_searches_only_there(tmp_path: Path) -> None:
+    shutil.copy(REPO_PROFILES_DIR / "tiny-llm.yaml", tmp_path / "tiny-llm.yaml")
+    assert find_manifest("builtin://tiny-llm", profiles_dir=tmp_path).path == tmp_path / "tiny-llm.yaml"
+    with pytest.raises(UsageError, match=r"known models: tiny-llm\)"):
+        find_manifest("tiny-vlm", profiles_dir=tmp_path)
+
+
+def test_a_broken_neighbour_does_not_hide_a_good_manifest(tmp_path: Path) -> None:
+    shutil.copy(REPO_PROFILES_DIR / "tiny-llm.yaml", tmp_path / "good.yaml")
+    (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
+    assert find_manifest("builtin://tiny-llm", profiles_dir=tmp_path).model.name == "tiny-llm"

@@ -1,0 +1,82 @@
+"""The shipped manifests: they load, their ids are canonical, and they cover what the issue asks."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nimctl.profiles import Manifest, find_manifest, load_manifest, manifest_files
+from nimctl.profiles.ids import profile_id
+from nimctl.profiles.loader import REPO_PROFILES_DIR
+
+SHIPPED = sorted(REPO_PROFILES_DIR.glob("*.yaml"))
+REAL_VLMS = [p for p in SHIPPED if not p.stem.startswith("tiny-")]
+
+
+@pytest.fixture(scope="module", params=SHIPPED, ids=[p.stem for p in SHIPPED])
+def manifest(request: pytest.FixtureRequest) -> Manifest:
+    return load_manifest(request.param)
+
+
+def test_every_shipped_manifest_loads_and_names_match_the_file(manifest: Manifest) -> None:
+    assert manifest.path.stem == manifest.model.name
+    assert manifest.text == manifest.path.read_text(encoding="utf-8")
+
+
+def test_ids_are_the_hash_of_model_and_tags(manifest: Manifest) -> None:
+    """Regenerate with `python -m nimctl.profiles.ids profiles/X.yaml` after changing tags."""
+    for profile in manifest.profiles:
+        assert profile.id == profile_id(manifest.model.name, profile.tags), profile.name
+
+
+def test_names_follow_nim(manifest: Manifest) -> None:
+    pattern = r"vllm-(bf16|fp16|fp8|fp32|nvfp4|mxfp4|int4)-tp\d+-pp\d+(-[a-z0-9_]+)?(-lora)?"
+    for profile in manifest.profiles:
+        assert re.fullmatch(pattern, profile.name), profile.name
+        assert profile.name.endswith("-lora") == profile.lora
+
+
+def test_at_least_four_real_vlms_with_the_profile_variety_the_issue_asks() -> None:
+    assert len(REAL_VLMS) >= 4
+    for path in REAL_VLMS:
+        manifest = load_manifest(path)
+        assert manifest.model.source.startswith("hf://")
+        assert "image" in manifest.model.modalities
+        precisions = {p.precision for p in manifest.profiles}
+        assert {"bf16", "fp8"} <= precisions, path.stem
+        assert len({p.tp for p in manifest.profiles}) >= 2, path.stem
+        assert any(p.gpu_specific for p in manifest.profiles), path.stem
+        assert any(not p.gpu_specific for p in manifest.profiles), path.stem
+        assert all(p.device == "cuda" for p in manifest.profiles)
+
+
+@pytest.mark.parametrize(
+    ("name", "extra_args"),
+    [("tiny-llm", []), ("tiny-vlm", ["--limit-mm-per-prompt", '{"image": 1}'])],
+)
+def test_tiny_models_serve_on_the_cpu(name: str, extra_args: list[str]) -> None:
+    manifest = find_manifest(f"builtin://{name}")
+    assert (manifest.model.name, manifest.model.served_name) == (name, name)
+    assert manifest.model.tool_call_parser == "hermes"
+    assert manifest.model.head_dim >= 32  # vLLM's CPU attention needs it
+    (profile,) = manifest.profiles
+    assert profile.name == "vllm-fp32-tp1-pp1-cpu"
+    assert profile.tags["device"] == "cpu" and profile.tags["precision"] == "fp32"
+    assert (profile.tags["tp"], profile.tags["pp"]) == ("1", "1")
+    assert profile.engine_args[:5] == ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"]
+    assert profile.engine_args[5:] == extra_args
+    assert profile.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def test_public_dict_is_json_ready(manifest: Manifest) -> None:
+    import json
+
+    data = json.loads(json.dumps(manifest.to_public_dict()))
+    assert [p["id"] for p in data["profiles"]] == [p.id for p in manifest.profiles]
+    assert set(data["profiles"][0]) == {"id", "name", "description", "tags", "engine_args", "env"}
+
+
+def test_search_path_finds_the_shipped_manifests() -> None:
+    stems = {p.stem for p in manifest_files()}
+    assert {p.stem for p in SHIPPED} <= stems

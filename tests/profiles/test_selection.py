@@ -1,0 +1,216 @@
+"""Table-driven profile selection over described GPU sets and the shipped manifests."""
+
+from __future__ import annotations
+
+import pytest
+
+from nimctl.errors import ProfileError
+from nimctl.gpu import parse_gpu_spec
+from nimctl.profiles import Manifest, classify, find_manifest, select_profile
+
+NONE, L4, A100, L40S2, H100x8, B200 = "none", "L4", "A100-80GB", "L40S:2", "H100-80GB:8", "B200"
+BUSY = "A100-80GB:1@6GiB"  # a busy GPU: 6 of 80 GiB free
+NO_PROFILE = None  # selection fails (ProfileError)
+
+# model -> {GPU set: expected profile name}; every cell was checked by hand against the estimate.
+EXPECTED: dict[str, dict[str, str | None]] = {
+    "tiny-llm": dict.fromkeys([NONE, L4, A100, L40S2, H100x8, B200, BUSY], "vllm-fp32-tp1-pp1-cpu"),
+    "tiny-vlm": dict.fromkeys([NONE, L4, A100, L40S2, H100x8, B200, BUSY], "vllm-fp32-tp1-pp1-cpu"),
+    "qwen2.5-vl-7b-instruct": {
+        NONE: NO_PROFILE,
+        L4: "vllm-fp8-tp1-pp1",  # fp8 (cc 8.9) fits 24 GB; bf16 does not at 128k context
+        A100: "vllm-bf16-tp1-pp1",  # no fp8 on cc 8.0
+        L40S2: "vllm-fp8-tp1-pp1-l40s",  # specific to L40S before generic
+        H100x8: "vllm-fp8-tp1-pp1-h100",
+        B200: "vllm-fp8-tp1-pp1",  # no B200 profile: the generic fp8 one
+        BUSY: NO_PROFILE,
+    },
+    "qwen2.5-vl-72b-instruct": {
+        NONE: NO_PROFILE,
+        L4: NO_PROFILE,
+        A100: NO_PROFILE,
+        L40S2: NO_PROFILE,  # fp8 tp2 fits only with a shorter context: low memory
+        H100x8: "vllm-fp8-tp2-pp1-h100",
+        "H200:2": "vllm-bf16-tp2-pp1-h200",  # specific beats the generic fp8 tp2
+        B200: NO_PROFILE,
+        BUSY: NO_PROFILE,
+    },
+    "gemma-3-27b-it": {
+        NONE: NO_PROFILE,
+        L4: NO_PROFILE,
+        A100: "vllm-bf16-tp1-pp1",
+        L40S2: "vllm-fp8-tp2-pp1-l40s",
+        H100x8: "vllm-fp8-tp1-pp1-h100",
+        B200: "vllm-fp8-tp1-pp1",
+        BUSY: NO_PROFILE,
+    },
+    "phi-3.5-vision-instruct": {
+        NONE: NO_PROFILE,
+        L4: "vllm-fp8-tp1-pp1",
+        A100: "vllm-bf16-tp1-pp1",
+        L40S2: "vllm-fp8-tp1-pp1",
+        H100x8: "vllm-fp8-tp1-pp1",
+        B200: "vllm-fp8-tp1-pp1",
+        "A10G": "vllm-bf16-tp1-pp1-a10g",
+        BUSY: NO_PROFILE,
+    },
+    "mistral-small-3.1-24b-instruct": {
+        NONE: NO_PROFILE,
+        L4: NO_PROFILE,
+        A100: "vllm-bf16-tp1-pp1",
+        L40S2: "vllm-fp8-tp2-pp1",  # the L40S fp8 tp1 profile is low memory at 128k context
+        H100x8: "vllm-fp8-tp1-pp1-h100",
+        B200: "vllm-fp8-tp1-pp1",
+        BUSY: NO_PROFILE,
+    },
+}
+CASES = [(model, gpus, name) for model, row in EXPECTED.items() for gpus, name in row.items()]
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, Manifest]:
+    return {model: find_manifest(model) for model in EXPECTED}
+
+
+@pytest.mark.parametrize(("model", "gpus", "expected"), CASES, ids=[f"{m}-{g}" for m, g, _ in CASES])
+def test_automatic_choice(
+    manifests: dict[str, Manifest], model: str, gpus: str, expected: str | None
+) -> None:
+    manifest, inventory = manifests[model], parse_gpu_spec(gpus)
+    if expected is None:
+        with pytest.raises(ProfileError) as caught:
+            select_profile(manifest, inventory)
+        assert caught.value.message.startswith(f"no runnable profile for {model} on ")
+        assert caught.value.hint and caught.value.hint.startswith("closest: ")
+        return
+    selection = select_profile(manifest, inventory)
+    assert selection.profile.name == expected
+    assert selection.reason.startswith(f"{expected}: ")
+    assert "\n" not in selection.reason
+    assert len(selection.classification) == len(manifest.profiles)
+    assert selection.chosen.runnable
+
+
+def test_every_profile_is_classified_with_a_reason(manifests: dict[str, Manifest]) -> None:
+    selection = select_profile(manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec(A100))
+    verdicts = {c.profile.name: (c.status, c.reason) for c in selection.classification}
+    assert verdicts["vllm-bf16-tp1-pp1"] == ("runnable", "fits: needs 24.3 GiB/GPU, 72.0 GiB usable")
+    assert verdicts["vllm-fp8-tp1-pp1"] == (
+        "incompatible",
+        "fp8 needs compute capability 8.9, NVIDIA A100-SXM4-80GB has 8.0",
+    )
+    assert verdicts["vllm-fp8-tp1-pp1-h100"] == (
+        "incompatible",
+        "built for H100 PCI 2330:10de; this machine has NVIDIA A100-SXM4-80GB",
+    )
+    assert verdicts["vllm-bf16-tp2-pp1"] == ("incompatible", "needs 2 GPUs, 1 available")
+
+
+def test_low_memory_names_the_largest_context_that_fits(manifests: dict[str, Manifest]) -> None:
+    verdicts = classify(manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec("A10G"))
+    item = next(c for c in verdicts if c.profile.name == "vllm-bf16-tp1-pp1")
+    assert item.status == "low_memory"
+    assert item.max_model_len == 77824
+    assert item.reason == (
+        "requires >=24.3 GiB/GPU at 128000 tokens, 21.6 GiB usable; "
+        "try --max-model-len=77824 to reduce to >=21.6 GiB/GPU"
+    )
+    # The hint is right: at that context the profile is runnable.
+    shorter = select_profile(manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec("A10G"), max_model_len=77824)
+    assert shorter.profile.name == "vllm-bf16-tp1-pp1"
+
+
+def test_busy_gpu_is_low_memory_with_the_utilisation_that_would_fit(manifests: dict[str, Manifest]) -> None:
+    with pytest.raises(ProfileError) as caught:
+        select_profile(manifests["phi-3.5-vision-instruct"], parse_gpu_spec("A100-80GB@30GiB"))
+    assert "--gpu-memory-utilization=0.28" in (caught.value.hint or "")
+    verdicts = classify(manifests["phi-3.5-vision-instruct"], parse_gpu_spec("A100-80GB@30GiB"))
+    item = next(c for c in verdicts if c.profile.name == "vllm-bf16-tp1-pp1")
+    assert item.status == "low_memory"
+    assert item.reason.startswith("GPU 0 has 30.0 of 80.0 GiB free (others use the rest)")
+    assert item.fix == "pass --gpu-memory-utilization=0.28 or free GPU memory"
+
+
+def test_a_busy_gpu_among_free_ones_is_left_out(manifests: dict[str, Manifest]) -> None:
+    selection = select_profile(manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec("H100@10GiB,H100"))
+    assert selection.profile.name == "vllm-fp8-tp1-pp1-h100"
+    assert selection.chosen.gpus == (1,)
+    tp2 = next(c for c in selection.classification if c.profile.name == "vllm-fp8-tp2-pp1")
+    assert tp2.status == "low_memory"
+
+
+def test_prefer_latency_takes_the_most_gpus(manifests: dict[str, Manifest]) -> None:
+    selection = select_profile(manifests["qwen2.5-vl-72b-instruct"], parse_gpu_spec(H100x8), prefer="latency")
+    assert selection.profile.name == "vllm-fp8-tp4-pp1-h100"
+    assert "latency: most GPUs" in selection.reason
+
+
+def test_lora_only_when_asked(manifests: dict[str, Manifest]) -> None:
+    manifest = manifests["qwen2.5-vl-7b-instruct"]
+    assert not select_profile(manifest, parse_gpu_spec(H100x8)).profile.lora
+    assert (
+        select_profile(manifest, parse_gpu_spec(H100x8), lora=True).profile.name == "vllm-bf16-tp1-pp1-lora"
+    )
+    with pytest.raises(ProfileError) as caught:
+        select_profile(manifest, parse_gpu_spec(L4), lora=True)
+    assert caught.value.message.startswith("no runnable LoRA profile for qwen2.5-vl-7b-instruct")
+    assert caught.value.hint == "runnable without LoRA: vllm-fp8-tp1-pp1 (501b8b0b9a62)"
+
+
+def test_the_choice_does_not_depend_on_manifest_order(manifests: dict[str, Manifest]) -> None:
+    manifest = manifests["qwen2.5-vl-7b-instruct"]
+    data = manifest.model_dump()
+    data["profiles"] = list(reversed(data["profiles"]))
+    reordered = Manifest.model_validate(data)
+    for gpus in (L4, A100, L40S2, H100x8, B200):
+        assert select_profile(reordered, parse_gpu_spec(gpus)).profile.id == (
+            select_profile(manifest, parse_gpu_spec(gpus)).profile.id
+        )
+
+
+@pytest.mark.parametrize("ref", ["vllm-bf16-tp2-pp1", "a36f0c13c57e", "default", None])
+def test_pinned_by_name_id_prefix_or_default(manifests: dict[str, Manifest], ref: str | None) -> None:
+    selection = select_profile(manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec(L40S2), requested=ref)
+    if ref in ("default", None):
+        assert selection.profile.name == "vllm-fp8-tp1-pp1-l40s" and not selection.pinned
+    else:
+        assert selection.profile.name == "vllm-bf16-tp2-pp1" and selection.pinned
+        assert "pinned by the user" in selection.reason
+
+
+def test_pinned_profile_that_cannot_run_says_why_and_what_can(manifests: dict[str, Manifest]) -> None:
+    with pytest.raises(ProfileError) as caught:
+        select_profile(
+            manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec(A100), requested="vllm-fp8-tp1-pp1"
+        )
+    assert caught.value.message == (
+        "pinned profile vllm-fp8-tp1-pp1 (501b8b0b9a62) cannot run here (incompatible): "
+        "fp8 needs compute capability 8.9, NVIDIA A100-SXM4-80GB has 8.0"
+    )
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith(
+        "runnable here: vllm-bf16-tp1-pp1-lora (36905379b8a3), vllm-bf16-tp1-pp1"
+    )
+
+
+def test_pinned_profile_not_in_the_manifest(manifests: dict[str, Manifest]) -> None:
+    with pytest.raises(ProfileError) as caught:
+        select_profile(manifests["tiny-llm"], parse_gpu_spec(NONE), requested="vllm-bf16-tp1-pp1")
+    assert caught.value.message.startswith("profile 'vllm-bf16-tp1-pp1' is not in the tiny-llm manifest")
+    assert "runnable here: vllm-fp32-tp1-pp1-cpu" in (caught.value.hint or "")
+
+
+def test_no_gpu_error_names_the_reason(manifests: dict[str, Manifest]) -> None:
+    with pytest.raises(ProfileError) as caught:
+        select_profile(manifests["gemma-3-27b-it"], parse_gpu_spec(NONE))
+    assert "no GPU (--gpus none: no GPU assumed)" in caught.value.message
+    assert "a machine with 1 CUDA GPU" in (caught.value.hint or "")
+
+
+def test_closest_profiles_say_what_would_make_them_runnable(manifests: dict[str, Manifest]) -> None:
+    with pytest.raises(ProfileError) as caught:
+        select_profile(manifests["qwen2.5-vl-72b-instruct"], parse_gpu_spec(L40S2))
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith(
+        "closest: vllm-fp8-tp2-pp1: try --max-model-len=45056 to reduce to >=43.1 GiB/GPU; "
+    )
