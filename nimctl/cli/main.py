@@ -74,6 +74,9 @@ def _root(
 from nimctl.cli import serve as _serve  # noqa: E402
 
 _serve.register(app)
+from nimctl.cli import profiles as _profiles  # noqa: E402
+
+_profiles.register(app)
 from nimctl.cli import client_commands as _client_commands  # noqa: E402
 
 _client_commands.register(app)
