@@ -318,13 +318,12 @@ def _print_summaries(out: Output, inventory: Any, rows: list[dict[str, Any]]) ->
     for row in rows:
         selected = row.get("selected")
         if selected:
-            choice = f"{selected['name']} ({selected['id'][:12]})"
+            choice = f"{selected['id'][:12]}  {selected['name']}"
         else:
             choice = f"none: {row['error']}" if row.get("error") else "none"
-        table.append(
-            (row["model"], row.get("source", ""), row.get("runnable", ""), row.get("profiles", ""), choice)
-        )
-    out.table(["MODEL", "SOURCE", "RUNNABLE", "PROFILES", "SELECTED HERE"], table)
+        table.append((row["model"], row.get("runnable", ""), row.get("profiles", ""), choice))
+    out.table(["MODEL", "RUNNABLE", "PROFILES", "SELECTED HERE"], table)
+    out.text("Details: nimctl profiles list MODEL")
 
 
 def _print_profile(out: Output, manifest: Manifest, item: Classified, system: str) -> None:
