@@ -14,10 +14,12 @@ Automatic choice (``NIM_MODEL_PROFILE`` unset or ``default``):
    among equal GPU counts, a profile whose ``profile`` tag equals the preference first.
 7. Ties are broken by **id**, so the choice is the same on every run.
 
-Manual choice (``NIM_MODEL_PROFILE`` / ``--profile``): an id (or a unique prefix of 6+ hex
-digits, as the tables show 12), or a name. A profile that is not in
-the manifest, or is not runnable here, is refused with its reason and the list of runnable
-ones. When nothing is runnable, the error lists the closest profiles and what each lacks.
+Manual choice (``NIM_MODEL_PROFILE`` / ``--profile``): an id (or a unique prefix of 6+ hex digits,
+as the tables show 12), a name, or ``default``. A profile that is not in the manifest, or is not
+runnable here, is refused with its reason and the list of runnable ones.
+
+When nothing is runnable, the error lists the closest profiles (low memory first, then those
+needing more GPUs, a newer GPU, another GPU type, any GPU) and what would make each runnable.
 """
 
 from __future__ import annotations
