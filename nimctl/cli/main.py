@@ -6,7 +6,6 @@ import sys
 import traceback
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -17,22 +16,27 @@ from nimctl.errors import EXIT_UNEXPECTED, NimctlError
 class _ErrorHandlingGroup(TyperGroup):
     """Turns nimctl's exceptions into ``Error:``/``Hint:`` lines and documented exit codes."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
         except NimctlError as exc:
             _report(ctx, exc, exc.hint)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except Exception as exc:
+            if _is_cli_control_flow(exc):
+                raise  # exits, aborts, usage errors and --help: the CLI framework's own to print
             _report(ctx, exc, "this is a bug in nimctl; run again with --debug and report the traceback")
             raise typer.Exit(EXIT_UNEXPECTED) from None
 
 
-def _report(ctx: click.Context, exc: BaseException, hint: str | None) -> None:
+def _is_cli_control_flow(exc: Exception) -> bool:
+    # Typer 0.29 raises its own vendored copy of click's exceptions, so match by origin.
+    return type(exc).__module__.split(".")[0] in {"typer", "click"}
+
+
+def _report(ctx: Any, exc: BaseException, hint: str | None) -> None:
     from nimctl.output import Output
 
     debug = bool(ctx.obj and ctx.obj.get("debug"))
