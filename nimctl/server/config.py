@@ -34,6 +34,7 @@ ENV_FIELDS: dict[str, str] = {
     "NIM_TENSOR_PARALLEL_SIZE": "tensor_parallel_size",
     "NIM_PASSTHROUGH_ARGS": "passthrough_args",
     "NIM_REPOSITORY_OVERRIDE": "repository_override",
+    "NIM_PEFT_SOURCE": "peft_source",
     "NIMCTL_ENGINE_PORT": "engine_port",
     "NIMCTL_SHUTDOWN_TIMEOUT": "shutdown_timeout",
     "NIMCTL_PROFILES_DIR": "profiles_dir",
@@ -69,6 +70,7 @@ class ServerConfig(BaseModel):
     tensor_parallel_size: int | None = Field(default=None, gt=0)
     passthrough_args: list[str] = Field(default_factory=list)
     repository_override: str | None = None
+    peft_source: str | None = None  # LoRA adapters folder: selects a LoRA profile
     engine_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_timeout: float = Field(default=30.0, gt=0)
     profiles_dir: Path | None = None

@@ -134,5 +134,7 @@ def _select(manifest: Manifest | None, config: ServerConfig) -> tuple[Profile | 
     from nimctl.gpu import detect_inventory
     from nimctl.profiles import select_profile
 
-    selection = select_profile(manifest, detect_inventory(), requested=config.model_profile)
+    selection = select_profile(
+        manifest, detect_inventory(), requested=config.model_profile, lora=bool(config.peft_source)
+    )
     return selection.profile, selection.reason
