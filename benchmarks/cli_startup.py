@@ -72,7 +72,9 @@ def import_culprits(args: list[str], env: dict[str, str], top: int) -> list[tupl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=15, help="runs per command (median is reported)")
     parser.add_argument("--url", help="a running server (default: a closed port)")
     parser.add_argument("--importtime", action="store_true", help="also list the slowest imports per command")
@@ -93,7 +95,9 @@ def main() -> None:
         time_runs(argv, 1, env)
     medians = {name: statistics.median(time_runs(argv, options.runs, env)) for name, argv in cases.items()}
     baseline = medians["python -c pass"]
-    print(f"{options.runs} runs each, median wall time; server: {url}{'' if options.url else ' (closed port)'}")
+    print(
+        f"{options.runs} runs each, median wall time; server: {url}{'' if options.url else ' (closed port)'}"
+    )
     print(f"{'command':<20} {'median ms':>10} {'x python':>9}")
     for name, median in medians.items():
         print(f"{name:<20} {median * 1000:>10.1f} {median / baseline:>9.2f}")

@@ -92,7 +92,10 @@ def manifest(
     with make_client(url, api_key, timeout=timeout) as client:
         found = client.manifest()
     if raw:
-        out.text(found.manifest_file)
+        if found.manifest_file is None:
+            out.info("the server has no manifest (it serves a model folder without one)")
+        else:
+            out.text(found.manifest_file)
         return
 
     def show() -> None:
@@ -138,6 +141,9 @@ def _metric_rows(summary: MetricsSummary) -> list[tuple[str, str]]:
         ("prompt tokens (total)", _number(summary.prompt_tokens_total)),
         ("generated tokens (total)", _number(summary.generation_tokens_total)),
         ("finished requests", finished or "-"),
+        ("ready", "-" if summary.ready is None else ("yes" if summary.ready else "no")),
+        ("front requests in flight", _number(summary.front_requests_in_flight)),
+        ("engine starts", _number(summary.engine_starts_total)),
     ]
 
 

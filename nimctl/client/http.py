@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 # httpx's __init__ imports its own command-line tool (click, rich.progress, pygments: ~90 ms,
 # a third of a `nimctl health` run) whenever those happen to be installed. A None entry in
@@ -31,6 +31,8 @@ from nimctl.client.errors import map_transport_error, raise_for_status
 from nimctl.errors import ClientError, ServerNotReadyError, ServerUnreachableError, TimeoutError_, UsageError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from nimctl.client.types import (
         ChatCompletion,
         ChatCompletionChunk,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+_Result = TypeVar("_Result", bound="BaseModel")
 
 
 @dataclass(frozen=True)
@@ -156,13 +159,17 @@ class NimClient:
     def live(self) -> HealthStatus:
         from nimctl.client.types import HealthStatus
 
-        return HealthStatus.model_validate(self._get_json("/v1/health/live", not_found_hint=_NOT_A_NIM))
+        return _parse(
+            HealthStatus, self._get_json("/v1/health/live", not_found_hint=_NOT_A_NIM), "/v1/health/live"
+        )
 
     def ready(self) -> HealthStatus:
         """The ready probe; a server still loading raises :class:`ServerNotReadyError` (503)."""
         from nimctl.client.types import HealthStatus
 
-        return HealthStatus.model_validate(self._get_json("/v1/health/ready", not_found_hint=_NOT_A_NIM))
+        return _parse(
+            HealthStatus, self._get_json("/v1/health/ready", not_found_hint=_NOT_A_NIM), "/v1/health/ready"
+        )
 
     def health(self, *, live_only: bool = False) -> HealthReport:
         """Both probes as one report; "not ready" is a state here, not an error."""
@@ -174,7 +181,8 @@ class NimClient:
         try:
             ready = self.ready()
         except ServerNotReadyError as exc:
-            return HealthReport(url=self.base_url, live=True, ready=False, message=exc.message)
+            message = getattr(exc, "server_message", None) or exc.message
+            return HealthReport(url=self.base_url, live=True, ready=False, message=message)
         return HealthReport(url=self.base_url, live=True, ready=True, message=ready.message)
 
     def wait_until_ready(
@@ -220,23 +228,23 @@ class NimClient:
     def metadata(self) -> Metadata:
         from nimctl.client.types import Metadata
 
-        return Metadata.model_validate(self._get_json("/v1/metadata"))
+        return _parse(Metadata, self._get_json("/v1/metadata"), "/v1/metadata")
 
     def version(self) -> VersionInfo:
         from nimctl.client.types import VersionInfo
 
-        return VersionInfo.model_validate(self._get_json("/v1/version"))
+        return _parse(VersionInfo, self._get_json("/v1/version"), "/v1/version")
 
     def license(self) -> License:
         from nimctl.client.types import License
 
         body = self._get_json("/v1/license", not_found_hint="this model ships no license file")
-        return License.model_validate(body)
+        return _parse(License, body, "/v1/license")
 
     def manifest(self) -> Manifest:
         from nimctl.client.types import Manifest
 
-        return Manifest.model_validate(self._get_json("/v1/manifest"))
+        return _parse(Manifest, self._get_json("/v1/manifest"), "/v1/manifest")
 
     def metrics_text(self) -> str:
         return self._send("GET", "/v1/metrics").text
@@ -245,7 +253,7 @@ class NimClient:
     def models(self) -> list[ModelCard]:
         from nimctl.client.types import ModelList
 
-        return ModelList.model_validate(self._get_json("/v1/models")).data
+        return _parse(ModelList, self._get_json("/v1/models"), "/v1/models").data
 
     def default_model(self) -> str:
         """The served model's name when there is exactly one; otherwise a clear error."""
@@ -267,7 +275,9 @@ class NimClient:
         payload: dict[str, Any] = {"prompt": text, "return_token_strs": True}
         if model:
             payload["model"] = model
-        return TokenizeResult.model_validate(self._post_json("/tokenize", payload, not_found_hint=_MODELS))
+        return _parse(
+            TokenizeResult, self._post_json("/tokenize", payload, not_found_hint=_MODELS), "/tokenize"
+        )
 
     def detokenize(self, tokens: list[int], *, model: str | None = None) -> DetokenizeResult:
         from nimctl.client.types import DetokenizeResult
@@ -275,9 +285,8 @@ class NimClient:
         payload: dict[str, Any] = {"tokens": tokens}
         if model:
             payload["model"] = model
-        return DetokenizeResult.model_validate(
-            self._post_json("/detokenize", payload, not_found_hint=_MODELS)
-        )
+        body = self._post_json("/detokenize", payload, not_found_hint=_MODELS)
+        return _parse(DetokenizeResult, body, "/detokenize")
 
     def render(self, messages: list[dict[str, Any]], *, model: str | None = None) -> RenderResult:
         from nimctl.client.types import RenderResult
@@ -286,7 +295,7 @@ class NimClient:
         if model:
             payload["model"] = model
         body = self._post_json("/v1/chat/completions/render", payload, not_found_hint=_MODELS)
-        return RenderResult.model_validate(body)
+        return _parse(RenderResult, body, "/v1/chat/completions/render")
 
     def chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatCompletion:
         """One whole chat completion. ``params`` go into the request as they are (max_tokens, seed...)."""
@@ -296,7 +305,7 @@ class NimClient:
         body = self._post_json(
             "/v1/chat/completions", payload, read_timeout=self.timeouts.inference, not_found_hint=_MODELS
         )
-        return ChatCompletion.model_validate(body)
+        return _parse(ChatCompletion, body, "/v1/chat/completions")
 
     def chat_stream(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatStream:
         """A streamed chat completion. The request is sent now (so a 4xx raises here).
@@ -365,7 +374,7 @@ class ChatStream:
                     ) from None
                 if isinstance(body, dict) and "error" in body:
                     _raise_stream_error(body, self._path)
-                yield ChatCompletionChunk.model_validate(body)
+                yield _parse(ChatCompletionChunk, body, self._path)
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, self._base_url, self._path, mid_stream=True) from None
         finally:
@@ -381,6 +390,21 @@ def _raise_stream_error(body: dict[str, Any], path: str) -> None:
     from nimctl.client.errors import error_from_body
 
     raise error_from_body(body, path)
+
+
+def _parse(model: type[_Result], body: Any, path: str) -> _Result:
+    """Validate an answer; a shape we cannot read is the server's fault, said in one line."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise ClientError(
+            f"the server's answer to {path} has an unexpected shape ({where}: {first['msg']})",
+            hint="is --url a nimctl/NIM server of a matching version?",
+        ) from None
 
 
 def _json_body(response: httpx.Response, path: str) -> Any:

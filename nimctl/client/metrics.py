@@ -34,6 +34,10 @@ class MetricsSummary:
     requests_finished: dict[str, float] = field(default_factory=dict)
     time_to_first_token: LatencySummary | None = None
     e2e_latency: LatencySummary | None = None
+    # The front's own (nimctl_*): absent on a server that is not nimctl's.
+    ready: bool | None = None
+    front_requests_in_flight: float | None = None
+    engine_starts_total: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +74,9 @@ def summarize_metrics(text: str) -> MetricsSummary:
         requests_finished=dict(finished),
         time_to_first_token=_latency("vllm:time_to_first_token_seconds", totals, buckets),
         e2e_latency=_latency("vllm:e2e_request_latency_seconds", totals, buckets),
+        ready=None if total("nimctl_ready") is None else bool(totals["nimctl_ready"]),
+        front_requests_in_flight=total("nimctl_http_requests_in_flight"),
+        engine_starts_total=total("nimctl_engine_starts_total"),
     )
 
 

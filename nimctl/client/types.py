@@ -77,7 +77,8 @@ class ManifestProfile(_Lenient):
 
 
 class Manifest(_Lenient):
-    manifest_file: str = ""
+    # None when the server runs a local model folder that came without a manifest.
+    manifest_file: str | None = None
     repository_override: str | None = None
     profiles: list[ManifestProfile] = Field(default_factory=list)
 

@@ -99,7 +99,7 @@ def test_health_reports_not_ready_as_a_state() -> None:
 
     report = make_client(handler).health()
     assert (report.live, report.ready) == (True, False)
-    assert report.message is not None and "model is loading" in report.message
+    assert report.message == "model is loading"
 
 
 def test_ready_503_raises_not_ready_with_the_server_message() -> None:
@@ -286,3 +286,9 @@ def test_wait_until_ready_times_out_naming_the_last_state() -> None:
     )
     with pytest.raises(TimeoutError_, match="not ready after 0 s; last state: live, not ready"):
         client.wait_until_ready(0, interval=0)
+
+
+def test_answer_of_the_wrong_shape_is_one_clear_line() -> None:
+    client = make_client(lambda _: httpx.Response(200, json={"count": "many", "tokens": "x"}))
+    with pytest.raises(ClientError, match=r"answer to /tokenize has an unexpected shape \(count:"):
+        client.tokenize("hi")

@@ -129,3 +129,16 @@ def test_histogram_quantile_interpolates() -> None:
 def test_bad_metrics_text() -> None:
     with pytest.raises(ClientError, match="not valid Prometheus"):
         summarize_metrics("this is { not prometheus")
+
+
+def test_front_metrics_in_summary() -> None:
+    text = METRICS + (
+        "# HELP nimctl_ready 1 when ready\n# TYPE nimctl_ready gauge\nnimctl_ready 1.0\n"
+        "# HELP nimctl_engine_starts_total starts\n# TYPE nimctl_engine_starts_total counter\n"
+        "nimctl_engine_starts_total 1.0\n"
+    )
+    summary = summarize_metrics(text)
+    assert summary.ready is True
+    assert summary.engine_starts_total == 1.0
+    assert summary.front_requests_in_flight is None
+    assert summarize_metrics(METRICS).ready is None

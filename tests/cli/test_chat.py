@@ -1,0 +1,111 @@
+"""``nimctl chat`` against the real tiny VLM: one-shot, stdin, streaming, images, stats, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nimctl.errors import EXIT_OK
+from tests.cli.conftest import nimctl
+from tests.images import png_bytes
+from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.engine
+
+
+def chat(*args: str, input: str | None = None) -> tuple[str, str]:
+    result = nimctl("chat", *args, input=input)
+    assert result.exit_code == EXIT_OK, f"exit {result.exit_code}: {result.stderr}"
+    return result.stdout, result.stderr
+
+
+def test_one_shot_argument(nim_server: ServerProcess) -> None:
+    out, _ = chat("hello there", "--max-tokens", "8", "--seed", "1", "--url", nim_server.url)
+    assert out.strip()
+    again, _ = chat("hello there", "--max-tokens", "8", "--seed", "1", "--no-stream", "--url", nim_server.url)
+    assert again == out  # the same seed: streamed and whole replies agree
+
+
+def test_one_shot_stdin_with_argument_first(nim_server: ServerProcess) -> None:
+    piped = json.loads(chat("summarise:", "--max-tokens", "2", "--format", "json", "--url", nim_server.url,
+                            input="a long text\n")[0])
+    joined = json.loads(chat("summarise:\n\na long text", "--max-tokens", "2", "--format", "json",
+                             "--url", nim_server.url)[0])
+    alone = json.loads(chat("summarise:", "--max-tokens", "2", "--format", "json", "--url", nim_server.url)[0])
+    # The question sent is the argument, a blank line, then what came on stdin.
+    assert piped["usage"]["prompt_tokens"] == joined["usage"]["prompt_tokens"] > alone["usage"]["prompt_tokens"]
+    only_stdin = json.loads(chat("--max-tokens", "2", "--format", "json", "--url", nim_server.url,
+                                 input="summarise:\n")[0])
+    assert only_stdin["usage"]["prompt_tokens"] == alone["usage"]["prompt_tokens"]
+
+
+def test_json_is_the_whole_response(nim_server: ServerProcess) -> None:
+    out, _ = chat("hi", "--max-tokens", "5", "--format", "json", "--url", nim_server.url)
+    body = json.loads(out)
+    assert set(body) >= {"id", "object", "created", "model", "choices", "usage"}
+    assert body["object"] == "chat.completion" and body["model"] == "tiny-vlm"
+    assert body["usage"]["completion_tokens"] <= 5
+    assert "stats" not in body
+
+
+def test_stats(nim_server: ServerProcess) -> None:
+    _, err = chat("hi", "--max-tokens", "6", "--stats", "--url", nim_server.url)
+    assert "time to first token" in err and "tokens/s" in err
+    assert "prompt " in err and "completion " in err and "? tokens" not in err
+    body = json.loads(chat("hi", "--max-tokens", "6", "--stats", "--format", "json", "--url", nim_server.url)[0])
+    stats = body["stats"]
+    assert set(stats) == {"time_to_first_token_s", "total_s", "tokens_per_s", "prompt_tokens", "completion_tokens"}
+    assert stats["completion_tokens"] == body["usage"]["completion_tokens"]
+    assert stats["total_s"] > 0
+
+
+def test_system_prompt_reaches_the_template(nim_server: ServerProcess) -> None:
+    def prompt_tokens(system: str) -> int:
+        out, _ = chat("hi", "--system", system, "--max-tokens", "2", "--format", "json", "--url", nim_server.url)
+        return int(json.loads(out)["usage"]["prompt_tokens"])
+
+    short, long = prompt_tokens("be brief"), prompt_tokens("be brief, " * 20)
+    assert long > short
+
+
+def test_image_chat(nim_server: ServerProcess, tmp_path: Path) -> None:
+    image = tmp_path / "red.png"
+    image.write_bytes(png_bytes())
+    with_image = json.loads(chat("what is this?", "--image", str(image), "--max-tokens", "4", "--format", "json",
+                                 "--url", nim_server.url)[0])
+    without = json.loads(chat("what is this?", "--max-tokens", "4", "--format", "json", "--url", nim_server.url)[0])
+    # The image became image tokens in the prompt.
+    assert with_image["usage"]["prompt_tokens"] > without["usage"]["prompt_tokens"]
+    out, _ = chat("what is this?", "--image", str(image), "--max-tokens", "4", "--url", nim_server.url)
+    assert out.strip()
+
+
+def test_streaming_prints_before_the_reply_ends(nim_server: ServerProcess) -> None:
+    """Read the real process's stdout as it comes: text must arrive in several pieces over time."""
+    command = [sys.executable, "-m", "nimctl", "chat", "tell me a story", "--max-tokens", "200",
+               "--temperature", "1", "--seed", "3", "--url", nim_server.url]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "NO_COLOR": "1"})
+    assert process.stdout is not None
+    arrivals: list[tuple[float, bytes]] = []
+
+    def reader() -> None:
+        assert process.stdout is not None
+        while chunk := os.read(process.stdout.fileno(), 4096):
+            arrivals.append((time.monotonic(), chunk))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    process.wait(timeout=300)
+    thread.join(timeout=10)
+    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    text_arrivals = [at for at, chunk in arrivals if chunk.strip()]
+    assert len(text_arrivals) >= 2, f"the reply came in one piece: {arrivals!r}"
+    assert text_arrivals[0] < text_arrivals[-1]
