@@ -84,6 +84,9 @@ _profiles.register(app)
 from nimctl.cli import client_commands as _client_commands  # noqa: E402
 
 _client_commands.register(app)
+from nimctl.cli import runtime as _runtime  # noqa: E402
+
+_runtime.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,108 @@
+"""``nimctl ps``, ``logs`` and ``stop``: the instances of both runtimes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nimctl.cli._common import FormatOption, output
+from nimctl.output import Format
+
+COLUMNS = ("NAME", "MODEL", "PROFILE", "RUNTIME", "STATE", "READY", "URL", "UPTIME")
+
+
+def ps(
+    ctx: typer.Context,
+    all_states: Annotated[bool, typer.Option("--all", "-a", help="Also instances that have ended.")] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List nimctl's instances (containers and host processes), readiness asked live."""
+    from nimctl.cli.runtime import format_duration
+    from nimctl.runtime.manage import list_instances
+
+    out = output(ctx, fmt)
+    instances, note = list_instances(all_states=all_states)
+    if note:
+        out.warn(note)
+
+    def render() -> None:
+        if not instances:
+            out.info("no instances" + ("" if all_states else " running (--all shows ended ones)"))
+            return
+        rows = []
+        for instance in instances:
+            state = instance.state
+            if instance.exit_code is not None:
+                state = f"{state} ({instance.exit_code})"
+            ready = "-" if instance.ready is None else ("yes" if instance.ready else "no")
+            uptime = instance.uptime_s()
+            rows.append(
+                (
+                    instance.name,
+                    instance.model,
+                    instance.profile_name or (instance.profile_id or "-")[:12],
+                    instance.runtime,
+                    state,
+                    ready,
+                    instance.url,
+                    "-" if uptime is None else format_duration(uptime),
+                )
+            )
+        out.table(COLUMNS, rows)
+
+    out.result([instance.to_dict() for instance in instances], render)
+
+
+def logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Instance name (nimctl ps).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines.", show_default=False)
+    ] = None,
+) -> None:
+    """Print an instance's log (the container's output, or the host process's log file)."""
+    from nimctl.runtime.manage import instance_logs
+
+    out = output(ctx)
+    try:
+        for line in instance_logs(name, follow=follow, tail=tail):
+            out.text(line)
+    except KeyboardInterrupt:
+        return
+
+
+def stop(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Instance name (nimctl ps).", show_default=False)] = None,
+    all_instances: Annotated[bool, typer.Option("--all", "-a", help="Stop every nimctl instance.")] = False,
+    timeout: Annotated[
+        int, typer.Option("--timeout", "-t", min=0, help="Seconds to wait after SIGTERM before SIGKILL.")
+    ] = 30,
+) -> None:
+    """Stop an instance (SIGTERM, wait, then SIGKILL) and remove it."""
+    from nimctl.errors import UsageError
+    from nimctl.runtime.manage import stop_all, stop_instance
+
+    out = output(ctx)
+    if all_instances == (name is not None):
+        raise UsageError("give an instance NAME or --all (not both)")
+    stopped = stop_all(timeout=timeout) if all_instances else [stop_instance(name or "", timeout=timeout)]
+    if all_instances and not stopped:
+        out.info("no instances to stop")
+    for result in stopped:
+        instance = result.instance
+        if result.was_running:
+            how = "stopped and removed"
+        elif instance.exit_code is not None:
+            how = f"had already exited with code {instance.exit_code}; removed"
+        else:
+            how = f"was {instance.state}; removed"
+        out.text(f"{instance.name}: {how}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ps")(ps)
+    app.command("logs")(logs)
+    app.command("stop")(stop)

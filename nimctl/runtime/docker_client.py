@@ -1,0 +1,63 @@
+"""Connecting to the Docker daemon, with one clear error when it does not answer."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from nimctl.errors import RuntimeUnavailableError
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+# Daemon calls are quick; builds stream for minutes between lines, so they ask for no limit.
+DEFAULT_TIMEOUT_S = 60
+
+
+def daemon_address() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # The SDK wraps the interesting part ("Connection refused", "No such file") deep inside.
+    for marker in ("Connection refused", "No such file or directory", "Permission denied", "timed out"):
+        if marker.lower() in str(exc).lower():
+            return marker
+    return text[:200]
+
+
+def connect(timeout: int | None = DEFAULT_TIMEOUT_S) -> DockerClient:
+    """A client whose daemon has answered a ping; else :class:`RuntimeUnavailableError`."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout) if timeout else docker.from_env(timeout=24 * 3600)
+        client.ping()
+    except DockerException as exc:
+        raise unavailable(exc) from None
+    except OSError as exc:
+        raise unavailable(exc) from None
+    return client
+
+
+def unavailable(exc: BaseException) -> RuntimeUnavailableError:
+    where = daemon_address()
+    hint = (
+        "start Docker (`sudo scripts/ensure-docker.sh` or `sudo systemctl start docker`), "
+        "or run with --runtime local"
+    )
+    if "Permission denied" in _reason(exc):
+        hint = "add yourself to the docker group (then log in again), or run with --runtime local"
+    return RuntimeUnavailableError(f"Docker daemon not reachable at {where}: {_reason(exc)}", hint=hint)
+
+
+def daemon_answers() -> bool:
+    """Whether a Docker daemon answers; for ``--runtime auto``, so it must be quick."""
+    try:
+        client = connect(timeout=5)
+    except RuntimeUnavailableError:
+        return False
+    client.close()
+    return True

@@ -1,0 +1,119 @@
+"""Instances of both runtimes, as ``ps``, ``logs`` and ``stop`` see them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from nimctl.runtime.spec import Runtime
+
+READY_PATH = "/v1/health/ready"
+LIVE_PATH = "/v1/health/live"
+
+
+@dataclass
+class Instance:
+    """One instance: a container labelled by nimctl, or a host process with a state folder."""
+
+    name: str
+    runtime: Runtime
+    model: str
+    profile_id: str | None
+    profile_name: str | None
+    state: str  # running, exited, created, restarting, ...
+    exit_code: int | None
+    url: str
+    started_at: datetime | None
+    ident: str  # container id or process id
+    ready: bool | None = None  # asked live; None when not running
+
+    @property
+    def running(self) -> bool:
+        return self.state in {"running", "restarting"}
+
+    def uptime_s(self, now: datetime | None = None) -> float | None:
+        if not self.running or self.started_at is None:
+            return None
+        return ((now or datetime.now(UTC)) - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        uptime = self.uptime_s()
+        return {
+            "name": self.name,
+            "runtime": self.runtime,
+            "model": self.model,
+            "profile_id": self.profile_id,
+            "profile_name": self.profile_name,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "ready": self.ready,
+            "url": self.url,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "uptime_s": None if uptime is None else round(uptime),
+            "id": self.ident,
+        }
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What ``stop`` did: the instance as it ended, and whether it was still running."""
+
+    instance: Instance
+    was_running: bool
+
+
+class Watched(Protocol):
+    """A starting instance, as the readiness wait watches it."""
+
+    name: str
+    url: str
+
+    def state(self) -> tuple[str, int | None]:
+        """(state, exit code when it has exited)."""
+        ...
+
+    def last_lines(self, count: int) -> list[str]: ...
+
+    def follow(self) -> Iterator[str]:
+        """The log from now on, until the instance stops."""
+        ...
+
+
+def ask_ready(url: str, timeout: float = 2.0) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url + READY_PATH, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def fill_readiness(instances: list[Instance]) -> list[Instance]:
+    """Ask every running instance's ready endpoint, all at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    running = [instance for instance in instances if instance.running]
+    if running:
+        with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
+            for instance, ready in zip(running, pool.map(lambda i: ask_ready(i.url), running), strict=True):
+                instance.ready = ready
+    return instances
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """Docker's RFC 3339 times (nanoseconds, ``Z``) and our ISO ones."""
+    if not text or text.startswith("0001-"):
+        return None
+    text = text.replace("Z", "+00:00")
+    head, _, tail = text.partition(".")
+    if tail:  # Python takes at most microseconds
+        digits = "".join(ch for ch in tail if ch.isdigit())
+        zone = tail[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

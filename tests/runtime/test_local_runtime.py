@@ -1,0 +1,164 @@
+"""The local runtime and the readiness wait, with a stand-in server (tests/runtime/fake_nim_serve.py).
+
+The real ``nim-serve`` + vLLM path of ``--runtime local`` is covered end to end in tests/docker;
+here each failure mode is cheap to provoke: a server that exits while starting, one that is
+never ready, a name already taken, a stop of something that already ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nimctl.cli.main import app
+from nimctl.errors import EXIT_RUNTIME_FAILED, EXIT_TIMEOUT, EXIT_USAGE
+from nimctl.runtime import local_runtime
+
+FAKE = Path(__file__).resolve().parent / "fake_nim_serve.py"
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(local_runtime, "_serve_command", lambda: [sys.executable, str(FAKE)])
+    monkeypatch.setenv("NIMCTL_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "NIMCTL_ASSUME_GPUS": "none",
+        "NIMCTL_STATE_DIR": str(tmp_path / "state"),
+        "NO_COLOR": "1",
+        "DOCKER_HOST": "tcp://127.0.0.1:9",
+    }
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftovers(state: Path) -> Iterator[None]:
+    yield
+    for handle in local_runtime.list_handles():
+        local_runtime.stop(handle, timeout=5)
+
+
+def nimctl(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, argv, env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_args(port: int, tmp_path: Path, mode: str, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--runtime",
+        "local",
+        "-d",
+        "--port",
+        str(port),
+        "--name",
+        "fake",
+        "--cache",
+        str(tmp_path / "cache"),
+        "-e",
+        f"FAKE_NIM_MODE={mode}",
+        "--timeout",
+        "20",
+        *extra,
+    ]
+
+
+def test_detached_run_ps_logs_stop(state: Path, port: int, env: dict[str, str], tmp_path: Path) -> None:
+    code, out, err = nimctl([*run_args(port, tmp_path, "ok"), "--", "--max-model-len", "512"], env)
+    assert code == 0, err
+    assert f"is ready at http://127.0.0.1:{port}" in out
+    assert "nimctl stop fake" in out
+    assert "fake: ready" in err
+
+    code, out, _ = nimctl(["ps", "--format", "json"], env)
+    assert code == 0
+    [row] = json.loads(out)
+    assert row["name"] == "fake" and row["runtime"] == "local"
+    assert row["state"] == "running" and row["ready"] is True
+    assert row["model"] == "tiny-vlm" and row["profile_name"] == "vllm-fp32-tp1-pp1-cpu"
+    assert row["url"] == f"http://127.0.0.1:{port}"
+
+    code, out, _ = nimctl(["logs", "fake"], env)
+    assert code == 0
+    assert "fake nim-serve starting: mode=ok model=builtin://tiny-vlm" in out
+    assert "args=['--max-model-len', '512']" in out
+    code, out, _ = nimctl(["logs", "fake", "--tail", "1"], env)
+    assert len(out.splitlines()) == 1
+
+    code, _, err = nimctl(run_args(port + 1 if port < 65535 else port - 1, tmp_path, "ok"), env)
+    assert code == EXIT_USAGE and "the name fake is in use by a local instance" in err
+
+    code, out, _ = nimctl(["stop", "fake"], env)
+    assert code == 0 and out.strip() == "fake: stopped and removed"
+    assert not (state / "instances" / "fake").exists()
+    code, out, _ = nimctl(["ps", "--all", "--format", "json"], env)
+    assert json.loads(out) == []
+    code, _, err = nimctl(["stop", "fake"], env)
+    assert code == EXIT_USAGE and "no local instance named fake" in err
+
+
+def test_exit_while_starting(state: Path, port: int, env: dict[str, str], tmp_path: Path) -> None:
+    code, _, err = nimctl(run_args(port, tmp_path, "exit"), env)
+    assert code == EXIT_RUNTIME_FAILED
+    assert "Error: fake exited with code 3 while starting" in err
+    assert "Last log lines of fake:" in err and "fatal: the engine could not start" in err
+    # Detached: the ended instance stays for ps and logs until stopped.
+    code, out, _ = nimctl(["ps", "--all", "--format", "json"], env)
+    [row] = json.loads(out)
+    assert row["state"] == "exited" and row["exit_code"] == 3 and row["ready"] is None
+    code, out, _ = nimctl(["ps", "--format", "json"], env)
+    assert json.loads(out) == []
+    code, out, _ = nimctl(["logs", "fake"], env)
+    assert "fatal: the engine could not start" in out
+    code, out, _ = nimctl(["stop", "--all"], env)
+    assert out.strip() == "fake: had already exited with code 3; removed"
+
+
+def test_foreground_failure_leaves_nothing(
+    state: Path, port: int, env: dict[str, str], tmp_path: Path
+) -> None:
+    args = [a for a in run_args(port, tmp_path, "exit") if a != "-d"]
+    code, _, err = nimctl(args, env)
+    assert code == EXIT_RUNTIME_FAILED and "exited with code 3" in err
+    assert not (state / "instances" / "fake").exists()
+
+
+def test_timeout_shows_the_last_lines(state: Path, port: int, env: dict[str, str], tmp_path: Path) -> None:
+    args = [*run_args(port, tmp_path, "never-ready")]
+    args[args.index("--timeout") + 1] = "2"
+    code, _, err = nimctl(args, env)
+    assert code == EXIT_TIMEOUT
+    assert "Error: fake not ready after 2s: the model did not finish loading" in err
+    assert "Last log lines of fake:" in err and "fake nim-serve: listening" in err
+    assert "Hint: it is still starting" in err
+    code, out, _ = nimctl(["ps", "--format", "json"], env)
+    [row] = json.loads(out)
+    assert row["state"] == "running" and row["ready"] is False
+
+
+def test_launcher_records_a_signal_death(tmp_path: Path) -> None:
+    from nimctl.runtime.launcher import main
+
+    code = main([str(tmp_path), "--", sys.executable, "-c", "import os, signal; os.kill(os.getpid(), 9)"])
+    assert code == 137
+    assert (tmp_path / "exit_code").read_text().strip() == "137"
+    assert main([str(tmp_path), "--", sys.executable, "-c", "raise SystemExit(4)"]) == 4
+    assert (tmp_path / "exit_code").read_text().strip() == "4"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]

@@ -1,0 +1,198 @@
+"""Planning a run on the host: model resolution, profile choice, GPUs, environment, names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nimctl.errors import ProfileError, UsageError
+from nimctl.gpu import parse_gpu_spec
+from nimctl.runtime.images import default_image
+from nimctl.runtime.spec import (
+    CONTAINER_MODEL,
+    MANAGED_LABEL,
+    USER_PROFILES,
+    GpuRequest,
+    check_name,
+    check_restart,
+    docker_run_line,
+    parse_env,
+    plan_run,
+)
+
+NO_GPU = parse_gpu_spec("none")
+TWO_H100 = parse_gpu_spec("H100-80GB:2")
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NGC_API_KEY", "HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("all", GpuRequest("all")),
+        ("none", GpuRequest("none")),
+        ("0", GpuRequest("none")),
+        ("2", GpuRequest("count", count=2)),
+        ("0,1", GpuRequest("ids", ids=("0", "1"))),
+        ("device=1", GpuRequest("ids", ids=("1",))),
+    ],
+)
+def test_gpu_request_forms(text: str, expected: GpuRequest) -> None:
+    assert GpuRequest.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["some", "0,x", "device=", "-1"])
+def test_bad_gpu_request_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="bad --gpus"):
+        GpuRequest.parse(text)
+
+
+def test_gpu_request_docker_flags() -> None:
+    assert GpuRequest("all").docker_flag() == "all"
+    assert GpuRequest("count", count=2).docker_flag() == "2"
+    assert GpuRequest("ids", ids=("0", "1")).docker_flag() == '"device=0,1"'
+    assert GpuRequest("none").docker_flag() is None
+
+
+def test_gpu_ids_filter_the_inventory_for_selection() -> None:
+    visible = GpuRequest.parse("1").visible(parse_gpu_spec("H100-80GB:2"))
+    assert len(visible.gpus) == 1
+    visible = GpuRequest.parse("device=1").visible(parse_gpu_spec("H100-80GB:2"))
+    assert [gpu.index for gpu in visible.gpus] == [1]
+    with pytest.raises(UsageError, match="no such GPU"):
+        GpuRequest.parse("0,7").visible(TWO_H100)
+    with pytest.raises(UsageError, match="only 2 GPU"):
+        GpuRequest.parse("3").visible(TWO_H100)
+
+
+def test_env_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FROM_HOST", "here")
+    assert parse_env(["A=1", "B=x=y", "FROM_HOST"]) == {"A": "1", "B": "x=y", "FROM_HOST": "here"}
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        parse_env(["=1"])
+    monkeypatch.delenv("MISSING_HERE", raising=False)
+    with pytest.raises(UsageError, match="not set here"):
+        parse_env(["MISSING_HERE"])
+
+
+def test_names_and_restart_policies() -> None:
+    assert check_name("my-nim_1.2") == "my-nim_1.2"
+    for bad in ("-x", "a b", "x" * 64, ""):
+        with pytest.raises(UsageError, match="bad instance name"):
+            check_name(bad)
+    assert check_restart("on-failure:3", "docker") == "on-failure:3"
+    with pytest.raises(UsageError, match="bad --restart"):
+        check_restart("sometimes", "docker")
+    with pytest.raises(UsageError, match="needs the Docker runtime"):
+        check_restart("always", "local")
+
+
+def test_tiny_vlm_on_a_cpu_machine(tmp_path: Path) -> None:
+    spec = plan_run(model=None, runtime="docker", cache_dir=tmp_path, inventory=NO_GPU)
+    assert spec.name == "nimctl-tiny-vlm"
+    assert spec.device == "cpu"
+    assert spec.image == default_image("cpu")
+    assert spec.gpus.kind == "none"
+    assert spec.shm_size == "1g"
+    assert spec.env["NIM_MODEL_PATH"] == "builtin://tiny-vlm"
+    assert spec.env["NIM_MODEL_PROFILE"] == spec.profile_id
+    assert spec.profile_name == "vllm-fp32-tp1-pp1-cpu"
+    assert spec.labels[MANAGED_LABEL] == "true"
+    assert spec.labels["ai.nimctl.profile"] == spec.profile_id
+    assert spec.url == "http://127.0.0.1:8000"
+
+
+def test_gpu_profile_gets_the_gpus_and_multi_gpu_gets_shared_memory(tmp_path: Path) -> None:
+    single = plan_run(
+        model="qwen2.5-vl-7b-instruct", runtime="docker", cache_dir=tmp_path, inventory=TWO_H100
+    )
+    assert single.device == "cuda"
+    assert single.image == default_image("cuda")
+    assert single.gpus.kind == "all"
+    assert single.shm_size == "1g"
+    pinned = plan_run(
+        model="qwen2.5-vl-7b-instruct",
+        runtime="docker",
+        profile="vllm-bf16-tp2-pp1",
+        cache_dir=tmp_path,
+        inventory=TWO_H100,
+    )
+    assert pinned.profile_name == "vllm-bf16-tp2-pp1"
+    assert pinned.shm_size == "16g"
+
+
+def test_gpu_model_with_no_gpu_is_a_profile_error(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError):
+        plan_run(model="qwen2.5-vl-7b-instruct", runtime="docker", cache_dir=tmp_path, inventory=NO_GPU)
+    with pytest.raises(ProfileError):
+        plan_run(
+            model="qwen2.5-vl-7b-instruct",
+            runtime="docker",
+            gpus="none",
+            cache_dir=tmp_path,
+            inventory=TWO_H100,
+        )
+
+
+def test_unknown_model_and_profile(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no manifest for 'no-such-model'"):
+        plan_run(model="no-such-model", runtime="docker", cache_dir=tmp_path, inventory=NO_GPU)
+    with pytest.raises(ProfileError, match="'nope'"):
+        plan_run(model="tiny-vlm", runtime="docker", profile="nope", cache_dir=tmp_path, inventory=NO_GPU)
+
+
+def test_model_free_uri_and_local_folder(tmp_path: Path) -> None:
+    free = plan_run(model="hf://org/some-model", runtime="docker", cache_dir=tmp_path, inventory=NO_GPU)
+    assert free.profile_id is None and free.env["NIM_MODEL_PATH"] == "hf://org/some-model"
+    assert "NIM_MODEL_PROFILE" not in free.env
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    local = plan_run(model=str(folder), runtime="docker", cache_dir=tmp_path, inventory=NO_GPU)
+    assert local.env["NIM_MODEL_PATH"] == CONTAINER_MODEL
+    assert [(m.source, m.target, m.read_only) for m in local.mounts] == [(folder, CONTAINER_MODEL, True)]
+    assert local.name == "nimctl-weights"
+
+
+def test_manifest_file_is_mounted_where_the_server_looks_first(tmp_path: Path) -> None:
+    manifest = Path(__file__).resolve().parents[2] / "profiles" / "tiny-llm.yaml"
+    spec = plan_run(model=str(manifest), runtime="docker", cache_dir=tmp_path, inventory=NO_GPU)
+    assert spec.mounts[0].target == f"{USER_PROFILES}/tiny-llm.yaml"
+    assert spec.env["NIMCTL_PROFILES_DIR"].startswith(USER_PROFILES + ":")
+    local = plan_run(model=str(manifest), runtime="local", cache_dir=tmp_path, inventory=NO_GPU)
+    assert local.mounts == [] and local.env["NIMCTL_PROFILES_DIR"] == str(manifest.parent)
+
+
+def test_local_runtime_environment(tmp_path: Path) -> None:
+    spec = plan_run(
+        model="tiny-llm", runtime="local", port=8123, host="0.0.0.0", cache_dir=tmp_path, inventory=NO_GPU
+    )
+    assert spec.image is None
+    assert spec.env["NIM_SERVER_PORT"] == "8123"
+    assert spec.env["NIMCTL_SERVER_HOST"] == "0.0.0.0"
+    assert spec.env["NIM_CACHE_PATH"] == str(tmp_path)
+    assert spec.url == "http://127.0.0.1:8123"
+
+
+def test_secrets_pass_through_and_are_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    spec = plan_run(
+        model="tiny-vlm",
+        runtime="docker",
+        cache_dir=tmp_path,
+        inventory=NO_GPU,
+        env_pairs=["MY_API_KEY=k", "NIM_LOG_LEVEL=DEBUG"],
+    )
+    assert spec.env["HF_TOKEN"] == "hf_secret_value"
+    line = docker_run_line(spec, detach=True)
+    assert "hf_secret_value" not in line and "HF_TOKEN=***" in line
+    assert "MY_API_KEY=***" in line and "NIM_LOG_LEVEL=DEBUG" in line
+
+
+def test_bad_port(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="bad --port"):
+        plan_run(model="tiny-vlm", runtime="docker", port=70000, cache_dir=tmp_path, inventory=NO_GPU)
