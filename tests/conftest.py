@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +20,16 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def nim_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A running front + engine serving the tiny VLM; ``.url`` is where to talk to it."""
+    """A running front + engine serving the tiny VLM; ``.url`` is where to talk to it.
+
+    ``NIMCTL_TEST_SERVER_PORT`` points the tests at a server you already run (while iterating);
+    the start-up observations are then empty and the test that needs them skips.
+    """
     server = ServerProcess(TEST_MODEL, model_cache, tmp_path_factory.mktemp("logs") / "nim-serve.log")
+    if port := os.environ.get("NIMCTL_TEST_SERVER_PORT"):
+        server.port = int(port)
+        yield server
+        return
     server.start()
     try:
         server.wait_ready()
