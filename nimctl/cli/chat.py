@@ -126,7 +126,10 @@ def print_streamed_reply(out: Output, talk: Conversation, question: str) -> None
         for piece in pieces:
             out.write(piece)
             printed = True
+    except BaseException:
+        if printed:
+            out.write("\n")  # end the half line, so the error or the next prompt starts clean
+        raise
     finally:
         pieces.close()
-        if printed:
-            out.write("\n")
+    out.write("\n")

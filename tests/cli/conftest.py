@@ -17,7 +17,9 @@ from tests.server_process import free_port
 
 def nimctl(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
     """``nimctl ARGS`` in-process; stdout and stderr are kept apart."""
-    return CliRunner().invoke(app, list(args), input=input, env={"NO_COLOR": "1", **(env or {})})
+    # Rich fits tables to 80 columns when stdout is not a terminal; 64-hex profile ids need more.
+    base = {"NO_COLOR": "1", "COLUMNS": "250"}
+    return CliRunner().invoke(app, list(args), input=input, env={**base, **(env or {})})
 
 
 def error_line(result: Result) -> str:
