@@ -56,7 +56,9 @@ def time_runs(argv: list[str], runs: int, env: dict[str, str]) -> tuple[list[flo
 
 
 def import_culprits(args: list[str], env: dict[str, str], top: int) -> list[tuple[str, float]]:
-    """Cumulative import time (ms) per top-level package on this command's path."""
+    """Import time (ms) per top-level package on this command's path: each module's own time,
+    added up by the package it belongs to (``nimctl.client.http`` counts for nimctl, the
+    httpx it imports for httpx)."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "nimctl", *args],
         capture_output=True,
@@ -66,17 +68,13 @@ def import_culprits(args: list[str], env: dict[str, str], top: int) -> list[tupl
     )
     per_package: dict[str, float] = defaultdict(float)
     for line in result.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
+        if not line.startswith("import time:") or line.count("|") != 2:
             continue
-        fields = line.split("|")
+        self_us, _, name = line[len("import time:") :].split("|")
         try:
-            cumulative_us = int(fields[1])
+            per_package[name.strip().split(".")[0]] += int(self_us) / 1000
         except ValueError:
             continue  # the header line
-        name = fields[2]
-        depth = (len(name) - len(name.lstrip())) // 2
-        if depth == 0:  # a top-level import: its cumulative time covers everything it pulled in
-            per_package[name.strip().split(".")[0]] += cumulative_us / 1000
     return sorted(per_package.items(), key=lambda item: -item[1])[:top]
 
 
@@ -120,7 +118,7 @@ def main() -> None:
         for name, argv in cases.items():
             if name.startswith("nimctl"):
                 culprits = import_culprits(argv[len(nimctl) :], env, options.top)
-                print(f"\n{name}: cumulative import time by top-level package (ms)")
+                print(f"\n{name}: import time by top-level package, ms (the modules' own times added up)")
                 for package, ms in culprits:
                     print(f"  {package:<28} {ms:8.1f}")
 
