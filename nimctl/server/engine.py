@@ -93,13 +93,14 @@ class EngineProcess:
             log.info("%s", text)
 
     async def wait(self) -> int:
-        """Wait for the engine to exit (its output fully read) and return its exit code."""
+        """Wait for the engine to exit, end what it spawned, and return its exit code."""
         assert self._process
         code = await self._process.wait()
+        # Its children hold the output pipe open: they go first, then the pipe drains.
+        self._kill_group(signal.SIGKILL)
         if self._reader:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        self._kill_group(signal.SIGKILL)  # what it spawned must not outlive it
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._reader, 5)
         return code
 
     async def stop(self, timeout: float = 15.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from types import FrameType
 
@@ -29,6 +30,9 @@ class _FrontServer(uvicorn.Server):
             log.info("signal %s: draining in-flight requests, then stopping the engine", sig)
         self.state.draining = True
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # uvicorn re-raises caught signals on exit; a SIGTERM that drained cleanly is exit 0.
+            self._captured_signals.remove(sig)
 
 
 def bind_port(host: str, port: int) -> socket.socket:
