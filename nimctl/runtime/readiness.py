@@ -11,13 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from nimctl.errors import RuntimeFailure, TimeoutError_
 from nimctl.runtime.instances import LIVE_PATH, READY_PATH, Watched
 
+if TYPE_CHECKING:
+    import httpx
+
 FAILURE_LOG_LINES = 30
-POLL_INTERVAL_S = 0.5
+# Two probes a second would cost a busy 2-core machine more than it tells.
+POLL_INTERVAL_S = 1.0
 
 Phase = Literal["starting", "loading", "ready", "failed"]
 
@@ -33,11 +37,11 @@ class ReadinessEvent:
 ReadinessListener = Callable[[ReadinessEvent], None]
 
 
-def _answers(url: str, path: str) -> bool:
+def _answers(client: httpx.Client, url: str, path: str) -> bool:
     import httpx
 
     try:
-        return httpx.get(url + path, timeout=2.0).status_code == 200
+        return client.get(url + path).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -50,7 +54,19 @@ def wait_ready(
     stop_hint: str | None = None,
 ) -> float:
     """Block until ``target`` is ready; returns the seconds it took."""
-    emit = on_event or (lambda _event: None)
+    import httpx
+
+    with httpx.Client(timeout=2.0) as client:
+        return _wait(client, target, timeout, on_event or (lambda _event: None), stop_hint)
+
+
+def _wait(
+    client: httpx.Client,
+    target: Watched,
+    timeout: float,
+    emit: ReadinessListener,
+    stop_hint: str | None,
+) -> float:
     started = time.monotonic()
     phase: Phase = "starting"
     while True:
@@ -64,9 +80,9 @@ def wait_ready(
                 f"{target.name} {ended} while starting, after {elapsed:.0f}s",
                 hint=f"its last log lines are above; all of them: nimctl logs {target.name}",
             )
-        if phase == "starting" and _answers(target.url, LIVE_PATH):
+        if phase == "starting" and _answers(client, target.url, LIVE_PATH):
             phase = "loading"
-        if phase == "loading" and _answers(target.url, READY_PATH):
+        if phase == "loading" and _answers(client, target.url, READY_PATH):
             emit(ReadinessEvent("ready", elapsed))
             return elapsed
         if elapsed > timeout:
