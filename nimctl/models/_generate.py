@@ -31,8 +31,9 @@ TEXT_INTERMEDIATE = 128
 CONTEXT_LENGTH = 4096
 
 # Idefics3 vision tower: 64x64 tiles in 16x16 patches = 16 patches; pixel shuffle with
-# scale 2 leaves 4 image tokens per tile. Images are split into at most 2x2 tiles plus
-# the global view, so one image costs at most 5 * (4 + 2) + 3 tokens.
+# scale 2 leaves 4 image tokens per tile. Images are scaled to a 128-pixel longest edge and
+# split into at most 2x2 tiles plus the global view, so one image costs at most 34 prompt
+# tokens (20 image tokens and their tile markers).
 VISION_TILE = 64
 VISION_PATCH = 16
 VISION_SCALE_FACTOR = 2
