@@ -64,6 +64,8 @@ class Output:
             highlight=False,
             force_terminal=colour or None,
             soft_wrap=not colour,
+            # In a pipe nothing wraps (unless COLUMNS says so): 64-hex ids must reach grep whole.
+            width=None if colour or os.environ.get("COLUMNS") else 1000,
         )
 
     @property
