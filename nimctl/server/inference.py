@@ -58,8 +58,17 @@ def _check_images(payload: dict[str, Any]) -> None:
                 continue
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else None
-            if isinstance(url, str) and url.startswith("data:"):
+            if not isinstance(url, str):
+                continue
+            if url.startswith("data:"):
                 _check_data_url(url, f"messages[{index}].content")
+            elif not url.startswith(("http://", "https://")):
+                # vLLM answers 500 for file:// and friends; the client's mistake is a 400.
+                scheme = url.split(":", 1)[0] if ":" in url else url[:20]
+                raise BadRequestError(
+                    f"image URL scheme {scheme!r} is not supported: use https:// or data:image/...;base64,",
+                    f"messages[{index}].content",
+                )
 
 
 def _check_data_url(url: str, param: str) -> None:

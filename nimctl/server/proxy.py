@@ -103,7 +103,7 @@ class EngineProxy:
             content=body if body is not None else await request.body(),
         )
         try:
-            upstream = await self.client.send(outgoing, stream=True)
+            upstream = await self._send(outgoing)
         except httpx.TransportError as exc:
             return openai_error(503, f"engine is not answering: {type(exc).__name__}")
         if upstream.headers.get("content-type", "").startswith("text/event-stream"):
@@ -113,6 +113,14 @@ class EngineProxy:
         finally:
             await upstream.aclose()
         return Response(content, status_code=upstream.status_code, headers=_forwardable(upstream.headers))
+
+    async def _send(self, outgoing: httpx.Request) -> httpx.Response:
+        try:
+            return await self.client.send(outgoing, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            # vLLM closes a keep-alive connection after some of its 500s; the pooled connection
+            # is then dead before our request reached it, and one retry on a fresh one is safe.
+            return await self.client.send(outgoing, stream=True)
 
     async def get_json(self, path: str) -> tuple[int, Any]:
         response = await self.client.get(path, timeout=10)

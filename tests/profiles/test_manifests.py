@@ -53,7 +53,7 @@ def test_at_least_four_real_vlms_with_the_profile_variety_the_issue_asks() -> No
 
 @pytest.mark.parametrize(
     ("name", "extra_args"),
-    [("tiny-llm", []), ("tiny-vlm", ["--limit-mm-per-prompt", '{"image": 1}'])],
+    [("tiny-llm", []), ("tiny-vlm", ["--limit-mm-per-prompt", '{"image": 4}'])],
 )
 def test_tiny_models_serve_on_the_cpu(name: str, extra_args: list[str]) -> None:
     manifest = find_manifest(f"builtin://{name}")
@@ -64,9 +64,17 @@ def test_tiny_models_serve_on_the_cpu(name: str, extra_args: list[str]) -> None:
     assert profile.name == "vllm-fp32-tp1-pp1-cpu"
     assert profile.tags["device"] == "cpu" and profile.tags["precision"] == "fp32"
     assert (profile.tags["tp"], profile.tags["pp"]) == ("1", "1")
-    assert profile.engine_args[:5] == ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"]
-    assert profile.engine_args[5:] == extra_args
-    assert profile.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert profile.engine_args[:7] == [
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "4096",
+        "--enforce-eager",
+        "--tool-strict-level",
+        "parameter",
+    ]
+    assert profile.engine_args[7:] == extra_args
+    assert profile.env == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def test_public_dict_is_json_ready(manifest: Manifest) -> None:

@@ -63,7 +63,7 @@ def test_cpu_profile_uses_the_kv_space_it_reserves() -> None:
     manifest = find_manifest("tiny-llm")
     memory = estimate(manifest.model, manifest.profiles[0])
     assert memory.kv_cache == 1 * GIB  # VLLM_CPU_KVCACHE_SPACE=1
-    assert memory.weights == 4_200_000 * 4  # fp32
+    assert memory.weights == 114_624 * 4  # fp32
 
 
 def test_max_context_within_a_budget() -> None:

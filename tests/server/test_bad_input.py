@@ -72,6 +72,9 @@ def test_prompt_longer_than_context(nim_server: ServerProcess) -> None:
         "data:image/png;base64,aGVsbG8gd29ybGQ=",  # valid base64, not an image
         "data:text/plain;base64,aGVsbG8=",
         "data:image/png,rawbytes",
+        "data:,hello",
+        "file:///etc/passwd",
+        "ftp://example.invalid/cat.png",
     ],
 )
 def test_broken_data_image(nim_server: ServerProcess, url: str) -> None:
