@@ -1,0 +1,12 @@
+"""Running NIMs: images, containers and host processes (no Typer here; the CLI is nimctl.cli.runtime).
+
+    spec = spec.plan_run(model="tiny-vlm", runtime="docker")     # resolve, choose the profile
+    started = manage.start_instance(spec, on_build=listener)     # ensure the image, start
+    manage.wait_for(started, timeout=900, on_event=listener)     # live, then ready
+    manage.list_instances(), manage.instance_logs(name), manage.stop_instance(name)
+
+Modules: ``images`` (build with progress events), ``context`` (build contexts), ``spec``
+(what to run, ``--dry-run``), ``docker_runtime`` / ``local_runtime`` (the two runtimes),
+``readiness`` (the wait), ``manage`` (both runtimes behind one API), ``launcher`` (the parent
+of a local instance's server).
+"""

@@ -8,6 +8,7 @@ line also goes to a log file whose tail is shown when the build fails.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import time
@@ -38,6 +39,7 @@ LOG_TAIL_LINES = 25
 
 _PULL_FAILURES = ("pull access denied", "dial tcp", "no such host", "manifest unknown")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_LAYER = re.compile(r"^ ---> ([0-9a-f]{12})$")
 
 
 def default_image(device: Device) -> str:
@@ -51,6 +53,7 @@ class BuildStep:
     total: int
     instruction: str
     cached: bool = False
+    image_id: str = ""  # the layer image the step produced
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ def build_image(
     deps_image = f"{IMAGE_REPOS[device]}-deps:{deps.digest(base_id, pip_index_args)[:16]}"
     deps_reused = not no_cache and image_exists(client, deps_image)
     steps: list[BuildStep] = []
+    previous_app = client.images.get(image).id if image_exists(client, image) else None
     with log_path.open("w", encoding="utf-8") as log:
         log.write(f"# nimctl build: {image} from {base} ({device}), source {root}\n")
         if deps_reused:
@@ -166,7 +170,7 @@ def build_image(
         else:
             wheels = f", {deps.wheels} wheels, offline" if wheelhouse is not None else ""
             emit(BuildEvent("phase", f"building {deps_image} (OS and Python packages{wheels})"))
-            steps += _run_build(
+            deps_steps = _run_build(
                 client,
                 deps,
                 "deps",
@@ -179,6 +183,8 @@ def build_image(
                 emit,
                 labels={"ai.nimctl.version": __version__, "ai.nimctl.device": device},
             )
+            steps += deps_steps
+            _discard_leftovers(client, device, deps_image, deps_steps)
         app = app_context(root, device, deps_image)
         emit(BuildEvent("phase", f"building {image} (manifests and nimctl's code)"))
         steps += _run_build(
@@ -195,6 +201,8 @@ def build_image(
             labels={"ai.nimctl.version": __version__, "ai.nimctl.device": device},
         )
     image_id = client.images.get(image).id
+    if previous_app and previous_app != image_id:
+        _remove_quietly(client, previous_app)
     elapsed = time.monotonic() - started
     emit(BuildEvent("done", f"built {image} in {elapsed:.0f}s", elapsed=elapsed))
     return BuildResult(image, image_id, base, deps_image, deps_reused, log_path, elapsed, deps.wheels, steps)
@@ -273,8 +281,35 @@ def _parse(
         elif line.strip() == "---> Using cache" and steps:
             steps[-1].cached = True
             emit(BuildEvent("cached", line, steps[-1], elapsed))
+        elif (layer := _LAYER.match(raw.rstrip())) and steps:
+            steps[-1].image_id = layer.group(1)
         else:
             emit(BuildEvent("output", line, steps[-1] if steps else None, elapsed))
+
+
+def _remove_quietly(client: DockerClient, image: str) -> None:
+    """Remove an image nimctl made and no longer needs; one still in use stays."""
+    from docker.errors import APIError
+
+    with contextlib.suppress(APIError):
+        client.images.remove(image)
+
+
+def _discard_leftovers(client: DockerClient, device: Device, deps_image: str, steps: list[BuildStep]) -> None:
+    """After a deps build: the older deps images, and the intermediate stages (the one holding
+    the wheels is several GiB). Docker keeps stages as build cache, but the deps image is
+    reused by tag, so that cache would only ever be read for an identical build."""
+    stage_ends = [
+        steps[i].image_id
+        for i in range(len(steps) - 1)
+        if steps[i + 1].instruction.upper().startswith("FROM ") and steps[i].image_id
+    ]
+    for stage in stage_ends:
+        _remove_quietly(client, stage)
+    for old in client.images.list(name=f"{IMAGE_REPOS[device]}-deps"):
+        for tag in old.tags:
+            if tag != deps_image:
+                _remove_quietly(client, tag)
 
 
 def _failure(
