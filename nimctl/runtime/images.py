@@ -324,8 +324,8 @@ def _failure(
     hint = f"the full build log is {log_path}"
     if any(marker in message for marker in _PULL_FAILURES):
         hint = (
-            "the base image could not be pulled: build the local one with scripts/build-images.sh "
-            f"or pass --base-image (full log: {log_path})"
+            "the base image could not be pulled (no registry?): pass --base-image with one present here; "
+            f"scripts/build-images.sh makes a CPU base from Debian packages (full log: {log_path})"
         )
     return RuntimeFailure(f"image build failed{where}: {first}", hint=hint)
 

@@ -23,6 +23,8 @@ from nimctl.errors import RuntimeUnavailableError
 if TYPE_CHECKING:
     from docker import DockerClient
 
+    from nimctl.runtime.images import BuildResult
+
 ROOT = Path(__file__).resolve().parents[2]
 WHEELHOUSE = ROOT / "container" / "context" / "wheels"
 RUN_TIMEOUT_S = "900"  # a tiny model on 2 busy cores starts in 1-4 minutes
@@ -41,7 +43,7 @@ def docker_client() -> Iterator[DockerClient]:
 
 
 @pytest.fixture(scope="session")
-def cpu_image(docker_client: DockerClient) -> str:
+def cpu_build(docker_client: DockerClient) -> BuildResult:
     """The CPU image of this checkout's code: the deps image is reused when present."""
     from nimctl.runtime.images import LOCAL_BASE_IMAGE, build_image, image_exists
 
@@ -49,8 +51,12 @@ def cpu_image(docker_client: DockerClient) -> str:
     wheels = WHEELHOUSE if WHEELHOUSE.is_dir() and any(WHEELHOUSE.glob("*.whl")) else None
     if not local_base or wheels is None:
         pytest.fail("no local base image or wheelhouse: run scripts/build-images.sh first")
-    result = build_image(docker_client, device="cpu", base_image=LOCAL_BASE_IMAGE, wheelhouse=wheels)
-    return result.image
+    return build_image(docker_client, device="cpu", base_image=LOCAL_BASE_IMAGE, wheelhouse=wheels)
+
+
+@pytest.fixture(scope="session")
+def cpu_image(cpu_build: BuildResult) -> str:
+    return cpu_build.image
 
 
 @pytest.fixture(scope="session")
