@@ -56,7 +56,8 @@ else
     log "building $base_image from Debian $SUITE packages: ${packages// /, }"
     start=$(now)
     # Docs, man pages and locales are dropped: nothing in the image reads them.
-    mmdebstrap --variant=minbase --mode=root --quiet \
+    # --mode=auto: a real chroot as root, user namespaces otherwise.
+    mmdebstrap --variant=minbase --mode=auto --quiet \
         --include="${packages// /,}" \
         --aptopt='Acquire::Languages "none"' \
         --dpkgopt='path-exclude=/usr/share/man/*' \

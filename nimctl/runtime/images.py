@@ -36,6 +36,8 @@ CUDA_BASE_IMAGE = "vllm/vllm-openai:v0.30.0-cu129"
 DEBIAN_BASE_IMAGE = "debian:bookworm-slim"
 ONLINE_CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
 LOG_TAIL_LINES = 25
+# Where scripts/build-images.sh keeps its wheelhouse (git-ignored), relative to the source tree.
+DEFAULT_WHEELHOUSE = "container/context/wheels"
 
 _PULL_FAILURES = ("pull access denied", "dial tcp", "no such host", "manifest unknown")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -337,7 +339,11 @@ def ensure_image(
     device: Device,
     on_event: BuildListener | None = None,
 ) -> BuildResult | None:
-    """Build ``image`` when it is missing (None when it was there already)."""
+    """Build ``image`` when it is missing (None when it was there already).
+
+    The wheelhouse scripts/build-images.sh keeps is used when it exists, so that a machine
+    that built offline once rebuilds offline too.
+    """
     if image_exists(client, image):
         return None
     if image != default_image(device):
@@ -345,4 +351,8 @@ def ensure_image(
             f"image {image} not found",
             hint=f"build it, or leave --image out to use (and build) {default_image(device)}",
         )
-    return build_image(client, device=device, image=image, on_event=on_event)
+    wheelhouse = source_dir() / DEFAULT_WHEELHOUSE
+    offline = device == "cpu" and wheelhouse.is_dir() and any(wheelhouse.glob("*.whl"))
+    return build_image(
+        client, device=device, image=image, wheelhouse=wheelhouse if offline else None, on_event=on_event
+    )
