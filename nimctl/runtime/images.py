@@ -345,6 +345,8 @@ def ensure_image(
     that built offline once rebuilds offline too.
     """
     if image_exists(client, image):
+        if on_event is not None:
+            on_event(BuildEvent("phase", f"image {image} is present"))
         return None
     if image != default_image(device):
         raise UsageError(
