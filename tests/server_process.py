@@ -98,12 +98,24 @@ class ServerProcess:
         return self.process.returncode
 
 
-def process_group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def process_group_alive(pgid: int, wait: float = 5.0) -> bool:
+    """Whether a live (non-zombie) process of group ``pgid`` remains after up to ``wait`` s.
+
+    A SIGKILLed process takes a moment to go; zombies count as gone, since whether they are
+    reaped depends on this machine's init, not on the code under test.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        alive = []
+        for process in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return bool(alive)
+        time.sleep(0.1)
 
 
 def engine_process(front_pid: int) -> psutil.Process:
