@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from nimctl.errors import NimctlError
+
 if TYPE_CHECKING:
     from nimctl.client.http import NimClient
 
@@ -50,13 +52,18 @@ TimeoutOption = Annotated[
 
 
 def find_running_instance_url() -> str | None:
-    """The URL of the one local instance ``nimctl ps`` would list, or None (none, or several).
+    """The URL of the one instance ``nimctl ps`` would list, or None (none, or several).
 
-    Hook for the runtime issue: until ``nimctl.runtime`` exposes the running instances this
-    finds nothing, and the fallback URL is used. It is called only when neither ``--url``
-    nor ``NIMCTL_URL`` is given, so scripts that set them never pay for a runtime lookup.
+    Called only when neither ``--url`` nor ``NIMCTL_URL`` is given, so scripts that set them
+    never pay for a runtime lookup (the docker SDK import and a daemon round trip).
     """
-    return None
+    from nimctl.runtime.manage import running_instance_urls
+
+    try:
+        urls = running_instance_urls()
+    except NimctlError:
+        return None  # no runtime to ask: the fallback URL is as good a guess as any
+    return urls[0] if len(urls) == 1 else None
 
 
 def resolve_url(url: str | None) -> str:
