@@ -74,19 +74,12 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
-# Each command module registers itself; keep one line per module.
-from nimctl.cli import serve as _serve  # noqa: E402
+# One module per command group; each adds its commands. Modules import their library code
+# inside the commands, so that registering them all stays cheap.
+from nimctl.cli import client_commands, profiles, runtime, serve  # noqa: E402
 
-_serve.register(app)
-from nimctl.cli import profiles as _profiles  # noqa: E402
-
-_profiles.register(app)
-from nimctl.cli import client_commands as _client_commands  # noqa: E402
-
-_client_commands.register(app)
-from nimctl.cli import runtime as _runtime  # noqa: E402
-
-_runtime.register(app)
+for _group in (serve, runtime, client_commands, profiles):
+    _group.register(app)
 
 
 def main() -> None:
