@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -27,15 +26,10 @@ def create_app(
     *,
     request_exit: Callable[[int], None] = lambda code: None,
     supervise: bool = True,
-    engine_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """Build the front.
-
-    ``supervise=False`` starts no engine: the caller runs one (benchmarks) or, with
-    ``engine_transport``, stands in for it (unit tests of the front's own logic).
-    """
+    """Build the front. ``supervise=False`` starts no engine: the caller runs one (or a stand-in)."""
     metrics = FrontMetrics(state)
-    proxy = EngineProxy(state, engine_transport)
+    proxy = EngineProxy(state)
     supervisor = Supervisor(state, request_exit)
 
     @asynccontextmanager

@@ -36,7 +36,9 @@ def configure_logging(level: str, jsonl: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Access lines for every proxied request drown the rest; keep them for DEBUG.
-    logging.getLogger("uvicorn.access").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    logging.getLogger("uvicorn.access").setLevel(quiet)
+    logging.getLogger("httpx").setLevel(quiet)  # one line per health probe of the engine
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
@@ -121,10 +121,10 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
         engine_text = None
         if state.engine is not None and state.engine.returncode is None:
             try:
-                response = await proxy.client.get("/metrics", timeout=3)
-                if response.status_code == 200:
-                    engine_text = response.text
-            except httpx.TransportError:
+                status, content = await proxy.get("/metrics", timeout=3)
+                if status == 200:
+                    engine_text = content.decode()
+            except (aiohttp.ClientError, TimeoutError):
                 pass  # the engine is loading or gone: the front's own metrics still say so
         return Response(metrics.render(engine_text), media_type=CONTENT_TYPE)
 

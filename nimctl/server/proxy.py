@@ -3,16 +3,19 @@
 Bodies are passed through as bytes. Streams are relayed chunk by chunk as they arrive,
 and when the client goes away the upstream response is closed at once so that vLLM
 aborts the generation.
+
+The relay uses aiohttp: its C HTTP parser costs a fraction of the CPU of a pure-Python
+client per streamed chunk, and on a CPU-bound engine every cycle the front spends is one
+the engine does not get (see benchmarks/front_overhead.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import anyio
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -35,6 +38,9 @@ _HOP_BY_HOP = {
     "host",
     "content-length",
 }
+# A pooled connection the engine closed (it does after some of its 500s) fails like this
+# before our request reaches it: one retry on a fresh connection is safe.
+_STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 def _forwardable(headers: Any) -> dict[str, str]:
@@ -44,9 +50,9 @@ def _forwardable(headers: Any) -> dict[str, str]:
 class _RelayedStream(Response):
     """Sends an upstream streaming body on, closing upstream when either side ends."""
 
-    def __init__(self, upstream: httpx.Response) -> None:
+    def __init__(self, upstream: aiohttp.ClientResponse) -> None:
         self.upstream = upstream
-        self.status_code = upstream.status_code
+        self.status_code = upstream.status
         self.background = None
         self.init_headers(_forwardable(upstream.headers))
 
@@ -63,28 +69,38 @@ class _RelayedStream(Response):
                 await send(
                     {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
                 )
-                async for chunk in self.upstream.aiter_raw():
+                async for chunk in self.upstream.content.iter_any():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:
             pass  # the client went away while we wrote: nothing left to tell it
         finally:
-            await self.upstream.aclose()
+            self.upstream.close()  # drops the connection mid-stream: vLLM aborts the request
 
 
 class EngineProxy:
-    def __init__(self, state: ServerState, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.client = httpx.AsyncClient(
-            base_url=state.plan.engine_url,
-            transport=transport,
-            timeout=httpx.Timeout(None, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        self.base_url = state.plan.engine_url
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the server's event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                self.base_url,
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def not_ready(self) -> Response | None:
         if self.state.ready:
@@ -95,43 +111,46 @@ class EngineProxy:
         """Send ``request`` (with ``body`` if already read) to the engine and relay the answer."""
         if (refusal := self.not_ready()) is not None:
             return refusal
-        outgoing = self.client.build_request(
-            request.method,
-            request.url.path,
-            params=request.query_params,
-            headers=_forwardable(request.headers),
-            content=body if body is not None else await request.body(),
-        )
+        if body is None:
+            body = await request.body()
         try:
-            upstream = await self._send(outgoing)
-        except httpx.TransportError as exc:
+            upstream = await self._send(request, body)
+        except aiohttp.ClientError as exc:
             return openai_error(503, f"engine is not answering: {type(exc).__name__}")
-        if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+        if upstream.content_type == "text/event-stream":
             return _RelayedStream(upstream)
         try:
-            content = await upstream.aread()
+            content = await upstream.read()
         finally:
-            await upstream.aclose()
-        return Response(content, status_code=upstream.status_code, headers=_forwardable(upstream.headers))
+            upstream.release()
+        return Response(content, status_code=upstream.status, headers=_forwardable(upstream.headers))
 
-    async def _send(self, outgoing: httpx.Request) -> httpx.Response:
+    async def _send(self, request: Request, body: bytes) -> aiohttp.ClientResponse:
+        kwargs: dict[str, Any] = {
+            "params": list(request.query_params.multi_items()),
+            "headers": _forwardable(request.headers),
+            "data": body,
+        }
         try:
-            return await self.client.send(outgoing, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            # vLLM closes a keep-alive connection after some of its 500s; the pooled connection
-            # is then dead before our request reached it, and one retry on a fresh one is safe.
-            return await self.client.send(outgoing, stream=True)
+            return await self.session.request(request.method, request.url.path, **kwargs)
+        except _STALE_CONNECTION:
+            return await self.session.request(request.method, request.url.path, **kwargs)
+
+    async def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
+        async with self.session.get(path, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            return response.status, await response.read()
 
     async def get_json(self, path: str) -> tuple[int, Any]:
-        response = await self.client.get(path, timeout=10)
-        return response.status_code, _json_or_none(response.content)
+        status, content = await self.get(path)
+        return status, _json_or_none(content)
 
     async def post_json(self, path: str, payload: Any) -> tuple[int, Any]:
-        response = await self.client.post(path, json=payload, timeout=60)
-        return response.status_code, _json_or_none(response.content)
+        async with self.session.post(path, json=payload, timeout=aiohttp.ClientTimeout(total=60)) as response:
+            return response.status, _json_or_none(await response.read())
 
 
 def _json_or_none(content: bytes) -> Any:
-    with contextlib.suppress(ValueError):
+    try:
         return json.loads(content)
-    return None
+    except ValueError:
+        return None

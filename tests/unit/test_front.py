@@ -1,4 +1,4 @@
-"""Unit tests of the front's own logic, with httpx.MockTransport standing in for the engine.
+"""Unit tests of the front's own logic, with a small stand-in HTTP server for the engine.
 
 The real behaviour (the real engine behind the front) is proven in tests/server/.
 """
@@ -6,51 +6,76 @@ The real behaviour (the real engine behind the front) is proven in tests/server/
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
-import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from nimctl.server.app import create_app
 from nimctl.server.config import ServerConfig
 from nimctl.server.plan import build_plan
 from nimctl.server.state import Phase, ServerState
+from tests.server_process import free_port
 
 MODELS = {"object": "list", "data": [{"id": "tiny-llm", "object": "model", "max_model_len": 2048}]}
 
 
-def fake_engine(request: httpx.Request) -> httpx.Response:
-    if request.url.path == "/v1/models":
-        return httpx.Response(200, json=MODELS)
-    if request.url.path == "/v1/chat/completions":
-        body = json.loads(request.content)
+async def fake_engine(request: Request) -> Response:
+    """A small stand-in for vLLM's HTTP server: just the answers these tests look at."""
+    path = request.url.path
+    if path == "/v1/models":
+        return JSONResponse(MODELS)
+    if path == "/v1/chat/completions":
+        body = json.loads(await request.body())
         if body.get("stream"):
 
             async def frames() -> AsyncIterator[bytes]:
                 yield b'data: {"x": 1}\n\n'
                 yield b"data: [DONE]\n\n"
 
-            return httpx.Response(200, content=frames(), headers={"content-type": "text/event-stream"})
-        return httpx.Response(200, json={"echo": body, "auth": request.headers.get("authorization")})
-    if request.url.path == "/v1/chat/completions/render":
-        return httpx.Response(200, json={"token_ids": [5, 6, 7], "request_id": "r1"})
-    if request.url.path == "/detokenize":
-        return httpx.Response(200, json={"prompt": "<user>hello"})
-    return httpx.Response(404, json={"detail": "Not Found"})
+            return StreamingResponse(frames(), media_type="text/event-stream")
+        return JSONResponse({"echo": body, "auth": request.headers.get("authorization")})
+    if path == "/v1/chat/completions/render":
+        return JSONResponse({"token_ids": [5, 6, 7], "request_id": "r1"})
+    if path == "/detokenize":
+        return JSONResponse({"prompt": "<user>hello"})
+    return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+
+@pytest.fixture(scope="module")
+def engine_port() -> Iterator[int]:
+    app = Starlette(routes=[Route("/{path:path}", fake_engine, methods=["GET", "POST"])])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield port
+    server.should_exit = True
+    thread.join(10)
 
 
 @pytest.fixture
-def state(tmp_path) -> ServerState:  # type: ignore[no-untyped-def]
-    config = ServerConfig.from_env({}, model_path="builtin://tiny-llm", cache_path=tmp_path, engine_port=9)
+def state(tmp_path: Path, engine_port: int) -> ServerState:
+    config = ServerConfig.from_env(
+        {}, model_path="builtin://tiny-llm", cache_path=tmp_path, engine_port=engine_port
+    )
     return ServerState(build_plan(config))
 
 
 @pytest.fixture
 def client(state: ServerState) -> Iterator[TestClient]:
-    app = create_app(state, supervise=False, engine_transport=httpx.MockTransport(fake_engine))
-    with TestClient(app) as test_client:
+    with TestClient(create_app(state, supervise=False)) as test_client:
         yield test_client
 
 
@@ -102,7 +127,11 @@ def test_models_retrieve_from_the_engines_list(client: TestClient, state: Server
         (b"[1, 2]", "JSON object"),
         (
             json.dumps(
-                {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}]}
+                {
+                    "messages": [
+                        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}
+                    ]
+                }
             ).encode(),
             "data:image/png;base64",
         ),
@@ -134,7 +163,9 @@ def test_metrics_without_engine_is_valid_and_counts_requests(client: TestClient,
     text = client.get("/v1/metrics").text
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert families["nimctl_ready"].samples[0].value == 0
-    routes = {s.labels["route"] for s in families["nimctl_http_requests"].samples if s.name.endswith("_total")}
+    routes = {
+        s.labels["route"] for s in families["nimctl_http_requests"].samples if s.name.endswith("_total")
+    }
     assert {"/v1/health/live", "unmatched"} <= routes
     states = {s.labels["state"]: s.value for s in families["nimctl_engine_state"].samples}
     assert states[state.phase.value] == 1

@@ -34,7 +34,12 @@ def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) ->
 
 def test_values_and_defaults() -> None:
     config = ServerConfig.from_env(
-        {"NIM_SERVER_PORT": "9000", "NIM_LOG_LEVEL": "debug", "NIM_JSONL_LOGGING": "true", "NIM_MODEL_PATH": ""}
+        {
+            "NIM_SERVER_PORT": "9000",
+            "NIM_LOG_LEVEL": "debug",
+            "NIM_JSONL_LOGGING": "true",
+            "NIM_MODEL_PATH": "",
+        }
     )
     assert config.server_port == 9000
     assert config.log_level == "DEBUG"
