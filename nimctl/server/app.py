@@ -30,7 +30,7 @@ def create_app(
     """Build the front. ``supervise=False`` starts no engine: the caller runs one (or a stand-in)."""
     metrics = FrontMetrics(state)
     proxy = EngineProxy(state)
-    supervisor = Supervisor(state, request_exit)
+    supervisor = Supervisor(state, proxy, request_exit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -13,11 +13,12 @@ import binascii
 import json
 from typing import Any
 
+import aiohttp
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from nimctl.server.http_errors import openai_error
-from nimctl.server.proxy import EngineProxy
+from nimctl.server.proxy import EngineProxy, engine_unavailable
 
 _JSON_BODY = {
     "requestBody": {
@@ -125,9 +126,13 @@ def build_router(proxy: EngineProxy) -> APIRouter:
     async def retrieve_model(model: str) -> Response:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
-        _, listing = await proxy.get_json("/v1/models")
-        for entry in (listing or {}).get("data", []):
-            if entry.get("id") == model:
+        try:
+            _, listing = await proxy.call_json("GET", "/v1/models", timeout=10)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return engine_unavailable(exc)
+        entries = listing.get("data", []) if isinstance(listing, dict) else []
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("id") == model:
                 return JSONResponse(entry)
         return openai_error(404, f"The model `{model}` does not exist.", param="model")
 
@@ -137,16 +142,26 @@ def build_router(proxy: EngineProxy) -> APIRouter:
         summary="The prompt the chat template produces, with its token ids; no inference",
     )
     async def render(request: Request) -> Response:
-        response = await checked_relay(request, images=True)
-        if response.status_code != 200 or not isinstance(response.body, bytes | memoryview):
-            return response
-        rendered = json.loads(bytes(response.body))
-        token_ids = rendered.get("token_ids") or []
-        status, detok = await proxy.post_json(
-            "/detokenize", {"model": proxy.state.plan.served_name, "tokens": token_ids}
-        )
-        if status != 200 or not isinstance(detok, dict):
+        if (refusal := proxy.not_ready()) is not None:
+            return refusal
+        try:
+            payload = _parse_object(await request.body())
+            _check_images(payload)
+        except BadRequestError as exc:
+            return openai_error(400, str(exc), param=exc.param)
+        try:
+            status, rendered = await proxy.call_json("POST", request.url.path, payload)
+            if status != 200 or not isinstance(rendered, dict):
+                return JSONResponse(rendered, status_code=status)  # the engine's own error, as it said it
+            status, text = await proxy.call_json(
+                "POST",
+                "/detokenize",
+                {"model": proxy.state.plan.served_name, "tokens": rendered.get("token_ids", [])},
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return engine_unavailable(exc)
+        if status != 200 or not isinstance(text, dict):
             return openai_error(502, "the engine rendered the prompt but could not turn it into text")
-        return JSONResponse({"prompt": detok.get("prompt", ""), **rendered})
+        return JSONResponse({"prompt": text.get("prompt", ""), **rendered})
 
     return router

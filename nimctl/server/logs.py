@@ -38,7 +38,6 @@ def configure_logging(level: str, jsonl: bool) -> None:
     # Access lines for every proxied request drown the rest; keep them for DEBUG.
     quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
     logging.getLogger("uvicorn.access").setLevel(quiet)
-    logging.getLogger("httpx").setLevel(quiet)  # one line per health probe of the engine
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

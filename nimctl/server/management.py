@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
@@ -28,32 +29,50 @@ def find_license_file(folder: Path | None) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def _model_folder(state: ServerState) -> Path | None:
-    return state.model_dir or state.plan.source.local_dir(state.plan.config.cache_path)
+@dataclass(frozen=True)
+class _ModelFiles:
+    """What the management endpoints report about a model folder."""
+
+    license_file: dict[str, Any] | None  # /v1/license's body, url excluded
+    assets: list[str]
+
+
+def _read_model_files(folder: Path) -> _ModelFiles:
+    path = find_license_file(folder)
+    license_file = None
+    if path is not None:
+        data = path.read_bytes()
+        license_file = {
+            "name": path.name,
+            "path": str(path),
+            "sha": hashlib.sha1(data).hexdigest(),
+            "size": len(data),
+            "type": "file",
+            "content": data.decode(errors="replace"),
+        }
+    assets = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return _ModelFiles(license_file, assets)
+
+
+# A fetched model folder does not change while the server runs: read it once.
+_read_fetched_model_files = functools.lru_cache(maxsize=4)(_read_model_files)
+
+
+def _model_files(state: ServerState) -> _ModelFiles:
+    if state.model_dir is not None:
+        return _read_fetched_model_files(state.model_dir)
+    folder = state.plan.source.local_dir(state.plan.config.cache_path)
+    if folder is None or not folder.is_dir():
+        return _ModelFiles(None, [state.plan.source.uri])
+    return _read_model_files(folder)  # not fetched yet: it may still change
 
 
 def _license(state: ServerState) -> dict[str, Any] | None:
-    path = find_license_file(_model_folder(state))
-    if path is None:
+    license_file = _model_files(state).license_file
+    if license_file is None:
         return None
-    data = path.read_bytes()
     manifest_license = state.plan.manifest.model.license if state.plan.manifest else None
-    return {
-        "name": path.name,
-        "path": str(path),
-        "sha": hashlib.sha1(data).hexdigest(),
-        "size": len(data),
-        "url": getattr(manifest_license, "url", None),
-        "type": "file",
-        "content": data.decode(errors="replace"),
-    }
-
-
-def _assets(state: ServerState) -> list[str]:
-    folder = _model_folder(state)
-    if folder is None or not folder.is_dir():
-        return [state.plan.source.uri]
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return {**license_file, "url": getattr(manifest_license, "url", None)}
 
 
 def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) -> APIRouter:
@@ -99,7 +118,7 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
                     "maxModelLen": state.max_model_len,
                 }
             ],
-            "assetInfo": _assets(state),
+            "assetInfo": _model_files(state).assets,
             "licenseInfo": license_info,
             "profile_id": plan.profile_id,
             "profile_name": plan.profile_name,
@@ -120,12 +139,8 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
     async def metrics_() -> Response:
         engine_text = None
         if state.engine is not None and state.engine.returncode is None:
-            try:
-                status, content = await proxy.get("/metrics", timeout=3)
-                if status == 200:
-                    engine_text = content.decode()
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # the engine is loading or gone: the front's own metrics still say so
+            # None while the engine loads or after it died: the front's own metrics still say so.
+            engine_text = await proxy.get_text("/metrics", timeout=3)
         return Response(metrics.render(engine_text), media_type=CONTENT_TYPE)
 
     return router

@@ -12,6 +12,7 @@ the engine does not get (see benchmarks/front_overhead.py).
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -24,6 +25,8 @@ from nimctl.server.http_errors import openai_error
 
 if TYPE_CHECKING:
     from nimctl.server.state import ServerState
+
+log = logging.getLogger("nimctl.server")
 
 # Headers that describe one hop of the connection, not the message.
 _HOP_BY_HOP = {
@@ -66,15 +69,24 @@ class _RelayedStream(Response):
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch_disconnect)
-                await send(
-                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-                )
-                async for chunk in self.upstream.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                group.cancel_scope.cancel()
-        except OSError:
-            pass  # the client went away while we wrote: nothing left to tell it
+                # Caught here, inside the group, so that they do not leave it as an ExceptionGroup.
+                try:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": self.status_code,
+                            "headers": self.raw_headers,
+                        }
+                    )
+                    async for chunk in self.upstream.content.iter_any():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                except OSError:
+                    pass  # the client went away while we wrote: nothing left to tell it
+                except aiohttp.ClientError as exc:
+                    log.warning("engine stream broke off: %s", type(exc).__name__)
+                finally:
+                    group.cancel_scope.cancel()
         finally:
             self.upstream.close()  # drops the connection mid-stream: vLLM aborts the request
 
@@ -115,14 +127,14 @@ class EngineProxy:
             body = await request.body()
         try:
             upstream = await self._send(request, body)
+            if upstream.content_type == "text/event-stream":
+                return _RelayedStream(upstream)
+            try:
+                content = await upstream.read()
+            finally:
+                upstream.release()
         except aiohttp.ClientError as exc:
-            return openai_error(503, f"engine is not answering: {type(exc).__name__}")
-        if upstream.content_type == "text/event-stream":
-            return _RelayedStream(upstream)
-        try:
-            content = await upstream.read()
-        finally:
-            upstream.release()
+            return engine_unavailable(exc)
         return Response(content, status_code=upstream.status, headers=_forwardable(upstream.headers))
 
     async def _send(self, request: Request, body: bytes) -> aiohttp.ClientResponse:
@@ -136,17 +148,26 @@ class EngineProxy:
         except _STALE_CONNECTION:
             return await self.session.request(request.method, request.url.path, **kwargs)
 
-    async def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
-        async with self.session.get(path, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            return response.status, await response.read()
-
-    async def get_json(self, path: str) -> tuple[int, Any]:
-        status, content = await self.get(path)
-        return status, _json_or_none(content)
-
-    async def post_json(self, path: str, payload: Any) -> tuple[int, Any]:
-        async with self.session.post(path, json=payload, timeout=aiohttp.ClientTimeout(total=60)) as response:
+    async def call_json(
+        self, method: str, path: str, payload: Any = None, timeout: float = 60
+    ) -> tuple[int, Any]:
+        """A JSON call of the front's own; raises aiohttp.ClientError or TimeoutError when it fails."""
+        async with self.session.request(
+            method, path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
             return response.status, _json_or_none(await response.read())
+
+    async def get_text(self, path: str, timeout: float) -> str | None:
+        """The body of a GET that answered 200, else None (engine loading, gone or slow)."""
+        try:
+            async with self.session.get(path, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return await response.text() if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+
+def engine_unavailable(exc: BaseException) -> Response:
+    return openai_error(503, f"engine is not answering: {type(exc).__name__}", headers={"Retry-After": "5"})
 
 
 def _json_or_none(content: bytes) -> Any:

@@ -12,11 +12,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-import httpx
+import aiohttp
 
 from nimctl.errors import NimctlError
 from nimctl.server.engine import EngineProcess
 from nimctl.server.plan import engine_environment
+from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import Phase, ServerState
 
 log = logging.getLogger("nimctl.server")
@@ -32,8 +33,9 @@ UNHEALTHY_AFTER = 3
 
 
 class Supervisor:
-    def __init__(self, state: ServerState, request_exit: Callable[[int], None]) -> None:
+    def __init__(self, state: ServerState, proxy: EngineProxy, request_exit: Callable[[int], None]) -> None:
         self.state = state
+        self.proxy = proxy
         self.request_exit = request_exit
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -92,30 +94,28 @@ class Supervisor:
 
     async def _watch_health(self) -> None:
         failures = 0
-        async with httpx.AsyncClient(base_url=self.state.plan.engine_url, timeout=5.0) as client:
-            while self.state.phase in (Phase.loading, Phase.ready, Phase.unhealthy):
-                healthy = await self._probe(client)
-                if healthy:
-                    failures = 0
-                    if self.state.phase is not Phase.ready:
-                        self.state.set_phase(Phase.ready)
-                        log.info("ready: %s answers on the engine", self.state.plan.served_name)
-                elif self.state.phase is not Phase.loading:
-                    failures += 1
-                    if failures >= UNHEALTHY_AFTER and self.state.phase is Phase.ready:
-                        self.state.set_phase(Phase.unhealthy)
-                        log.warning("engine stopped answering its health check")
-                ready = self.state.phase is Phase.ready
-                await asyncio.sleep(READY_POLL_S if ready else LOADING_POLL_S)
+        while self.state.phase in (Phase.loading, Phase.ready, Phase.unhealthy):
+            if await self._probe():
+                failures = 0
+                if self.state.phase is not Phase.ready:
+                    self.state.set_phase(Phase.ready)
+                    log.info("ready: %s answers on the engine", self.state.plan.served_name)
+            elif self.state.phase is not Phase.loading:
+                failures += 1
+                if failures >= UNHEALTHY_AFTER and self.state.phase is Phase.ready:
+                    self.state.set_phase(Phase.unhealthy)
+                    log.warning("engine stopped answering its health check")
+            await asyncio.sleep(READY_POLL_S if self.state.phase is Phase.ready else LOADING_POLL_S)
 
-    async def _probe(self, client: httpx.AsyncClient) -> bool:
+    async def _probe(self) -> bool:
         """The engine is healthy when /health answers 200 and /v1/models lists our model."""
         try:
-            health = await client.get("/health")
-            if health.status_code != 200:
+            status, _ = await self.proxy.call_json("GET", "/health", timeout=5)
+            if status != 200:
                 return False
-            models = (await client.get("/v1/models")).json().get("data", [])
-        except (httpx.HTTPError, ValueError):
+            _, listing = await self.proxy.call_json("GET", "/v1/models", timeout=5)
+        except (aiohttp.ClientError, TimeoutError):
             return False
+        models = listing.get("data", []) if isinstance(listing, dict) else []
         self.state.engine_models = [m for m in models if isinstance(m, dict)]
         return any(m.get("id") == self.state.plan.served_name for m in self.state.engine_models)
