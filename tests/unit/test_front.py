@@ -169,3 +169,32 @@ def test_metrics_without_engine_is_valid_and_counts_requests(client: TestClient,
     assert {"/v1/health/live", "unmatched"} <= routes
     states = {s.labels["state"]: s.value for s in families["nimctl_engine_state"].samples}
     assert states[state.phase.value] == 1
+
+
+@pytest.fixture
+def client_without_engine(tmp_path: Path) -> Iterator[tuple[TestClient, ServerState]]:
+    config = ServerConfig.from_env(
+        {}, model_path="builtin://tiny-llm", cache_path=tmp_path, engine_port=free_port()
+    )
+    state = ServerState(build_plan(config))
+    state.set_phase(Phase.ready)  # as if the engine died a moment after the last health check
+    with TestClient(create_app(state, supervise=False)) as test_client:
+        yield test_client, state
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/chat/completions", {"model": "m", "messages": []}),
+        ("POST", "/v1/chat/completions/render", {"messages": []}),
+        ("GET", "/v1/models/tiny-llm", None),
+        ("GET", "/v1/models", None),
+    ],
+)
+def test_engine_gone_is_503_not_500(
+    client_without_engine: tuple[TestClient, ServerState], method: str, path: str, body: object
+) -> None:
+    client, _ = client_without_engine
+    response = client.request(method, path, json=body)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == 503
