@@ -158,13 +158,61 @@ def _why(
     if len(candidates) == 1:
         rule = "the only runnable" + (" LoRA" if lora else "") + " profile"
     else:
-        parts = []
-        if profile.gpu_specific:
-            parts.append(f"specific to {profile.tags.get('gpu') or profile.tags.get('gpu_device')}")
-        parts.append(f"{profile.precision} (lowest precision among them)")
-        if profile.device == "cuda":
-            most = "fewest" if prefer == "throughput" else "most"
-            count = profile.gpu_count
-            parts.append(f"{count} GPU{'s' if count > 1 else ''} ({prefer}: {most} GPUs)")
+        parts = _rule_steps(best, candidates, inventory, prefer)
         rule = f"first of {len(candidates)} runnable by the rule: " + ", ".join(parts)
     return f"{profile.name}: {rule}; {best.reason}; on {inventory.describe()}"
+
+
+def _rule_steps(
+    best: Classified, candidates: list[Classified], inventory: Inventory, prefer: Prefer
+) -> list[str]:
+    """The steps of the rule as they applied to ``best``.
+
+    A superlative ("lowest precision", "fewest GPUs") is claimed over all candidates only when it
+    holds over all of them: an earlier step (GPU-specific before generic) can outrank a profile of
+    lower precision, and then that earlier step is what decided, so it is the one named.
+    """
+    profile = best.profile
+    keys = {c.profile.id: rank_key(c, inventory, prefer) for c in candidates}
+    best_key = keys[profile.id]
+
+    def tied_on(steps: int) -> list[Classified]:
+        return [c for c in candidates if keys[c.profile.id][:steps] == best_key[:steps]]
+
+    gpu = profile.tags.get("gpu") or profile.tags.get("gpu_device")
+    bits = PRECISION_BITS[profile.precision]
+    lower = [c for c in candidates if PRECISION_BITS[c.profile.precision] < bits]
+    parts = []
+    if profile.device == "cuda" and any(c.profile.device != "cuda" for c in lower):
+        parts.append("a GPU profile (so before the lower-precision CPU ones)")
+    if profile.gpu_specific:
+        before = (
+            " (so before the lower-precision generic ones)"
+            if any(not c.profile.gpu_specific for c in lower)
+            else ""
+        )
+        parts.append(f"specific to {gpu}{before}")
+    peers = "ones specific to " + str(gpu) if profile.gpu_specific else "generic ones"
+    if not lower:
+        parts.append(f"{profile.precision} (lowest precision among them)")
+    elif any(PRECISION_BITS[c.profile.precision] > bits for c in tied_on(2)):
+        parts.append(f"{profile.precision} (lowest precision among the {peers})")
+    else:
+        parts.append(profile.precision)
+    if profile.device == "cuda":
+        parts.append(_gpu_count_step(best, candidates, tied_on(3), prefer, f"{profile.precision} {peers}"))
+    return parts
+
+
+def _gpu_count_step(
+    best: Classified, candidates: list[Classified], tied: list[Classified], prefer: Prefer, tied_label: str
+) -> str:
+    count = best.profile.gpu_count
+    text = f"{count} GPU{'s' if count > 1 else ''}"
+    most = "fewest" if prefer == "throughput" else "most"
+    pick = min if prefer == "throughput" else max
+    if count == pick(c.profile.gpu_count for c in candidates if c.profile.device == "cuda"):
+        return f"{text} ({prefer}: {most} GPUs)"
+    if len({c.profile.gpu_count for c in tied}) > 1:
+        return f"{text} ({prefer}: {most} GPUs among the {tied_label})"
+    return text

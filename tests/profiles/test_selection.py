@@ -214,3 +214,28 @@ def test_closest_profiles_say_what_would_make_them_runnable(manifests: dict[str,
     assert caught.value.hint.startswith(
         "closest: vllm-fp8-tp2-pp1: try --max-model-len=45056 to reduce to >=43.1 GiB/GPU; "
     )
+
+
+def test_reason_names_the_gpu_specific_step_when_it_beats_a_lower_precision_profile(
+    manifests: dict[str, Manifest],
+) -> None:
+    # On 2 x H200 the bf16 H200 profile outranks the generic fp8 one: bf16 is not the lowest precision.
+    selection = select_profile(manifests["qwen2.5-vl-72b-instruct"], parse_gpu_spec("H200:2"))
+    assert selection.profile.name == "vllm-bf16-tp2-pp1-h200"
+    assert "lowest precision" not in selection.reason
+    assert "specific to H200 (so before the lower-precision generic ones), bf16," in selection.reason
+
+
+def test_reason_claims_lowest_precision_only_when_true(manifests: dict[str, Manifest]) -> None:
+    selection = select_profile(manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec(L40S2))
+    assert "specific to L40S, fp8 (lowest precision among them), 1 GPU (throughput: fewest GPUs)" in (
+        selection.reason
+    )
+
+
+def test_reason_scopes_most_gpus_to_the_profiles_it_was_compared_with(manifests: dict[str, Manifest]) -> None:
+    # A generic profile takes more GPUs than the H100 fp8 tp4 one, which wins on the earlier steps.
+    selection = select_profile(manifests["qwen2.5-vl-72b-instruct"], parse_gpu_spec(H100x8), prefer="latency")
+    most = max(c.profile.gpu_count for c in selection.classification if c.runnable and not c.profile.lora)
+    assert most > selection.profile.gpu_count
+    assert "4 GPUs (latency: most GPUs among the fp8 ones specific to H100)" in selection.reason
