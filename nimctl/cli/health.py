@@ -49,13 +49,18 @@ def health(
 
     Exit codes: 3 unreachable, 4 live but not ready, 5 --wait timed out.
     """
-    from nimctl.errors import ServerNotReadyError
+    from nimctl.errors import ServerNotReadyError, UsageError
 
     out = output(ctx, fmt)
-    probe_timeout = min(PROBE_TIMEOUT_S, timeout) if timeout else PROBE_TIMEOUT_S
+    if timeout == 0 and not wait:
+        raise UsageError(
+            "--timeout 0 leaves the probe no time", hint="give a positive --timeout, or add --wait"
+        )
+    # `--wait --timeout 0` means "do not wait": one probe, which still gets its usual limit.
+    probe_timeout = PROBE_TIMEOUT_S if timeout is None or timeout == 0 else min(PROBE_TIMEOUT_S, timeout)
     with make_client(url, api_key, timeout=probe_timeout) as client:
         if wait:
-            report = _wait(out, client, timeout or DEFAULT_WAIT_S, interval, live)
+            report = _wait(out, client, DEFAULT_WAIT_S if timeout is None else timeout, interval, live)
         else:
             report = client.health(live_only=live)
     _print(out, report, live_only=live)

@@ -83,6 +83,18 @@ def test_wait_times_out_while_loading(loading_server: str) -> None:
     assert result.stdout == ""  # piped: no spinner, no progress lines
 
 
+def test_wait_with_zero_timeout_probes_once_and_does_not_wait(loading_server: str) -> None:
+    result = nimctl("health", "--wait", "--timeout", "0", "--url", loading_server)
+    assert result.exit_code == EXIT_TIMEOUT
+    assert "was not ready after 0 s; last state: live, not ready" in error_line(result)
+
+
+def test_zero_timeout_without_wait_is_a_usage_error(loading_server: str) -> None:
+    result = nimctl("health", "--timeout", "0", "--url", loading_server)
+    assert result.exit_code == EXIT_USAGE
+    assert error_line(result) == "Error: --timeout 0 leaves the probe no time"
+
+
 def test_wait_times_out_when_down(closed_url: str) -> None:
     result = nimctl("health", "--wait", "--timeout", "0.5", "--interval", "0.1", "--url", closed_url)
     assert result.exit_code == EXIT_TIMEOUT
