@@ -33,6 +33,8 @@ PASSTHROUGH_SECRETS = ("NGC_API_KEY", "HF_TOKEN")
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# An index, a GPU UUID or a MIG device UUID, in either case.
+_GPU_ID = re.compile(r"[0-9]+|GPU-[0-9a-f-]+|MIG-[0-9a-f-/]+", re.IGNORECASE)
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 
 
@@ -50,16 +52,18 @@ class GpuRequest:
 
     @classmethod
     def parse(cls, text: str) -> GpuRequest:
-        value = text.strip().lower()
-        if value in {"none", "cpu", "0"}:
+        value = text.strip()
+        keyword = value.lower()
+        if keyword in {"none", "cpu", "0"}:
             return cls("none")
-        if value == "all":
+        if keyword == "all":
             return cls("all")
         if value.isdigit():
             return cls("count", count=int(value))
-        ids = value.removeprefix("device=").strip(",")
-        parts = tuple(part.strip() for part in ids.split(",") if part.strip())
-        if parts and all(re.fullmatch(r"[0-9]+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-fA-F-/]+", p) for p in parts):
+        # Only the keywords are case-blind: UUIDs are kept as typed (Docker passes them on as is).
+        ids = value[len("device=") :] if keyword.startswith("device=") else value
+        parts = tuple(part.strip() for part in ids.strip(",").split(",") if part.strip())
+        if parts and all(_GPU_ID.fullmatch(part) for part in parts):
             return cls("ids", ids=parts)
         raise UsageError(
             f"bad --gpus value {text!r}",
@@ -88,8 +92,10 @@ class GpuRequest:
             if self.count > len(inventory.gpus):
                 raise UsageError(f"--gpus {self.count}: only {len(inventory.gpus)} GPU(s) visible")
             return replace(inventory, gpus=inventory.gpus[: self.count])
+        # NVML reports UUIDs upper-case ("GPU-3f..."); people copy them from anywhere.
+        wanted = {part.lower() for part in self.ids}
         chosen = tuple(
-            gpu for gpu in inventory.gpus if str(gpu.index) in self.ids or (gpu.uuid or "") in self.ids
+            gpu for gpu in inventory.gpus if str(gpu.index) in wanted or (gpu.uuid or "").lower() in wanted
         )
         if len(chosen) != len(self.ids):
             known = ", ".join(str(gpu.index) for gpu in inventory.gpus) or "none"

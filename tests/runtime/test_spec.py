@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from nimctl.runtime.spec import (
 
 NO_GPU = parse_gpu_spec("none")
 TWO_H100 = parse_gpu_spec("H100-80GB:2")
+UUID = "GPU-3F1A2B4C-5D6E-7F80-91A2-B3C4D5E6F708"  # NVML's form: upper-case hex
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +42,10 @@ def _no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         ("2", GpuRequest("count", count=2)),
         ("0,1", GpuRequest("ids", ids=("0", "1"))),
         ("device=1", GpuRequest("ids", ids=("1",))),
+        ("ALL", GpuRequest("all")),
+        (f"Device={UUID}", GpuRequest("ids", ids=(UUID,))),
+        (f"{UUID},1", GpuRequest("ids", ids=(UUID, "1"))),
+        (f"MIG-{UUID[4:]}/1/0", GpuRequest("ids", ids=(f"MIG-{UUID[4:]}/1/0",))),
     ],
 )
 def test_gpu_request_forms(text: str, expected: GpuRequest) -> None:
@@ -68,6 +74,22 @@ def test_gpu_ids_filter_the_inventory_for_selection() -> None:
         GpuRequest.parse("0,7").visible(TWO_H100)
     with pytest.raises(UsageError, match="only 2 GPU"):
         GpuRequest.parse("3").visible(TWO_H100)
+
+
+def test_gpu_uuid_selects_its_gpu_whatever_the_case() -> None:
+    gpus = tuple(
+        replace(gpu, uuid=f"GPU-{index:08X}-AAAA-BBBB-CCCC-DDDDDDDDDDDD")
+        for index, gpu in enumerate(TWO_H100.gpus)
+    )
+    inventory = replace(TWO_H100, gpus=gpus)
+    second = gpus[1].uuid or ""
+    for typed in (second, second.lower()):
+        request = GpuRequest.parse(f"device={typed}")
+        assert request.ids == (typed,)
+        assert request.docker_flag() == f'"device={typed}"'
+        assert [gpu.index for gpu in request.visible(inventory).gpus] == [1]
+    with pytest.raises(UsageError, match="no such GPU"):
+        GpuRequest.parse(UUID).visible(inventory)
 
 
 def test_env_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
