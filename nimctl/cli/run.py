@@ -135,20 +135,17 @@ def _start_and_wait(out: Output, spec: RunSpec, *, detach: bool, timeout: float)
     try:
         with ReadinessView(out, spec.name) as ready_view:
             took = wait_for(started, timeout=timeout, on_event=ready_view)
-    except TimeoutError_ as exc:
-        if detach:
-            exc.hint = f"it is still starting: nimctl logs -f {spec.name}; nimctl stop {spec.name} to give up"
-        else:
-            stop_handle(started)
-        raise
-    except RuntimeFailure:
-        if not detach:
-            stop_handle(started)
-        raise
     except KeyboardInterrupt:
         out.info(f"interrupted: stopping {spec.name}")
         stop_handle(started)
         raise typer.Exit(130) from None
+    except BaseException as exc:
+        # Whatever went wrong, a foreground instance must not outlive this command.
+        if not detach:
+            stop_handle(started)
+        elif isinstance(exc, TimeoutError_):
+            exc.hint = f"it is still starting: nimctl logs -f {spec.name}; nimctl stop {spec.name} to give up"
+        raise
     if detach:
         out.text(
             f"{spec.model} is ready at {spec.url} after {format_duration(took)} "
@@ -167,6 +164,9 @@ def _start_and_wait(out: Output, spec: RunSpec, *, detach: bool, timeout: float)
         stop_handle(started)
         out.info(f"{spec.name}: stopped and removed")
         return
+    except BaseException:
+        stop_handle(started)
+        raise
     final = stop_handle(started).instance
     if final.exit_code:
         raise RuntimeFailure(

@@ -46,18 +46,51 @@ def _serve_command() -> list[str]:
     return [sys.executable, "-c", "from nimctl.cli.serve import main; main()"]
 
 
-def _pid_running(pid: int) -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or None."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields start after the last ")".
+    return text.rsplit(")", 1)[1].split()
+
+
+def process_identity(pid: int) -> str | None:
+    """What tells this process from a later one given the same pid: boot id and start time.
+
+    A pid alone is not enough: after a reboot or once pids wrap, the pid in ``instance.json``
+    can belong to an unrelated process, which ``ps`` must not show and ``stop`` must not
+    signal. None where there is no ``/proc`` (not Linux) or no such process.
+    """
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    boot_id = ""
     with contextlib.suppress(OSError):
-        # A zombie (ended, not yet reaped by its parent) has ended for our purposes.
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    # Field 22 of stat (the 20th after the name): start time in clock ticks since boot.
+    return f"{boot_id}:{fields[19]}"
+
+
+def _has_proc() -> bool:
+    return Path("/proc/self/stat").is_file()
+
+
+def _pid_running(pid: int, identity: str | None) -> bool:
+    """Whether ``pid`` is still the process recorded as ``identity`` and has not ended."""
+    if not _has_proc():  # no way to tell a reused pid here: whether it exists is all we know
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    fields = _proc_stat(pid)
+    if fields is None or fields[0] == "Z":  # gone, or a zombie: ended for our purposes
+        return False
+    return identity is not None and process_identity(pid) == identity
 
 
 class LocalHandle:
@@ -75,6 +108,11 @@ class LocalHandle:
         return int(self.record.get("pid") or 0)
 
     @property
+    def pid_identity(self) -> str | None:
+        value = self.record.get("pid_identity")
+        return str(value) if value else None
+
+    @property
     def log_path(self) -> Path:
         return self.folder / LOG_FILE
 
@@ -89,7 +127,7 @@ class LocalHandle:
             if code is None:
                 return "running", None
             return "exited", self.exit_code() if self.exit_code() is not None else code
-        if self.pid and _pid_running(self.pid):
+        if self.pid and _pid_running(self.pid, self.pid_identity):
             return "running", None
         return "exited", self.exit_code()
 
@@ -209,6 +247,8 @@ def start(spec: RunSpec) -> LocalHandle:
             shutil.rmtree(folder, ignore_errors=True)
             raise RuntimeFailure(f"could not start nim-serve: {exc.strerror or exc}") from None
     record["pid"] = process.pid
+    # Read before anyone reaps it: the launcher is our child, so its /proc entry stays until then.
+    record["pid_identity"] = process_identity(process.pid)
     tmp = folder / f".{INSTANCE_FILE}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     tmp.replace(folder / INSTANCE_FILE)

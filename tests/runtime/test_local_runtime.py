@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -114,6 +115,56 @@ def test_detached_run_ps_logs_stop(state: Path, port: int, env: dict[str, str], 
     assert code == EXIT_USAGE and "no local instance named fake" in err
 
 
+def _write_instance(state: Path, name: str, pid: int, identity: str | None) -> Path:
+    folder = state / "instances" / name
+    folder.mkdir(parents=True)
+    record = {
+        "name": name,
+        "model": "tiny-vlm",
+        "url": "http://127.0.0.1:9",
+        "pid": pid,
+        "pid_identity": identity,
+    }
+    (folder / local_runtime.INSTANCE_FILE).write_text(json.dumps(record), encoding="utf-8")
+    return folder
+
+
+def test_a_reused_pid_is_not_our_instance(
+    state: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pid from before a reboot, now some other process's (here: this test's own)."""
+    own = local_runtime.process_identity(os.getpid())
+    assert own is not None
+    folder = _write_instance(state, "stale", os.getpid(), own.rsplit(":", 1)[0] + ":1")
+    signals: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signals.append(("kill", pid, sig)))
+    monkeypatch.setattr(os, "killpg", lambda pid, sig: signals.append(("killpg", pid, sig)))
+
+    code, out, _ = nimctl(["ps", "--format", "json"], env)
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = nimctl(["ps", "--all", "--format", "json"], env)
+    [row] = json.loads(out)
+    assert row["name"] == "stale" and row["state"] == "exited"
+
+    code, out, _ = nimctl(["stop", "stale"], env)
+    assert code == 0, out
+    assert signals == []
+    assert not folder.exists()
+
+
+def test_the_recorded_process_reads_as_running(state: Path) -> None:
+    live = _write_instance(state, "live", os.getpid(), local_runtime.process_identity(os.getpid()))
+    # A record without an identity (or nimctl before it kept one) cannot be told from a reuse.
+    old = _write_instance(state, "old-record", os.getpid(), None)
+    try:
+        handles = {handle.name: handle for handle in local_runtime.list_handles()}
+        assert handles["live"].state() == ("running", None)
+        assert handles["old-record"].state()[0] == "exited"
+    finally:  # gone before the autouse clean-up, which would stop this very process
+        shutil.rmtree(live)
+        shutil.rmtree(old)
+
+
 def test_exit_while_starting(state: Path, port: int, env: dict[str, str], tmp_path: Path) -> None:
     code, _, err = nimctl(run_args(port, tmp_path, "exit"), env)
     assert code == EXIT_RUNTIME_FAILED
@@ -137,6 +188,26 @@ def test_foreground_failure_leaves_nothing(
     args = [a for a in run_args(port, tmp_path, "exit") if a != "-d"]
     code, _, err = nimctl(args, env)
     assert code == EXIT_RUNTIME_FAILED and "exited with code 3" in err
+    assert not (state / "instances" / "fake").exists()
+
+
+def test_foreground_unexpected_error_stops_the_instance(
+    state: Path, port: int, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nimctl.runtime import manage
+
+    started: list[manage.Started] = []
+
+    def wait_then_fail(run: manage.Started, **_: object) -> float:
+        started.append(run)
+        raise LookupError("a bug in the readiness wait")
+
+    monkeypatch.setattr(manage, "wait_for", wait_then_fail)
+    args = [a for a in run_args(port, tmp_path, "ok") if a != "-d"]
+    code, _, err = nimctl(args, env)
+    assert code == 1 and "a bug in the readiness wait" in err
+    [run] = started
+    assert run.handle.state()[0] != "running"
     assert not (state / "instances" / "fake").exists()
 
 
