@@ -9,7 +9,6 @@ commands do not pay its ~0.1 s import.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,8 +31,10 @@ Alt+Enter starts a new line; Ctrl-C stops a reply, or clears the line you are ty
 
 
 def history_file() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "nimctl" / "chat_history"
+    """In nimctl's state folder, so ``NIMCTL_STATE_DIR`` moves it with the rest."""
+    from nimctl.runtime.paths import state_dir  # os and pathlib only: cheap at start-up
+
+    return state_dir() / "chat_history"
 
 
 def _prompt_session() -> PromptSession[str]:
