@@ -15,28 +15,39 @@ from nimctl.errors import UsageError
 # OpenAI's own per-image limit; far above what a small VLM needs, well below what hurts.
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+# Prefix signatures; WebP (RIFF....WEBP) and BMP (a known DIB header size) need more than a prefix.
+SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
 )
 SUPPORTED_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")
+SNIFF_BYTES = 32  # more than any check below reads
+# The DIB header sizes Pillow (what vLLM decodes with) reads: core, info, v2, v3, OS/2 v2, v4, v5.
+_BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 
-def sniff_media_type(head: bytes) -> str | None:
-    """The image media type from a file's first 16 bytes, or None when it is not one we know."""
+def sniff_media_type(data: bytes) -> str | None:
+    """The image media type of ``data`` (a whole file or its first :data:`SNIFF_BYTES` bytes),
+    or None when it is not one of :data:`SUPPORTED_TYPES`.
+
+    Shared with the server, which checks inline ``data:`` images with it: keep this module's
+    imports to the standard library and :mod:`nimctl.errors`.
+    """
+    head = bytes(data[:SNIFF_BYTES])
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
-    for signature, media_type in _SIGNATURES:
+    if (
+        head[:2] == b"BM"
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES
+    ):
+        return "image/bmp"
+    for signature, media_type in SIGNATURES:
         if head.startswith(signature):
             return media_type
     return None
-
-
-def is_remote(ref: str) -> bool:
-    return ref.startswith(("http://", "https://", "data:"))
 
 
 def image_to_url(ref: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> str:
@@ -65,7 +76,7 @@ def image_to_url(ref: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read image {ref}: {exc.strerror or exc}") from None
-    media_type = sniff_media_type(data[:16])
+    media_type = sniff_media_type(data)
     if media_type is None:
         raise UsageError(
             f"{ref} is not an image type the server can read",

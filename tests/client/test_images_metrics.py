@@ -16,7 +16,7 @@ HEADS = {
     "image/jpeg": b"\xff\xd8\xff\xe0",
     "image/gif": b"GIF89a",
     "image/webp": b"RIFF\x10\0\0\0WEBPVP8 ",
-    "image/bmp": b"BM",
+    "image/bmp": b"BM" + b"\0" * 12 + (40).to_bytes(4, "little"),  # BITMAPINFOHEADER
 }
 
 
@@ -64,6 +64,35 @@ def test_urls_pass_through_and_bad_data_urls_are_refused() -> None:
 def test_sniff_rejects_short_or_unknown() -> None:
     assert sniff_media_type(b"") is None
     assert sniff_media_type(b"RIFF\0\0\0\0WAVE") is None
+    assert sniff_media_type(b"RIFF") is None
+    assert sniff_media_type(b"BM and then some text, not a bitmap") is None
+    assert sniff_media_type(b"GIF8") is None
+    assert sniff_media_type(b"%PDF-1.7\n" + b"\0" * 64) is None
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP"])
+def test_sniff_knows_what_pillow_writes(fmt: str) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(buffer, format=fmt)
+    assert sniff_media_type(buffer.getvalue()) == f"image/{fmt.lower()}"
+    assert sniff_media_type(bytearray(buffer.getvalue())) == f"image/{fmt.lower()}"
+
+
+def test_the_sniffer_module_is_light_enough_for_the_server() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("httpx", "pydantic", "rich", "typer", "docker", "PIL", "openai")
+    code = (
+        "import sys; from nimctl.client.images import sniff_media_type; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_user_message_shapes() -> None:
