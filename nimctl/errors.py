@@ -86,7 +86,13 @@ class ServerUnreachableError(ClientError):
 
 
 class ServerNotReadyError(ClientError):
+    """``server_message`` keeps the server's own words (its loading state), when it said any."""
+
     exit_code = EXIT_NOT_READY
+
+    def __init__(self, message: str, *, server_message: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.server_message = server_message
 
 
 class TimeoutError_(ClientError):  # noqa: N801, N818 - the builtin TimeoutError is taken

@@ -86,11 +86,11 @@ def error_for_status(
     not_found_hint: str | None = None,
 ) -> HTTPStatusError | ServerNotReadyError:
     if status == 503:
-        not_ready = ServerNotReadyError(
-            f"the server is not ready: {message}", hint="wait for it with `nimctl health --wait`"
+        return ServerNotReadyError(
+            f"the server is not ready: {message}",
+            server_message=message,  # what `health` shows as the state
+            hint="wait for it with `nimctl health --wait`",
         )
-        not_ready.server_message = message  # type: ignore[attr-defined]  # what `health` shows as the state
-        return not_ready
     if 400 <= status < 500:
         return RequestRejectedError(
             message, status=status, error_type=error_type, body=body, hint=_hint_4xx(status, not_found_hint)

@@ -181,7 +181,7 @@ class NimClient:
         try:
             ready = self.ready()
         except ServerNotReadyError as exc:
-            message = getattr(exc, "server_message", None) or exc.message
+            message = exc.server_message or exc.message
             return HealthReport(url=self.base_url, live=True, ready=False, message=message)
         return HealthReport(url=self.base_url, live=True, ready=True, message=ready.message)
 

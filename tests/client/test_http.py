@@ -108,6 +108,8 @@ def test_ready_503_raises_not_ready_with_the_server_message() -> None:
         client.ready()
     assert info.value.exit_code == EXIT_NOT_READY
     assert info.value.hint and "health --wait" in info.value.hint
+    assert info.value.message == "the server is not ready: model is loading"
+    assert info.value.server_message == "model is loading"
 
 
 @pytest.mark.parametrize(
