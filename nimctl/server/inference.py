@@ -17,6 +17,7 @@ import aiohttp
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from nimctl.client.images import sniff_media_type
 from nimctl.server.http_errors import openai_error
 from nimctl.server.proxy import EngineProxy, engine_unavailable
 
@@ -26,8 +27,6 @@ _JSON_BODY = {
         "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
     }
 }
-# Magic numbers of the image types vLLM decodes (PNG, JPEG, GIF, WebP, BMP).
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM")
 
 
 class BadRequestError(Exception):
@@ -83,7 +82,7 @@ def _check_data_url(url: str, param: str) -> None:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequestError("image data URL is not valid base64", param) from None
-    if not raw.startswith(_IMAGE_MAGIC):
+    if sniff_media_type(raw) is None:
         raise BadRequestError("image data URL does not hold a PNG, JPEG, GIF, WebP or BMP image", param)
 
 
