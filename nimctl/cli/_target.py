@@ -55,7 +55,8 @@ def find_running_instance_url() -> str | None:
     """The URL of the one instance ``nimctl ps`` would list, or None (none, or several).
 
     Called only when neither ``--url`` nor ``NIMCTL_URL`` is given, so scripts that set them
-    never pay for a runtime lookup (the docker SDK import and a daemon round trip).
+    never pay for a runtime lookup. Local instances are read first; Docker is asked (about a
+    second at most) only when that can still change the answer and a daemon may be there.
     """
     from nimctl.runtime.manage import running_instance_urls
 

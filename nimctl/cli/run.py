@@ -11,6 +11,7 @@ from nimctl.cli._common import output
 
 if TYPE_CHECKING:
     from nimctl.output import Output
+    from nimctl.runtime.manage import Started
     from nimctl.runtime.spec import RunSpec
 
 DEFAULT_TIMEOUT_S = 1800.0  # NIM's Helm chart allows model start-up 30 minutes
@@ -96,7 +97,8 @@ def run(
         raise UsageError(f"bad --runtime {runtime!r}: use auto, docker or local")
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
-    chosen, note = choose_runtime(runtime)  # type: ignore[arg-type]
+    choice = choose_runtime(runtime)  # type: ignore[arg-type]
+    chosen, note = choice.runtime, choice.note
     spec = plan_run(
         model=model,
         runtime=chosen,
@@ -120,16 +122,29 @@ def run(
     if dry_run:
         out.text(docker_run_line(spec, detach=detach) if chosen == "docker" else local_run_line(spec))
         return
-    _start_and_wait(out, spec, detach=detach, timeout=timeout)
+    _start_and_wait(out, spec, detach=detach, timeout=timeout, docker_answers=choice.docker_answers)
 
 
-def _start_and_wait(out: Output, spec: RunSpec, *, detach: bool, timeout: float) -> None:
-    from nimctl.cli.runtime import BuildView, ReadinessView, format_duration
-    from nimctl.errors import RuntimeFailure, TimeoutError_
-    from nimctl.runtime.manage import start_instance, stop_handle, wait_for
+def _start_and_wait(
+    out: Output, spec: RunSpec, *, detach: bool, timeout: float, docker_answers: bool | None
+) -> None:
+    from nimctl.cli.runtime import BuildView
+    from nimctl.runtime.manage import start_instance
 
     with BuildView(out) as build_view:
-        started = start_instance(spec, on_build=build_view)
+        started = start_instance(spec, on_build=build_view, docker_answers=docker_answers)
+    try:
+        _wait_and_follow(out, started, detach=detach, timeout=timeout)
+    finally:
+        started.close()
+
+
+def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: float) -> None:
+    from nimctl.cli.runtime import ReadinessView, format_duration
+    from nimctl.errors import RuntimeFailure, TimeoutError_
+    from nimctl.runtime.manage import stop_handle, wait_for
+
+    spec = started.spec
     where = f"image {spec.image}" if spec.runtime == "docker" else "a host process"
     out.info(f"{spec.name}: started ({spec.runtime}, {where}); waiting for {spec.url}/v1/health/ready")
     try:

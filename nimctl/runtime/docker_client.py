@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nimctl.errors import RuntimeUnavailableError
@@ -27,19 +28,32 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def connect(timeout: int | None = DEFAULT_TIMEOUT_S) -> DockerClient:
+def connect(timeout: float | None = DEFAULT_TIMEOUT_S) -> DockerClient:
     """A client whose daemon has answered a ping; else :class:`RuntimeUnavailableError`."""
     import docker
     from docker.errors import DockerException
 
+    client = None
     try:
         client = docker.from_env(timeout=timeout) if timeout else docker.from_env(timeout=24 * 3600)
         client.ping()
-    except DockerException as exc:
-        raise unavailable(exc) from None
-    except OSError as exc:
+    except (DockerException, OSError) as exc:
+        if client is not None:
+            client.close()
         raise unavailable(exc) from None
     return client
+
+
+def may_answer() -> bool:
+    """False when no daemon can answer (a local socket that does not exist); costs no SDK import.
+
+    The docker SDK reads only ``DOCKER_HOST`` (no contexts), so for the default socket this
+    is exact; any other address has to be asked.
+    """
+    address = daemon_address()
+    if address.startswith("unix://"):
+        return Path(address.removeprefix("unix://")).exists()
+    return True
 
 
 def unavailable(exc: BaseException) -> RuntimeUnavailableError:
@@ -55,6 +69,8 @@ def unavailable(exc: BaseException) -> RuntimeUnavailableError:
 
 def daemon_answers() -> bool:
     """Whether a Docker daemon answers; for ``--runtime auto``, so it must be quick."""
+    if not may_answer():
+        return False
     try:
         client = connect(timeout=5)
     except RuntimeUnavailableError:

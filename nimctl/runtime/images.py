@@ -243,6 +243,7 @@ def _run_build(
                     nocache=no_cache,
                     decode=True,
                     labels=labels,
+                    timeout=None,  # a step may print nothing for minutes: no read limit here
                 )
                 for chunk in stream:
                     if "error" in chunk:
