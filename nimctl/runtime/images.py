@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 IMAGE_REPOS: dict[Device, str] = {"cpu": "nimctl/nim-cpu", "cuda": "nimctl/nim-cuda"}
 # Made by scripts/build-images.sh from Debian packages, for machines without a registry.
 LOCAL_BASE_IMAGE = "nimctl/base:bookworm"
-# The official vLLM image, CUDA 12.9 build: it runs on CUDA 12.x drivers (the default CUDA 13
-# build of the same release needs driver 580 or newer). Override with --base-image.
-CUDA_BASE_IMAGE = "vllm/vllm-openai:v0.30.0-cu129"
+# The official vLLM image of the release the CPU image runs (0.32.0): the front always starts the
+# engine with --enable-scale-out, a 0.32 flag. Not pulled here (no registry). Recent releases'
+# default tags are CUDA 13 builds (driver 580 or newer); on an older driver pass --base-image
+# with that release's CUDA 12 tag.
+CUDA_BASE_IMAGE = "vllm/vllm-openai:v0.32.0"
 DEBIAN_BASE_IMAGE = "debian:bookworm-slim"
 ONLINE_CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
 LOG_TAIL_LINES = 25
