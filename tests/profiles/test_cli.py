@@ -33,13 +33,19 @@ def run(*args: str, **env: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def _normalised(text: str) -> str:
+    # Rich pads table cells to the widest one, and the checkout's path (replaced by <repo>) sets
+    # that width: trailing blanks depend on where the repository lies, not on the output.
+    return "\n".join(line.rstrip() for line in text.replace(REPO, "<repo>").splitlines()) + "\n"
+
+
 def check_golden(name: str, text: str) -> None:
-    text = text.replace(REPO, "<repo>")
+    text = _normalised(text)
     path = GOLDEN / name
     if os.environ.get("NIMCTL_UPDATE_GOLDEN"):
         path.write_text(text, encoding="utf-8")
     assert path.exists(), f"missing golden file {path}: run with NIMCTL_UPDATE_GOLDEN=1"
-    assert text == path.read_text(encoding="utf-8")
+    assert text == _normalised(path.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,11 @@ import json
 import socket
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
 from nimctl.cli.main import app
-from nimctl.runtime.local_runtime import _pid_running
 from tests.images import png_data_url
 
 pytestmark = pytest.mark.engine
@@ -70,4 +70,11 @@ def test_local_instance_lifecycle(tmp_path: Path, tmp_path_factory: pytest.TempP
     assert code == 0, err
     assert out.strip() == f"{NAME}: stopped and removed"
     assert not (state / "instances" / NAME).exists()
-    assert not _pid_running(pid), "nim-serve outlived nimctl stop"
+    assert not _alive(pid), "nim-serve outlived nimctl stop"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
