@@ -88,7 +88,10 @@ class _RelayedStream(Response):
                 finally:
                     group.cancel_scope.cancel()
         finally:
-            self.upstream.close()  # drops the connection mid-stream: vLLM aborts the request
+            if self.upstream.content.at_eof():
+                self.upstream.release()  # read to the end: the connection goes back to the pool
+            else:
+                self.upstream.close()  # dropped mid-stream: vLLM aborts the request
 
 
 class EngineProxy:
