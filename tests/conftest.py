@@ -36,3 +36,10 @@ def nim_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the real server is an engine test, marked or not (`-m "not engine"`)."""
+    for item in items:
+        if "nim_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
