@@ -39,6 +39,7 @@ def gpus(
         _print_catalog(out)
         return
     from nimctl.gpu import detect_inventory
+    from nimctl.gpu.units import cc_text, gib
 
     inventory = detect_inventory(gpus_spec)
 
@@ -51,10 +52,10 @@ def gpus(
                 gpu.index,
                 gpu.name,
                 gpu.pci_id,
-                f"{gpu.memory_total_gib:.1f} GiB",
-                f"{gpu.memory_free_gib:.1f} GiB",
+                f"{gib(gpu.memory_total)} GiB",
+                f"{gib(gpu.memory_free)} GiB",
                 "" if gpu.utilization_pct is None else f"{gpu.utilization_pct}%",
-                "" if gpu.compute_capability is None else "{}.{}".format(*gpu.compute_capability),
+                cc_text(gpu.compute_capability) or "",
                 {True: "on", False: "off", None: ""}[gpu.mig_mode],
                 gpu.catalog_key or "(not in catalogue)",
                 gpu.uuid or "",
@@ -75,6 +76,7 @@ def gpus(
 
 def _print_catalog(out: Output) -> None:
     from nimctl.gpu import catalog
+    from nimctl.gpu.units import cc_text
 
     entries = catalog()
     data = [
@@ -84,7 +86,7 @@ def _print_catalog(out: Output) -> None:
             "aliases": list(e.aliases),
             "pci_ids": list(e.pci_ids),
             "memory_gib": e.memory_gib,
-            "compute_capability": "{}.{}".format(*e.compute_capability),
+            "compute_capability": cc_text(e.compute_capability),
         }
         for e in entries
     ]

@@ -327,18 +327,18 @@ def _print_summaries(out: Output, inventory: Any, rows: list[dict[str, Any]]) ->
 
 
 def _print_profile(out: Output, manifest: Manifest, item: Classified, system: str) -> None:
-    from nimctl.gpu import GIB
+    from nimctl.gpu.units import gib
 
     profile = item.profile
     memory = item.memory
     status = {"runnable": "runnable", "low_memory": "low memory", "incompatible": "incompatible"}[item.status]
     figures = (
-        f"{memory.total / GIB:.1f} GiB = weights {memory.weights / GIB:.1f} "
-        f"+ KV cache {memory.kv_cache / GIB:.1f} ({memory.context} tokens) "
-        f"+ overhead {memory.overhead / GIB:.1f}"
+        f"{gib(memory.total)} GiB = weights {gib(memory.weights)} "
+        f"+ KV cache {gib(memory.kv_cache)} ({memory.context} tokens) "
+        f"+ overhead {gib(memory.overhead)}"
     )
     if item.usable_per_gpu is not None:
-        figures += f"; {item.usable_per_gpu / GIB:.1f} GiB usable per GPU here"
+        figures += f"; {gib(item.usable_per_gpu)} GiB usable per GPU here"
     rows: list[tuple[str, Any]] = [
         ("id", profile.id),
         ("name", profile.name),

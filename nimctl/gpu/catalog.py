@@ -13,7 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from nimctl.errors import UsageError
-from nimctl.gpu.inventory import GIB, GPU, Inventory, _normalise
+from nimctl.gpu.inventory import GPU, Inventory
+from nimctl.gpu.units import GIB, normalise_name
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "data" / "gpus.yaml"
 _MAX_GPUS = 64
@@ -58,9 +59,9 @@ def catalog() -> tuple[CatalogEntry, ...]:
 
 def lookup(name: str) -> CatalogEntry | None:
     """The entry whose key or alias is ``name`` (ignoring case, '-' and '_')."""
-    wanted = _normalise(name)
+    wanted = normalise_name(name)
     for entry in catalog():
-        if wanted in {_normalise(n) for n in (entry.key, *entry.aliases)}:
+        if wanted in {normalise_name(n) for n in (entry.key, *entry.aliases)}:
             return entry
     return None
 

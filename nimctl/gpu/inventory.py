@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-GIB = 1024**3
+from nimctl.gpu.units import GIB, cc_text, normalise_name
+
+__all__ = ["GIB", "GPU", "Inventory"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,9 @@ class GPU:
 
     def matches_gpu_tag(self, tag: str) -> bool:
         """Whether a profile's ``gpu`` tag (e.g. ``H100``, ``H100_NVL``, ``A10G``) names this card."""
-        wanted = _normalise(tag)
+        wanted = normalise_name(tag)
         names = {self.family or "", self.catalog_key or "", *self.aliases}
-        return wanted in {_normalise(n) for n in names if n}
+        return wanted in {normalise_name(n) for n in names if n}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +53,7 @@ class GPU:
             "memory_used_mib": None if self.memory_used is None else self.memory_used // 2**20,
             "memory_free_mib": self.memory_free // 2**20,
             "utilization_pct": self.utilization_pct,
-            "compute_capability": _cc_text(self.compute_capability),
+            "compute_capability": cc_text(self.compute_capability),
             "mig_mode": self.mig_mode,
             "catalog_key": self.catalog_key,
             "family": self.family,
@@ -94,11 +96,3 @@ class Inventory:
             "cuda_driver_version": self.cuda_driver_version,
             "gpus": [gpu.to_dict() for gpu in self.gpus],
         }
-
-
-def _normalise(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-def _cc_text(cc: tuple[int, int] | None) -> str | None:
-    return None if cc is None else f"{cc[0]}.{cc[1]}"

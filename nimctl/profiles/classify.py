@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nimctl.gpu.inventory import GIB, GPU, Inventory
+from nimctl.gpu.inventory import GPU, Inventory
+from nimctl.gpu.units import cc_text, gib, gib_number
 from nimctl.profiles.memory import MemoryEstimate, estimate, gpu_memory_utilization
 from nimctl.profiles.schema import MIN_COMPUTE_CAPABILITY, Manifest, Profile
 
@@ -60,7 +61,7 @@ class Classified:
                 **self.memory.to_dict(),
                 "usable_per_gpu_gib": None
                 if self.usable_per_gpu is None
-                else round(self.usable_per_gpu / GIB, 2),
+                else gib_number(self.usable_per_gpu),
             },
             "tags": dict(self.profile.tags),
         }
@@ -106,8 +107,8 @@ def classify_profile(
     ]
     if not capable:
         weakest = max(candidates, key=lambda g: g.compute_capability or (0, 0))
-        have = ".".join(map(str, weakest.compute_capability or (0, 0)))
-        need = f"{required_cc[0]}.{required_cc[1]}"
+        have = cc_text(weakest.compute_capability or (0, 0))
+        need = cc_text(required_cc)
         return Classified(
             profile,
             INCOMPATIBLE,
@@ -148,7 +149,7 @@ def _classify_memory(
     usable = min(card_budget, free)
     indices = tuple(gpu.index for gpu in chosen)
     need = memory.total
-    figures = f"needs {_g(need)} GiB/GPU, {_g(usable)} GiB usable"
+    figures = f"needs {gib(need)} GiB/GPU, {gib(usable)} GiB usable"
     if need <= usable and not busy:
         return Classified(profile, RUNNABLE, f"fits: {figures}", memory, indices, usable_per_gpu=usable)
     shortest = min(MIN_USEFUL_CONTEXT, memory.context)
@@ -158,7 +159,7 @@ def _classify_memory(
         return Classified(
             profile,
             LOW_MEMORY,
-            f"GPU {busiest.index} has {_g(free)} of {_g(total)} GiB free (others use the rest); {figures}",
+            f"GPU {busiest.index} has {gib(free)} of {gib(total)} GiB free (others use the rest); {figures}",
             memory,
             indices,
             fix=f"pass --gpu-memory-utilization={share:.2f} or free GPU memory",
@@ -167,14 +168,14 @@ def _classify_memory(
         )
     longest = _round_context(memory.max_context_within(usable))
     if longest >= shortest:
-        fix = f"try --max-model-len={longest} to reduce to >={_g(memory.total_for(longest))} GiB/GPU"
+        fix = f"try --max-model-len={longest} to reduce to >={gib(memory.total_for(longest))} GiB/GPU"
         if busy:
             share = math.ceil(memory.total_for(longest) / total * 100) / 100
             fix += f" with --gpu-memory-utilization={share:.2f}"
         return Classified(
             profile,
             LOW_MEMORY,
-            f"requires >={_g(need)} GiB/GPU at {memory.context} tokens, {_g(usable)} GiB usable; {fix}",
+            f"requires >={gib(need)} GiB/GPU at {memory.context} tokens, {gib(usable)} GiB usable; {fix}",
             memory,
             indices,
             max_model_len=longest,
@@ -186,7 +187,7 @@ def _classify_memory(
         return Classified(
             profile,
             LOW_MEMORY,
-            f"GPU {busiest.index} has only {_g(free)} of {_g(total)} GiB free; {figures}",
+            f"GPU {busiest.index} has only {gib(free)} of {gib(total)} GiB free; {figures}",
             memory,
             indices,
             fix="free GPU memory (other processes hold it)",
@@ -197,7 +198,7 @@ def _classify_memory(
     return Classified(
         profile,
         INCOMPATIBLE,
-        f"too large: weights + overhead need {_g(memory.static)} GiB/GPU, {_g(card_budget)} GiB usable "
+        f"too large: weights + overhead need {gib(memory.static)} GiB/GPU, {gib(card_budget)} GiB usable "
         f"on {chosen[0].name}",
         memory,
         indices,
@@ -235,7 +236,3 @@ def _wanted_type(profile: Profile) -> str:
 
 def _gpus(count: int, kind: str = "CUDA") -> str:
     return f"{count} {kind} GPU" + ("s" if count != 1 else "")
-
-
-def _g(value: int) -> str:
-    return f"{value / GIB:.1f}"

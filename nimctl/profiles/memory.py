@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from nimctl.gpu.inventory import GIB
+from nimctl.gpu.units import GIB, gib_number
 from nimctl.profiles.schema import ModelInfo, Profile
 
 WEIGHT_BYTES: dict[str, float] = {
@@ -74,10 +74,10 @@ class MemoryEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "weights_gib": _gib(self.weights),
-            "kv_cache_gib": _gib(self.kv_cache),
-            "overhead_gib": _gib(self.overhead),
-            "total_gib": _gib(self.total),
+            "weights_gib": gib_number(self.weights),
+            "kv_cache_gib": gib_number(self.kv_cache),
+            "overhead_gib": gib_number(self.overhead),
+            "total_gib": gib_number(self.total),
             "context_tokens": self.context,
             "kv_bytes_per_token": self.kv_per_token,
         }
@@ -122,10 +122,6 @@ def estimate(model: ModelInfo, profile: Profile, context: int | None = None) -> 
 
 def gpu_memory_utilization(profile: Profile) -> float:
     return _float(profile.engine_arg("--gpu-memory-utilization")) or DEFAULT_GPU_MEMORY_UTILIZATION
-
-
-def _gib(value: int) -> float:
-    return round(value / GIB, 2)
 
 
 def _int(value: str | None) -> int | None:

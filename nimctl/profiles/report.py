@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nimctl.errors import ProfileError
-from nimctl.gpu.inventory import GIB, Inventory
+from nimctl.gpu.inventory import Inventory
+from nimctl.gpu.units import gib
 from nimctl.profiles.classify import INCOMPATIBLE, LOW_MEMORY, Classified
 from nimctl.profiles.schema import Manifest
 from nimctl.profiles.selection import Prefer, Selection, rank_key, select_profile
@@ -92,7 +93,7 @@ def profile_report(
 
 def memory_text(item: Classified) -> str:
     """``13.1 GiB`` per GPU, or of host memory for a CPU profile."""
-    return f"{item.memory.total / GIB:.1f} GiB"
+    return f"{gib(item.memory.total)} GiB"
 
 
 def gpus_text(item: Classified) -> str:
