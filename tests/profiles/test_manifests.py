@@ -88,3 +88,9 @@ def test_public_dict_is_json_ready(manifest: Manifest) -> None:
 def test_search_path_finds_the_shipped_manifests() -> None:
     stems = {p.stem for p in manifest_files()}
     assert {p.stem for p in SHIPPED} <= stems
+
+
+def test_lora_profiles_only_for_architectures_vllm_serves_with_lora() -> None:
+    # vLLM's supported-models table: no LoRA for Phi3VForCausalLM (Phi-3.5-vision).
+    manifest = find_manifest("phi-3.5-vision-instruct")
+    assert not any(profile.lora for profile in manifest.profiles)
