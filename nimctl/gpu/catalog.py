@@ -66,11 +66,31 @@ def lookup(name: str) -> CatalogEntry | None:
     return None
 
 
+def entries_for_tag(tag: str) -> tuple[CatalogEntry, ...]:
+    """The entries a profile's ``gpu`` tag names: by family, key or alias, as a GPU matches it."""
+    wanted = normalise_name(tag)
+    return tuple(
+        entry
+        for entry in catalog()
+        if wanted in {normalise_name(n) for n in (entry.family, entry.key, *entry.aliases)}
+    )
+
+
+def entry_for_pci(pci_id: str) -> CatalogEntry | None:
+    """The entry that lists PCI id ``device:vendor``."""
+    return next((entry for entry in catalog() if pci_id.lower() in entry.pci_ids), None)
+
+
+def families() -> list[str]:
+    """The ``gpu`` tag values, one per family, in catalogue order."""
+    return list(dict.fromkeys(entry.family for entry in catalog()))
+
+
 def recognise(pci_id: str | None, nvml_name: str | None) -> CatalogEntry | None:
     """The catalogue entry for a card NVML reported: by PCI device id, else by exact name."""
-    for entry in catalog():
-        if pci_id and pci_id.lower() in entry.pci_ids:
-            return entry
+    entry = entry_for_pci(pci_id) if pci_id else None
+    if entry is not None:
+        return entry
     for entry in catalog():
         if nvml_name and nvml_name in entry.nvml_names:
             return entry

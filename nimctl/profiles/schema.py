@@ -21,9 +21,12 @@ from pydantic import (
     Field,
     PrivateAttr,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from nimctl.gpu.catalog import entries_for_tag, entry_for_pci, families
 
 # Bits per weight of each precision tag; the automatic choice prefers fewer bits (NIM's rule).
 PRECISION_BITS: dict[str, int] = {
@@ -133,6 +136,31 @@ class ProfileTags(_Strict):
     gpu: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")] | None = None
     gpu_device: Annotated[str, StringConstraints(pattern=_PCI_ID)] | None = None
     number_of_gpus: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)] | None = None
+
+    # A `gpu` or `gpu_device` the catalogue does not know would load and then never match a GPU:
+    # the catalogue (nimctl/data/gpus.yaml, `nimctl gpus --catalog`) is the vocabulary of both.
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, value: str | None) -> str | None:
+        if value is not None and not entries_for_tag(value):
+            raise ValueError(
+                f"{value!r} is not a GPU of the catalogue (use a family: {', '.join(families())})"
+            )
+        return value
+
+    @field_validator("gpu_device")
+    @classmethod
+    def _known_gpu_device(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        gpu = info.data.get("gpu")
+        if gpu:
+            ids = [pci for entry in entries_for_tag(gpu) for pci in entry.pci_ids]
+            if value not in ids:
+                raise ValueError(f"{value!r} is not a PCI id of {gpu} (its ids: {', '.join(ids)})")
+        elif entry_for_pci(value) is None:
+            raise ValueError(f"{value!r} is not a PCI id of any GPU in the catalogue")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ProfileTags:

@@ -108,6 +108,32 @@ CASES = [
         "29: profiles[1].tags.gpu_device: '2330-10de' has the wrong form (PCI 'device:vendor'",
     ),
     (
+        "unknown-gpu",
+        ("      profile: latency", '      profile: latency\n      gpu: "H10O"'),
+        "29: profiles[1].tags.gpu: 'H10O' is not a GPU of the catalogue (use a family: H100, H100_NVL, ",
+    ),
+    (
+        "gpu-device-of-another-gpu",
+        (
+            "      profile: latency",
+            '      profile: latency\n      gpu: "H100"\n      gpu_device: "26b9:10de"',
+        ),
+        "30: profiles[1].tags.gpu_device: '26b9:10de' is not a PCI id of H100 (its ids: 2330:10de, 2331:10de)",
+    ),
+    (
+        "gpu-device-of-a-narrower-key",
+        (
+            "      profile: latency",
+            '      profile: latency\n      gpu: "H100-SXM"\n      gpu_device: "2331:10de"',
+        ),
+        "30: profiles[1].tags.gpu_device: '2331:10de' is not a PCI id of H100-SXM (its ids: 2330:10de)",
+    ),
+    (
+        "unknown-gpu-device",
+        ("      profile: latency", '      profile: latency\n      gpu_device: "ffff:10de"'),
+        "29: profiles[1].tags.gpu_device: 'ffff:10de' is not a PCI id of any GPU in the catalogue",
+    ),
+    (
         "tp-without-arg",
         ('engine_args: ["--tensor-parallel-size", "2"]', "engine_args: []"),
         "29: profiles[1].engine_args: tag tp is 2 but --tensor-parallel-size 2 is missing",
@@ -153,6 +179,18 @@ def test_broken_manifest_one_line_error(tmp_path: Path, case: str, change: tuple
     assert message.startswith(f"{path}:")
     assert expected in message, message
     assert isinstance(caught.value, UsageError)  # exit code 2
+
+
+@pytest.mark.parametrize(
+    ("gpu", "gpu_device"),
+    [("H100", "2331:10de"), ("h100_sxm", "2330:10de"), ("L40S", None), (None, "2237:10de")],
+)
+def test_gpu_tags_the_catalogue_knows_load(tmp_path: Path, gpu: str | None, gpu_device: str | None) -> None:
+    extra = "".join(f'\n      {k}: "{v}"' for k, v in (("gpu", gpu), ("gpu_device", gpu_device)) if v)
+    manifest = load_manifest(
+        write(tmp_path, edit(BASE + SECOND, ("      profile: latency", "      profile: latency" + extra)))
+    )
+    assert manifest.profiles[1].gpu_specific
 
 
 def test_duplicate_profile_tags(tmp_path: Path) -> None:
