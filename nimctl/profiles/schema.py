@@ -21,41 +21,32 @@ from pydantic import (
     Field,
     PrivateAttr,
     StringConstraints,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from nimctl.gpu.catalog import entries_for_tag, entry_for_pci, families
+from nimctl.profiles.tags import (  # re-exported: the schema's public names
+    MIN_COMPUTE_CAPABILITY,
+    PRECISION_BITS,
+    QUALIFIERS,
+    Precision,
+    ProfileTags,
+    profile_name,
+)
 
-# Bits per weight of each precision tag; the automatic choice prefers fewer bits (NIM's rule).
-PRECISION_BITS: dict[str, int] = {
-    "nvfp4": 4,
-    "mxfp4": 4,
-    "int4": 4,
-    "fp8": 8,
-    "fp16": 16,
-    "bf16": 16,
-    "fp32": 32,
-}
+__all__ = [
+    "MIN_COMPUTE_CAPABILITY",
+    "MIN_ID_PREFIX",
+    "PRECISION_BITS",
+    "License",
+    "Manifest",
+    "ModelInfo",
+    "Precision",
+    "Profile",
+    "ProfileTags",
+    "profile_name",
+]
 
-# The lowest CUDA compute capability with native support for each precision. bf16 needs Ampere,
-# fp8 needs Ada/Hopper, nvfp4 Blackwell (the issue's figures). mxfp4 and int4 run through
-# vLLM's Marlin kernels on older cards, but NIM ships them for Hopper and Ampere respectively,
-# so the thresholds here are the conservative ones.
-MIN_COMPUTE_CAPABILITY: dict[str, tuple[int, int]] = {
-    "fp32": (0, 0),
-    "fp16": (7, 0),
-    "int4": (8, 0),
-    "bf16": (8, 0),
-    "fp8": (8, 9),
-    "mxfp4": (9, 0),
-    "nvfp4": (10, 0),
-}
-
-Precision = Literal["nvfp4", "mxfp4", "int4", "fp8", "fp16", "bf16", "fp32"]
-_POSITIVE_INT = r"^[1-9][0-9]*$"
-_PCI_ID = r"^[0-9a-f]{4}:[0-9a-f]{4}$"
 _HEX64 = r"^[0-9a-f]{64}$"
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # Ids are shown shortened to 12 digits in tables; any unambiguous prefix this long is accepted.
@@ -123,69 +114,6 @@ class ModelInfo(_Strict):
         return self
 
 
-class ProfileTags(_Strict):
-    """The tags nimctl understands; their values are strings as in NIM's manifests."""
-
-    llm_engine: Literal["vllm"]
-    precision: Precision
-    tp: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)]
-    pp: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)]
-    profile: Literal["latency", "throughput"]
-    device: Literal["cuda", "cpu"] = "cuda"
-    feat_lora: Literal["true", "false"] = "false"
-    gpu: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")] | None = None
-    gpu_device: Annotated[str, StringConstraints(pattern=_PCI_ID)] | None = None
-    number_of_gpus: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)] | None = None
-
-    # A `gpu` or `gpu_device` the catalogue does not know would load and then never match a GPU:
-    # the catalogue (nimctl/data/gpus.yaml, `nimctl gpus --catalog`) is the vocabulary of both.
-    @field_validator("gpu")
-    @classmethod
-    def _known_gpu(cls, value: str | None) -> str | None:
-        if value is not None and not entries_for_tag(value):
-            raise ValueError(
-                f"{value!r} is not a GPU of the catalogue (use a family: {', '.join(families())})"
-            )
-        return value
-
-    @field_validator("gpu_device")
-    @classmethod
-    def _known_gpu_device(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return value
-        gpu = info.data.get("gpu")
-        if gpu:
-            ids = [pci for entry in entries_for_tag(gpu) for pci in entry.pci_ids]
-            if value not in ids:
-                raise ValueError(f"{value!r} is not a PCI id of {gpu} (its ids: {', '.join(ids)})")
-        elif entry_for_pci(value) is None:
-            raise ValueError(f"{value!r} is not a PCI id of any GPU in the catalogue")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ProfileTags:
-        gpus = int(self.tp) * int(self.pp)
-        if self.number_of_gpus is not None and int(self.number_of_gpus) != gpus:
-            raise ValueError(f"number_of_gpus is {self.number_of_gpus} but tp x pp is {gpus}")
-        if self.device == "cpu" and (self.gpu or self.gpu_device or gpus != 1):
-            raise ValueError("a cpu profile has tp 1, pp 1 and no gpu/gpu_device tag")
-        return self
-
-
-def profile_name(tags: dict[str, str]) -> str:
-    """NIM's human name: ``<engine>-<precision>-tp<N>-pp<M>[-<gpu>|-cpu][-lora]``."""
-    parts = [tags["llm_engine"], tags["precision"], f"tp{tags['tp']}", f"pp{tags['pp']}"]
-    if tags.get("device") == "cpu":
-        parts.append("cpu")
-    elif tags.get("gpu"):
-        parts.append(tags["gpu"].lower())
-    elif tags.get("gpu_device"):
-        parts.append(tags["gpu_device"].split(":")[0])
-    if tags.get("feat_lora") == "true":
-        parts.append("lora")
-    return "-".join(parts)
-
-
 class Profile(_Strict):
     """One engine configuration. ``tags`` is kept as the plain ``dict[str, str]`` it was written as."""
 
@@ -241,12 +169,13 @@ class Profile(_Strict):
                 raise _FieldError("engine_args", f"{flag} {value} disagrees with tag {tag}: {wanted!r}")
         return self
 
+    # The name a manifest wrote, checked by Manifest once it knows which names need qualifying.
+    _declared_name: str = PrivateAttr(default="")
+
     @model_validator(mode="after")
     def _named(self) -> Profile:
-        expected = profile_name(self.tags)
-        if self.name and self.name != expected:
-            raise _FieldError("name", f"{self.name!r} does not match its tags (expected {expected!r})")
-        object.__setattr__(self, "name", expected)
+        self._declared_name = self.name
+        object.__setattr__(self, "name", profile_name(self.tags))
         return self
 
     # -- derived figures --------------------------------------------------------------------
@@ -319,21 +248,44 @@ class Manifest(_Strict):
     @model_validator(mode="after")
     def _unique(self) -> Manifest:
         seen_ids: dict[str, int] = {}
-        seen_names: dict[str, int] = {}
         for index, profile in enumerate(self.profiles):
             if profile.id in seen_ids:
                 raise _DuplicateError(
                     index, "id", f"duplicate id (already used by profiles[{seen_ids[profile.id]}])"
                 )
-            if profile.name in seen_names:
-                raise _DuplicateError(
-                    index,
-                    "tags",
-                    f"duplicate profile {profile.name!r} (same tags as profiles[{seen_names[profile.name]}])",
-                )
             seen_ids[profile.id] = index
-            seen_names[profile.name] = index
+        self._name_profiles()
         return self
+
+    def _name_profiles(self) -> None:
+        """Give each profile its name: the short one, qualified where profiles would share it."""
+        by_short: dict[str, list[int]] = {}
+        for index, profile in enumerate(self.profiles):
+            by_short.setdefault(profile.name, []).append(index)
+        seen: dict[str, int] = {}
+        for short, indices in by_short.items():
+            qualify = [
+                tag for tag in QUALIFIERS if len({self.profiles[i].tags.get(tag) for i in indices}) > 1
+            ]
+            for index in indices:
+                profile = self.profiles[index]
+                name = profile_name(profile.tags, qualify)
+                declared = profile._declared_name
+                if declared and declared != name:
+                    other = next((i for i in indices if i != index), None)
+                    why = "" if other is None else f", as profiles[{other}] shares {short!r}"
+                    raise _DuplicateError(
+                        index, "name", f"{declared!r} does not match its tags (expected {name!r}{why})"
+                    )
+                if name in seen:
+                    raise _DuplicateError(
+                        index,
+                        "tags",
+                        f"duplicate profile {name!r}: same engine, precision, tp, pp, profile, GPU and "
+                        f"LoRA tags as profiles[{seen[name]}]",
+                    )
+                seen[name] = index
+                object.__setattr__(profile, "name", name)
 
     @property
     def path(self) -> Path:

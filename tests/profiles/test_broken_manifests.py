@@ -193,14 +193,65 @@ def test_gpu_tags_the_catalogue_knows_load(tmp_path: Path, gpu: str | None, gpu_
     assert manifest.profiles[1].gpu_specific
 
 
-def test_duplicate_profile_tags(tmp_path: Path) -> None:
+def _same_shape_as_the_first(profile: str = "latency", gpu: str = "") -> str:
+    """SECOND made bf16 tp1 like the first profile, with its own `profile` tag and GPU tags."""
     second = SECOND.replace('tp: "2"', 'tp: "1"').replace("precision: fp8", "precision: bf16")
     second = second.replace('["--tensor-parallel-size", "2"]', "[]")
+    return second.replace("profile: latency", f"profile: {profile}{gpu}")
+
+
+def test_latency_and_throughput_variants_get_names_that_say_so(tmp_path: Path) -> None:
+    manifest = load_manifest(write(tmp_path, BASE + _same_shape_as_the_first("latency")))
+    assert [p.name for p in manifest.profiles] == [
+        "vllm-bf16-tp1-pp1-throughput",
+        "vllm-bf16-tp1-pp1-latency",
+    ]
+
+
+def test_two_cards_of_one_family_get_names_that_say_which(tmp_path: Path) -> None:
+    def gpu(device: str) -> str:
+        return f'\n      gpu: "H100"\n      gpu_device: "{device}"'
+
+    first = BASE.replace("profile: throughput", "profile: throughput" + gpu("2330:10de"))
+    manifest = load_manifest(
+        write(tmp_path, first + _same_shape_as_the_first("throughput", gpu("2331:10de")))
+    )
+    assert [p.name for p in manifest.profiles] == [
+        "vllm-bf16-tp1-pp1-h100-sxm-80gb",
+        "vllm-bf16-tp1-pp1-h100-pcie-80gb",
+    ]
+    # Both differences at once: each name spells out both.
+    third = _same_shape_as_the_first("latency", gpu("2330:10de")).replace(ID_B, "c" * 64)
+    manifest = load_manifest(
+        write(tmp_path, first + _same_shape_as_the_first("throughput", gpu("2331:10de")) + third)
+    )
+    assert [p.name for p in manifest.profiles] == [
+        "vllm-bf16-tp1-pp1-throughput-h100-sxm-80gb",
+        "vllm-bf16-tp1-pp1-throughput-h100-pcie-80gb",
+        "vllm-bf16-tp1-pp1-latency-h100-sxm-80gb",
+    ]
+
+
+def test_a_declared_short_name_is_refused_where_the_name_must_be_qualified(tmp_path: Path) -> None:
+    second = _same_shape_as_the_first("latency").replace(
+        f"id: {ID_B}\n", f"id: {ID_B}\n    name: vllm-bf16-tp1-pp1\n"
+    )
     path = write(tmp_path, BASE + second)
     with pytest.raises(ManifestError) as caught:
         load_manifest(path)
     assert caught.value.message == (
-        f"{path}:23: profiles[1].tags: duplicate profile 'vllm-bf16-tp1-pp1' (same tags as profiles[0])"
+        f"{path}:23: profiles[1].name: 'vllm-bf16-tp1-pp1' does not match its tags "
+        "(expected 'vllm-bf16-tp1-pp1-latency', as profiles[0] shares 'vllm-bf16-tp1-pp1')"
+    )
+
+
+def test_duplicate_profile_tags(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + _same_shape_as_the_first("throughput"))
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert caught.value.message == (
+        f"{path}:23: profiles[1].tags: duplicate profile 'vllm-bf16-tp1-pp1': same engine, precision, "
+        "tp, pp, profile, GPU and LoRA tags as profiles[0]"
     )
 
 

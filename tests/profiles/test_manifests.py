@@ -31,10 +31,11 @@ def test_ids_are_the_hash_of_model_and_tags(manifest: Manifest) -> None:
 
 
 def test_names_follow_nim(manifest: Manifest) -> None:
-    pattern = r"vllm-(bf16|fp16|fp8|fp32|nvfp4|mxfp4|int4)-tp\d+-pp\d+(-[a-z0-9_]+)?(-lora)?"
+    pattern = r"vllm-(bf16|fp16|fp8|fp32|nvfp4|mxfp4|int4)-tp\d+-pp\d+(-latency|-throughput)?(-[a-z0-9_-]+)?(-lora)?"
     for profile in manifest.profiles:
         assert re.fullmatch(pattern, profile.name), profile.name
         assert profile.name.endswith("-lora") == profile.lora
+    assert len({profile.name for profile in manifest.profiles}) == len(manifest.profiles)
 
 
 def test_at_least_four_real_vlms_with_the_profile_variety_the_issue_asks() -> None:
