@@ -2,7 +2,8 @@
 
 - **incompatible**: a CUDA profile with no GPU; too few GPUs (of the profile's type, when it names
   one by ``gpu`` or ``gpu_device``); a precision the compute capability lacks (bf16 8.0, fp8 8.9,
-  nvfp4 10.0); or weights + overhead alone exceed the usable memory of the card.
+  nvfp4 10.0); or the profile does not fit the whole card even with the shortest useful context
+  (weights + overhead + the KV cache of 2048 tokens).
 - **low memory**: the card could hold it but its free memory cannot now (other processes), or it
   fits only with a shorter context: the reason gives the largest ``--max-model-len`` that fits.
 - **runnable**: everything fits; CPU profiles are always runnable (vLLM's CPU backend reserves
@@ -102,30 +103,43 @@ def classify_profile(
             distance=5,
         )
     required_cc = MIN_COMPUTE_CAPABILITY[profile.precision]
+    need_cc = cc_text(required_cc)
     capable = [
         gpu for gpu in candidates if gpu.compute_capability is None or gpu.compute_capability >= required_cc
     ]
     if not capable:
-        weakest = max(candidates, key=lambda g: g.compute_capability or (0, 0))
-        have = cc_text(weakest.compute_capability or (0, 0))
-        need = cc_text(required_cc)
+        # Name the best card there is: if even it falls short, every other one does too.
+        strongest = max(candidates, key=lambda g: g.compute_capability or (0, 0))
         return Classified(
             profile,
             INCOMPATIBLE,
-            f"{profile.precision} needs compute capability {need}, {weakest.name} has {have}",
+            f"{profile.precision} needs compute capability {need_cc}, {strongest.name} has "
+            f"{cc_text(strongest.compute_capability or (0, 0))}",
             memory,
-            fix=f"a GPU with compute capability >= {need}",
+            fix=f"a GPU with compute capability >= {need_cc}",
             distance=4,
         )
     if len(capable) < needed:
         kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
         missing = needed - len(capable)
+        more = f"{missing} more{kind} GPU" + ("s" if missing > 1 else "")
+        if len(capable) < len(candidates):  # some GPUs are there but lack the precision
+            verb = "has" if len(capable) == 1 else "have"
+            return Classified(
+                profile,
+                INCOMPATIBLE,
+                f"needs {needed}{kind} GPUs with compute capability >= {need_cc} ({profile.precision}); "
+                f"{len(capable)} of {len(candidates)} {verb} it",
+                memory,
+                fix=f"{more} with compute capability >= {need_cc}",
+                distance=3,
+            )
         return Classified(
             profile,
             INCOMPATIBLE,
             f"needs {needed}{kind} GPUs, {len(capable)} available",
             memory,
-            fix=f"{missing} more{kind} GPU" + ("s" if missing > 1 else ""),
+            fix=more,
             distance=3,
         )
     # The GPUs with the most free memory: what the engine will get when this is the profile run.
@@ -194,12 +208,16 @@ def _classify_memory(
             usable_per_gpu=usable,
             distance=1,
         )
+    # Not even the shortest useful context fits the whole card: say what that estimate is made of,
+    # since the KV cache of those tokens is part of it (weights + overhead alone may fit).
     more = _next_tp(profile, manifest.model.num_attention_heads)
+    smallest = memory.total_for(shortest)
     return Classified(
         profile,
         INCOMPATIBLE,
-        f"too large: weights + overhead need {gib(memory.static)} GiB/GPU, {gib(card_budget)} GiB usable "
-        f"on {chosen[0].name}",
+        f"too large: needs {gib(smallest)} GiB/GPU even at {shortest} tokens (weights "
+        f"{gib(memory.weights)} + KV cache {gib(smallest - memory.static)} + overhead "
+        f"{gib(memory.overhead)}), {gib(card_budget)} GiB usable on {chosen[0].name}",
         memory,
         indices,
         fix=f"a lower precision or tp{more}" if more else "a GPU with more memory or a lower precision",

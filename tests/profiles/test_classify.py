@@ -1,0 +1,69 @@
+"""Classification reasons that state exactly what was compared: memory figures, compute capability, MIG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nimctl.gpu import parse_gpu_spec
+from nimctl.gpu.units import GIB
+from nimctl.profiles import Manifest, classify, find_manifest, load_manifest
+
+# Weights + overhead (21.4 GiB) fit an L4's 21.6 usable GiB, but a 2048-token KV cache (5 GiB with
+# 80 layers of 64 KV heads) does not: the "too large" verdict must not blame weights + overhead.
+HEAVY_KV = """\
+schema_version: 1
+model:
+  name: heavy-kv
+  source: hf://org/heavy-kv
+  served_name: org/heavy-kv
+  parameters: 10.4B
+  num_layers: 80
+  hidden_size: 8192
+  num_attention_heads: 64
+  num_kv_heads: 64
+  head_dim: 128
+  max_context: 32768
+profiles:
+  - id: "{id}"
+    tags: {{llm_engine: vllm, precision: bf16, tp: "1", pp: "1", profile: throughput}}
+"""
+
+
+def _heavy(tmp_path: Path) -> Manifest:
+    path = tmp_path / "heavy-kv.yaml"
+    path.write_text(HEAVY_KV.format(id="d" * 64), encoding="utf-8")
+    return load_manifest(path)
+
+
+def test_too_large_states_the_figures_it_compared(tmp_path: Path) -> None:
+    (item,) = classify(_heavy(tmp_path), parse_gpu_spec("L4"))
+    assert item.status == "incompatible"
+    assert item.memory.static < 0.9 * 24 * GIB  # weights + overhead alone would fit
+    assert item.reason == (
+        "too large: needs 26.4 GiB/GPU even at 2048 tokens "
+        "(weights 19.4 + KV cache 5.0 + overhead 2.0), 21.6 GiB usable on NVIDIA L4"
+    )
+
+
+def test_too_large_on_weights_alone_says_the_same_sum() -> None:
+    items = classify(find_manifest("gemma-3-27b-it"), parse_gpu_spec("L4"))
+    item = next(c for c in items if c.profile.name == "vllm-bf16-tp1-pp1")
+    # Gemma 3's overhead holds its sliding-window layers' KV (see memory.py): 2.4, not 2.0.
+    assert item.reason == (
+        "too large: needs 53.6 GiB/GPU even at 2048 tokens "
+        "(weights 51.0 + KV cache 0.2 + overhead 2.4), 21.6 GiB usable on NVIDIA L4"
+    )
+
+
+def test_some_gpus_lacking_the_compute_capability_are_counted_as_such() -> None:
+    items = classify(find_manifest("qwen2.5-vl-7b-instruct"), parse_gpu_spec("L4,A100-80GB"))
+    item = next(c for c in items if c.profile.name == "vllm-fp8-tp2-pp1")
+    assert item.status == "incompatible"
+    assert item.reason == "needs 2 GPUs with compute capability >= 8.9 (fp8); 1 of 2 has it"
+    assert item.fix == "1 more GPU with compute capability >= 8.9"
+
+
+def test_no_gpu_with_the_compute_capability_names_the_best_there_is() -> None:
+    items = classify(find_manifest("qwen2.5-vl-7b-instruct"), parse_gpu_spec("T4,V100"))
+    item = next(c for c in items if c.profile.name == "vllm-bf16-tp1-pp1")
+    assert item.reason == "bf16 needs compute capability 8.0, Tesla T4 has 7.5"
