@@ -12,9 +12,9 @@ from typing import Any
 from nimctl.errors import ProfileError
 from nimctl.gpu.inventory import Inventory
 from nimctl.gpu.units import gib
-from nimctl.profiles.classify import INCOMPATIBLE, LOW_MEMORY, Classified
+from nimctl.profiles.classify import INCOMPATIBLE, LOW_MEMORY, Classified, classify
 from nimctl.profiles.schema import Manifest
-from nimctl.profiles.selection import Prefer, Selection, rank_key, select_profile
+from nimctl.profiles.selection import Prefer, Selection, choose, rank
 
 # Group keys in display order, with NIM's headings.
 GROUPS: dict[str, str] = {
@@ -76,18 +76,15 @@ def profile_report(
     lora: bool = False,
     max_model_len: int | None = None,
 ) -> ProfileReport:
-    """Classify every profile and try the selection; a failed selection is kept, not raised."""
+    """Classify every profile (once) and try the selection; a failed selection is kept, not raised."""
+    classification = classify(manifest, inventory, max_model_len=max_model_len)
+    ranked = rank(classification, inventory, prefer)
     selection: Selection | None = None
     error: ProfileError | None = None
     try:
-        selection = select_profile(manifest, inventory, requested, prefer, lora, max_model_len=max_model_len)
-        classification = selection.classification
+        selection = choose(manifest, inventory, classification, requested, prefer, lora, ranked=ranked)
     except ProfileError as exc:
         error = exc
-        from nimctl.profiles.classify import classify
-
-        classification = classify(manifest, inventory, max_model_len=max_model_len)
-    ranked = sorted(classification, key=lambda c: rank_key(c, inventory, prefer))
     return ProfileReport(manifest, inventory, ranked, selection, error)
 
 

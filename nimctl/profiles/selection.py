@@ -16,7 +16,8 @@ Automatic choice (``NIM_MODEL_PROFILE`` unset or ``default``):
 
 Manual choice (``NIM_MODEL_PROFILE`` / ``--profile``): an id (or a unique prefix of 6+ hex digits,
 as the tables show 12), a name, or ``default``. A profile that is not in the manifest, or is not
-runnable here, is refused with its reason and the list of runnable ones.
+runnable here, is refused with its reason and the list of runnable ones, in the order the
+automatic choice takes them (LoRA ones last, labelled, unless LoRA was asked for).
 
 When nothing is runnable, the error lists the closest profiles (low memory first, then those
 needing more GPUs, a newer GPU, another GPU type, any GPU) and what would make each runnable.
@@ -72,6 +73,11 @@ def rank_key(item: Classified, inventory: Inventory, prefer: Prefer) -> tuple[An
     )
 
 
+def rank(classification: list[Classified], inventory: Inventory, prefer: Prefer) -> list[Classified]:
+    """``classification`` in the order the automatic rule tries it (steps 3-7)."""
+    return sorted(classification, key=lambda c: rank_key(c, inventory, prefer))
+
+
 def select_profile(
     manifest: Manifest,
     inventory: Inventory,
@@ -82,12 +88,27 @@ def select_profile(
     max_model_len: int | None = None,
 ) -> Selection:
     """The profile to run (the rule is in this module's docstring); raises ProfileError when none."""
+    classification = classify(manifest, inventory, max_model_len=max_model_len)
+    return choose(manifest, inventory, classification, requested, prefer, lora)
+
+
+def choose(
+    manifest: Manifest,
+    inventory: Inventory,
+    classification: list[Classified],
+    requested: str | None = None,
+    prefer: Prefer = "throughput",
+    lora: bool = False,
+    *,
+    ranked: list[Classified] | None = None,
+) -> Selection:
+    """The choice alone, from a classification already made (``ranked`` too, when the caller has it)."""
     if prefer not in ("throughput", "latency"):
         raise ProfileError(f"unknown preference {prefer!r}: use throughput or latency")
-    classification = classify(manifest, inventory, max_model_len=max_model_len)
-    ranked = sorted(classification, key=lambda c: rank_key(c, inventory, prefer))
+    if ranked is None:
+        ranked = rank(classification, inventory, prefer)
     if requested is not None and requested.strip().lower() not in AUTOMATIC:
-        return _pinned(manifest, requested.strip(), classification, ranked, inventory)
+        return _pinned(manifest, requested.strip(), classification, ranked, inventory, lora)
     candidates = [c for c in ranked if c.runnable and c.profile.lora == lora]
     if not candidates:
         raise _none_runnable(manifest, inventory, ranked, lora)
@@ -101,10 +122,11 @@ def _pinned(
     classification: list[Classified],
     ranked: list[Classified],
     inventory: Inventory,
+    lora: bool,
 ) -> Selection:
     wanted = manifest.profile_by_id_or_name(requested)
     item = next((c for c in classification if wanted is not None and c.profile.id == wanted.id), None)
-    runnable = _runnable_list(ranked)
+    runnable = _runnable_list(ranked, lora)
     if item is None:
         raise ProfileError(
             f"profile {requested!r} is not in the {manifest.name} manifest ({manifest.path})",
@@ -126,9 +148,20 @@ def _pinned(
     )
 
 
-def _runnable_list(ranked: list[Classified]) -> str:
-    names = [f"{c.profile.name} ({c.profile.id[:12]})" for c in ranked if c.runnable]
-    return ", ".join(names) if names else "none"
+def _names(items: list[Classified]) -> str:
+    return ", ".join(f"{c.profile.name} ({c.profile.id[:12]})" for c in items)
+
+
+def _runnable_list(ranked: list[Classified], lora: bool) -> str:
+    """The runnable profiles in the order the automatic choice takes them; the others (LoRA ones,
+    unless LoRA was asked for) after them, under their own label, as it would never pick them."""
+    runnable = [c for c in ranked if c.runnable]
+    first = [c for c in runnable if c.profile.lora == lora]
+    others = [c for c in runnable if c.profile.lora != lora]
+    text = _names(first) or "none"
+    if others:
+        text += f"; {'without' if lora else 'with'} LoRA: {_names(others)}"
+    return text
 
 
 def _none_runnable(
@@ -137,7 +170,7 @@ def _none_runnable(
     if lora and any(c.runnable for c in ranked):
         return ProfileError(
             f"no runnable LoRA profile for {manifest.name} on {inventory.describe()}",
-            hint=f"runnable without LoRA: {_runnable_list(ranked)}",
+            hint=f"runnable without LoRA: {_names([c for c in ranked if c.runnable])}",
         )
     # Closest first (see Classified.distance), then the fewest GPUs and the least memory.
     closest = sorted(

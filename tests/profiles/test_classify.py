@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from nimctl.gpu import parse_gpu_spec
 from nimctl.gpu.units import GIB
 from nimctl.profiles import Manifest, classify, find_manifest, load_manifest
@@ -67,3 +69,21 @@ def test_no_gpu_with_the_compute_capability_names_the_best_there_is() -> None:
     items = classify(find_manifest("qwen2.5-vl-7b-instruct"), parse_gpu_spec("T4,V100"))
     item = next(c for c in items if c.profile.name == "vllm-bf16-tp1-pp1")
     assert item.reason == "bf16 needs compute capability 8.0, Tesla T4 has 7.5"
+
+
+@pytest.mark.parametrize("gpus", ["A100-80GB", "none"])  # a selection that succeeds, one that fails
+def test_the_report_classifies_once(monkeypatch: pytest.MonkeyPatch, gpus: str) -> None:
+    from nimctl.profiles import report
+
+    calls: list[str] = []
+    real = report.classify
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append("classify")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(report, "classify", counting)
+    result = report.profile_report(find_manifest("qwen2.5-vl-7b-instruct"), parse_gpu_spec(gpus))
+    assert calls == ["classify"]
+    assert (result.selection is None) == (gpus == "none")
+    assert len(result.classification) == 7

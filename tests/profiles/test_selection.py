@@ -187,9 +187,20 @@ def test_pinned_profile_that_cannot_run_says_why_and_what_can(manifests: dict[st
         "pinned profile vllm-fp8-tp1-pp1 (501b8b0b9a62) cannot run here (incompatible): "
         "fp8 needs compute capability 8.9, NVIDIA A100-SXM4-80GB has 8.0"
     )
-    assert caught.value.hint is not None
-    assert caught.value.hint.startswith(
-        "runnable here: vllm-bf16-tp1-pp1-lora (36905379b8a3), vllm-bf16-tp1-pp1"
+    # In the automatic choice's order: the profiles it would take, then the LoRA ones, labelled.
+    assert caught.value.hint == (
+        "runnable here: vllm-bf16-tp1-pp1 (c55664c60675); with LoRA: vllm-bf16-tp1-pp1-lora (36905379b8a3); "
+        "or unset NIM_MODEL_PROFILE (or use 'default') to choose automatically"
+    )
+
+
+def test_pinned_with_lora_asked_lists_the_lora_profiles_first(manifests: dict[str, Manifest]) -> None:
+    with pytest.raises(ProfileError) as caught:
+        select_profile(
+            manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec(A100), requested="vllm-fp8-tp1-pp1", lora=True
+        )
+    assert (caught.value.hint or "").startswith(
+        "runnable here: vllm-bf16-tp1-pp1-lora (36905379b8a3); without LoRA: vllm-bf16-tp1-pp1 (c55664c60675); "
     )
 
 
