@@ -11,60 +11,85 @@ from nimctl.profiles import Manifest, classify, find_manifest, select_profile
 NONE, L4, A100, L40S2, H100x8, B200 = "none", "L4", "A100-80GB", "L40S:2", "H100-80GB:8", "B200"
 BUSY = "A100-80GB:1@6GiB"  # a busy GPU: 6 of 80 GiB free
 NO_PROFILE = None  # selection fails (ProfileError)
+CPU = ("vllm-fp32-tp1-pp1-cpu", "the only runnable profile; runs on the CPU (vLLM CPU backend); on ")
 
-# model -> {GPU set: expected profile name}; every cell was checked by hand against the estimate.
-EXPECTED: dict[str, dict[str, str | None]] = {
-    "tiny-llm": dict.fromkeys([NONE, L4, A100, L40S2, H100x8, B200, BUSY], "vllm-fp32-tp1-pp1-cpu"),
-    "tiny-vlm": dict.fromkeys([NONE, L4, A100, L40S2, H100x8, B200, BUSY], "vllm-fp32-tp1-pp1-cpu"),
+# model -> {GPU set: (expected profile name or NO_PROFILE, a fragment of the reason)}. The fragment
+# is in the selection's reason, or, when nothing is runnable, in the hint naming the closest
+# profiles. Every cell was checked by hand against the estimate.
+EXPECTED: dict[str, dict[str, tuple[str | None, str]]] = {
+    "tiny-llm": dict.fromkeys([NONE, L4, A100, L40S2, H100x8, B200, BUSY], CPU),
+    "tiny-vlm": dict.fromkeys([NONE, L4, A100, L40S2, H100x8, B200, BUSY], CPU),
     "qwen2.5-vl-7b-instruct": {
-        NONE: NO_PROFILE,
-        L4: "vllm-fp8-tp1-pp1",  # fp8 (cc 8.9) fits 24 GB; bf16 does not at 128k context
-        A100: "vllm-bf16-tp1-pp1",  # no fp8 on cc 8.0
-        L40S2: "vllm-fp8-tp1-pp1-l40s",  # specific to L40S before generic
-        H100x8: "vllm-fp8-tp1-pp1-h100",
-        B200: "vllm-fp8-tp1-pp1",  # no B200 profile: the generic fp8 one
-        BUSY: NO_PROFILE,
+        NONE: (NO_PROFILE, "closest: vllm-fp8-tp1-pp1-h100: a machine with 1 H100 PCI 2330:10de GPU; "),
+        # fp8 (cc 8.9) fits 24 GB; bf16 does not at 128k context
+        L4: ("vllm-fp8-tp1-pp1", "the only runnable profile; fits: needs 16.6 GiB/GPU, 21.6 GiB usable"),
+        # no fp8 on cc 8.0
+        A100: ("vllm-bf16-tp1-pp1", "the only runnable profile; fits: needs 24.3 GiB/GPU, 72.0 GiB usable"),
+        L40S2: (
+            "vllm-fp8-tp1-pp1-l40s",
+            "first of 5 runnable by the rule: specific to L40S, fp8 (lowest precision among them), "
+            "1 GPU (throughput: fewest GPUs)",
+        ),
+        H100x8: ("vllm-fp8-tp1-pp1-h100", "first of 5 runnable by the rule: specific to H100, fp8"),
+        # no B200 profile: the generic fp8 one
+        B200: ("vllm-fp8-tp1-pp1", "first of 2 runnable by the rule: fp8 (lowest precision among them)"),
+        BUSY: (NO_PROFILE, "closest: vllm-bf16-tp1-pp1: free GPU memory (other processes hold it); "),
     },
     "qwen2.5-vl-72b-instruct": {
-        NONE: NO_PROFILE,
-        L4: NO_PROFILE,
-        A100: NO_PROFILE,
-        L40S2: NO_PROFILE,  # fp8 tp2 fits only with a shorter context: low memory
-        H100x8: "vllm-fp8-tp2-pp1-h100",
-        "H200:2": "vllm-bf16-tp2-pp1-h200",  # specific beats the generic fp8 tp2
-        B200: NO_PROFILE,
-        BUSY: NO_PROFILE,
+        NONE: (NO_PROFILE, "closest: vllm-fp8-tp2-pp1-h100: a machine with 2 H100 PCI 2330:10de GPUs; "),
+        L4: (NO_PROFILE, "closest: vllm-fp8-tp2-pp1: 1 more GPU; "),
+        A100: (NO_PROFILE, "closest: vllm-bf16-tp4-pp1: 3 more GPUs; "),
+        # fp8 tp2 fits only with a shorter context: low memory
+        L40S2: (
+            NO_PROFILE,
+            "closest: vllm-fp8-tp2-pp1: try --max-model-len=45056 to reduce to >=43.1 GiB/GPU",
+        ),
+        H100x8: (
+            "vllm-fp8-tp2-pp1-h100",
+            "specific to H100, fp8 (lowest precision among them), 2 GPUs (throughput: fewest GPUs)",
+        ),
+        # specific beats the generic fp8 tp2
+        "H200:2": ("vllm-bf16-tp2-pp1-h200", "specific to H200 (so before the lower-precision generic ones)"),
+        B200: (NO_PROFILE, "closest: vllm-fp8-tp2-pp1: 1 more GPU; "),  # no tp1 profile for 72B
+        BUSY: (NO_PROFILE, "vllm-fp8-tp2-pp1: a GPU with compute capability >= 8.9"),
     },
     "gemma-3-27b-it": {
-        NONE: NO_PROFILE,
-        L4: NO_PROFILE,
-        A100: "vllm-bf16-tp1-pp1",
-        L40S2: "vllm-fp8-tp2-pp1-l40s",
-        H100x8: "vllm-fp8-tp1-pp1-h100",
-        B200: "vllm-fp8-tp1-pp1",
-        BUSY: NO_PROFILE,
+        NONE: (NO_PROFILE, "closest: vllm-fp8-tp1-pp1-h100: a machine with 1 H100 PCI 2330:10de GPU; "),
+        L4: (NO_PROFILE, "closest: vllm-fp8-tp1-pp1: a lower precision or tp2; "),  # too large for 24 GB
+        A100: ("vllm-bf16-tp1-pp1", "the only runnable profile; fits: needs 63.4 GiB/GPU, 72.0 GiB usable"),
+        L40S2: ("vllm-fp8-tp2-pp1-l40s", "first of 4 runnable by the rule: specific to L40S, fp8"),
+        H100x8: ("vllm-fp8-tp1-pp1-h100", "specific to H100, fp8 (lowest precision among them), 1 GPU"),
+        B200: ("vllm-fp8-tp1-pp1", "fits: needs 37.9 GiB/GPU, 162.0 GiB usable"),
+        BUSY: (NO_PROFILE, "closest: vllm-bf16-tp1-pp1: free GPU memory (other processes hold it); "),
     },
     "phi-3.5-vision-instruct": {
-        NONE: NO_PROFILE,
-        L4: "vllm-fp8-tp1-pp1",
-        A100: "vllm-bf16-tp1-pp1",
-        L40S2: "vllm-fp8-tp1-pp1",
-        H100x8: "vllm-fp8-tp1-pp1",
-        B200: "vllm-fp8-tp1-pp1",
-        "A10G": "vllm-bf16-tp1-pp1-a10g",
-        BUSY: NO_PROFILE,
+        NONE: (NO_PROFILE, "closest: vllm-bf16-tp1-pp1-a10g: a machine with 1 A10G PCI 2237:10de GPU; "),
+        L4: ("vllm-fp8-tp1-pp1", "the only runnable profile; fits: needs 17.9 GiB/GPU, 21.6 GiB usable"),
+        A100: ("vllm-bf16-tp1-pp1", "the only runnable profile; fits: needs 21.7 GiB/GPU, 72.0 GiB usable"),
+        L40S2: (
+            "vllm-fp8-tp1-pp1",
+            "first of 4 runnable by the rule: fp8 (lowest precision among them), 1 GPU",
+        ),
+        H100x8: ("vllm-fp8-tp1-pp1", "first of 4 runnable by the rule: fp8 (lowest precision among them)"),
+        B200: ("vllm-fp8-tp1-pp1", "first of 2 runnable by the rule: fp8 (lowest precision among them)"),
+        "A10G": ("vllm-bf16-tp1-pp1-a10g", "the only runnable profile; fits: needs 15.7 GiB/GPU, 21.6 GiB"),
+        BUSY: (NO_PROFILE, "closest: vllm-bf16-tp1-pp1: free GPU memory (other processes hold it); "),
     },
     "mistral-small-3.1-24b-instruct": {
-        NONE: NO_PROFILE,
-        L4: NO_PROFILE,
-        A100: "vllm-bf16-tp1-pp1",
-        L40S2: "vllm-fp8-tp2-pp1",  # the L40S fp8 tp1 profile is low memory at 128k context
-        H100x8: "vllm-fp8-tp1-pp1-h100",
-        B200: "vllm-fp8-tp1-pp1",
-        BUSY: NO_PROFILE,
+        NONE: (NO_PROFILE, "closest: vllm-fp8-tp1-pp1-h100: a machine with 1 H100 PCI 2330:10de GPU; "),
+        L4: (NO_PROFILE, "closest: vllm-fp8-tp1-pp1: a lower precision or tp2; "),
+        A100: ("vllm-bf16-tp1-pp1", "the only runnable profile; fits: needs 66.7 GiB/GPU, 72.0 GiB usable"),
+        # the L40S fp8 tp1 profile is low memory at 128k context
+        L40S2: (
+            "vllm-fp8-tp2-pp1",
+            "first of 2 runnable by the rule: fp8 (lowest precision among them), 2 GPUs",
+        ),
+        H100x8: ("vllm-fp8-tp1-pp1-h100", "specific to H100, fp8 (lowest precision among them), 1 GPU"),
+        B200: ("vllm-fp8-tp1-pp1", "fits: needs 44.4 GiB/GPU, 162.0 GiB usable"),
+        BUSY: (NO_PROFILE, "closest: vllm-bf16-tp1-pp1: free GPU memory (other processes hold it); "),
     },
 }
-CASES = [(model, gpus, name) for model, row in EXPECTED.items() for gpus, name in row.items()]
+CASES = [(model, gpus, *cell) for model, row in EXPECTED.items() for gpus, cell in row.items()]
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +97,11 @@ def manifests() -> dict[str, Manifest]:
     return {model: find_manifest(model) for model in EXPECTED}
 
 
-@pytest.mark.parametrize(("model", "gpus", "expected"), CASES, ids=[f"{m}-{g}" for m, g, _ in CASES])
+@pytest.mark.parametrize(
+    ("model", "gpus", "expected", "reason"), CASES, ids=[f"{m}-{g}" for m, g, _, _ in CASES]
+)
 def test_automatic_choice(
-    manifests: dict[str, Manifest], model: str, gpus: str, expected: str | None
+    manifests: dict[str, Manifest], model: str, gpus: str, expected: str | None, reason: str
 ) -> None:
     manifest, inventory = manifests[model], parse_gpu_spec(gpus)
     if expected is None:
@@ -82,10 +109,12 @@ def test_automatic_choice(
             select_profile(manifest, inventory)
         assert caught.value.message.startswith(f"no runnable profile for {model} on ")
         assert caught.value.hint and caught.value.hint.startswith("closest: ")
+        assert reason in caught.value.hint
         return
     selection = select_profile(manifest, inventory)
     assert selection.profile.name == expected
     assert selection.reason.startswith(f"{expected}: ")
+    assert reason in selection.reason
     assert "\n" not in selection.reason
     assert len(selection.classification) == len(manifest.profiles)
     assert selection.chosen.runnable
