@@ -16,9 +16,13 @@ same for every command.
     │   ├── TimeoutError_             5  a wait or request ran past its deadline
     │   ├── RequestRejectedError      6  the server answered 4xx
     │   └── ServerFailedError         7  the server answered 5xx
+    │       └── UnreadableAnswerError 7  an answer that is not JSON or not of the expected shape
     ├── ProfileError                  8  no runnable profile / pinned profile not runnable
     ├── RuntimeFailure                9  container or engine failed (exited while starting, build failed)
     └── RuntimeUnavailableError      10  Docker daemon (or the chosen runtime) not reachable
+
+Two codes come from no exception: 130 for Ctrl-C, and 141 when the reader of stdout went
+away (``nimctl metrics --raw | head``), as for a command killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ EXIT_SERVER_ERROR = 7
 EXIT_NO_PROFILE = 8
 EXIT_RUNTIME_FAILED = 9
 EXIT_RUNTIME_UNAVAILABLE = 10
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
-# name -> (code, meaning); rendered into the README's table by hand, checked by a test.
+# code -> meaning: the README's table, written by hand; tests/cli/test_exit_codes.py checks they agree.
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_UNEXPECTED: "unexpected error (a bug: run again with --debug and report it)",
@@ -44,10 +50,12 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NOT_READY: "server is live but not ready (model still loading or engine down)",
     EXIT_TIMEOUT: "timed out waiting for the server or a request",
     EXIT_REJECTED: "request rejected by the server (HTTP 4xx)",
-    EXIT_SERVER_ERROR: "server error (HTTP 5xx)",
+    EXIT_SERVER_ERROR: "server error (HTTP 5xx, or an answer nimctl cannot read)",
     EXIT_NO_PROFILE: "no runnable profile for this machine, or the pinned one cannot run",
     EXIT_RUNTIME_FAILED: "container or engine failed (exited while starting, image build failed)",
     EXIT_RUNTIME_UNAVAILABLE: "container runtime unavailable (Docker daemon not reachable)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_BROKEN_PIPE: "the reader of the output went away (a closed pipe, as with SIGPIPE)",
 }
 
 
@@ -123,6 +131,13 @@ class RequestRejectedError(HTTPStatusError):
 
 class ServerFailedError(HTTPStatusError):
     exit_code = EXIT_SERVER_ERROR
+
+
+class UnreadableAnswerError(ServerFailedError):
+    """The server answered, but nothing nimctl can read: not JSON, or not the expected shape."""
+
+    def __init__(self, message: str, *, status: int = 200, hint: str | None = None) -> None:
+        super().__init__(message, status=status, hint=hint)
 
 
 class ProfileError(NimctlError):

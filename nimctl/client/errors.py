@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
+from nimctl.client._httpx import httpx
 from nimctl.errors import (
     ClientError,
     HTTPStatusError,
@@ -29,9 +28,14 @@ def map_transport_error(
 ) -> ClientError:
     """A failure below HTTP (no status): connection, timeout, protocol."""
     reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        # Nothing accepted the connection: a wrong or filtered address, not a slow server.
+        return ServerUnreachableError(
+            f"cannot reach the server at {base_url} (no answer to the connection in time)",
+            hint="check the address and port (a firewall may drop the packets); " + _START_HINT,
+        )
     if isinstance(exc, httpx.TimeoutException):
         what = {
-            httpx.ConnectTimeout: "connecting to",
             httpx.PoolTimeout: "waiting for a connection to",
             httpx.WriteTimeout: "sending to",
         }.get(type(exc), "waiting for an answer from")
@@ -80,7 +84,6 @@ def error_for_status(
     status: int,
     message: str,
     *,
-    path: str,
     error_type: str | None = None,
     body: Any = None,
     not_found_hint: str | None = None,
@@ -125,9 +128,7 @@ def raise_for_status(response: httpx.Response, path: str, *, not_found_hint: str
     message, error_type = parse_error_body(body)
     status = response.status_code
     message = message or f"{path} answered HTTP {status} {response.reason_phrase}".rstrip()
-    raise error_for_status(
-        status, message, path=path, error_type=error_type, body=body, not_found_hint=not_found_hint
-    )
+    raise error_for_status(status, message, error_type=error_type, body=body, not_found_hint=not_found_hint)
 
 
 def error_from_body(body: dict[str, Any], path: str) -> ClientError:
@@ -138,8 +139,7 @@ def error_from_body(body: dict[str, Any], path: str) -> ClientError:
     status = code if isinstance(code, int) and 400 <= code < 600 else 500
     return error_for_status(
         status,
-        message or "the server reported an error mid-stream",
-        path=path,
+        message or f"the server reported an error in the middle of its reply from {path}",
         error_type=error_type,
         body=body,
     )

@@ -7,35 +7,25 @@ server's own message (from its OpenAI-shaped error body) and a hint. The result 
 
 from __future__ import annotations
 
-import sys
+import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-# httpx's __init__ imports its own command-line tool (click, rich.progress, pygments: ~90 ms,
-# a third of a `nimctl health` run) whenever those happen to be installed. A None entry in
-# sys.modules makes that optional import fail fast, httpx falls back to its stub `main`, and
-# the entry is removed again. nimctl never runs the httpx CLI.
-if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
-    sys.modules["httpx._main"] = None  # type: ignore[assignment]
-    try:
-        import httpx
-    finally:
-        if sys.modules.get("httpx._main", ...) is None:
-            del sys.modules["httpx._main"]
-import httpx  # binds the name when httpx was imported before this module
-
 from nimctl import __version__
+from nimctl.client import DEFAULT_URL
+from nimctl.client._httpx import httpx
+from nimctl.client.answers import NOT_A_NIM_HINT, json_body, parse_answer
 from nimctl.client.errors import map_transport_error, raise_for_status
-from nimctl.errors import ClientError, ServerNotReadyError, ServerUnreachableError, TimeoutError_, UsageError
+from nimctl.client.stream import ChatStream
+from nimctl.errors import ServerNotReadyError, ServerUnreachableError, TimeoutError_, UsageError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from nimctl.client.types import (
         ChatCompletion,
-        ChatCompletionChunk,
         DetokenizeResult,
         HealthReport,
         HealthStatus,
@@ -48,7 +38,6 @@ if TYPE_CHECKING:
         VersionInfo,
     )
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 _Result = TypeVar("_Result", bound="BaseModel")
 
 
@@ -105,6 +94,7 @@ class NimClient:
             headers=headers,
             timeout=self._timeout(self.timeouts.management),
             transport=transport,
+            verify=_tls_context(self.base_url),
             # Proxies from the environment rarely lead to a local server and are a classic trap.
             trust_env=False,
         )
@@ -149,27 +139,23 @@ class NimClient:
             raise_for_status(response, path, not_found_hint=not_found_hint)
         return response
 
-    def _get_json(self, path: str, **kwargs: Any) -> Any:
-        return _json_body(self._send("GET", path, **kwargs), path)
+    def _get(self, result: type[_Result], path: str, **kwargs: Any) -> _Result:
+        return parse_answer(result, json_body(self._send("GET", path, **kwargs), path), path)
 
-    def _post_json(self, path: str, payload: dict[str, Any], **kwargs: Any) -> Any:
-        return _json_body(self._send("POST", path, json=payload, **kwargs), path)
+    def _post(self, result: type[_Result], path: str, payload: dict[str, Any], **kwargs: Any) -> _Result:
+        return parse_answer(result, json_body(self._send("POST", path, json=payload, **kwargs), path), path)
 
     # -- health ----------------------------------------------------------------------
     def live(self) -> HealthStatus:
         from nimctl.client.types import HealthStatus
 
-        return _parse(
-            HealthStatus, self._get_json("/v1/health/live", not_found_hint=_NOT_A_NIM), "/v1/health/live"
-        )
+        return self._get(HealthStatus, "/v1/health/live", not_found_hint=NOT_A_NIM_HINT)
 
     def ready(self) -> HealthStatus:
         """The ready probe; a server still loading raises :class:`ServerNotReadyError` (503)."""
         from nimctl.client.types import HealthStatus
 
-        return _parse(
-            HealthStatus, self._get_json("/v1/health/ready", not_found_hint=_NOT_A_NIM), "/v1/health/ready"
-        )
+        return self._get(HealthStatus, "/v1/health/ready", not_found_hint=NOT_A_NIM_HINT)
 
     def health(self, *, live_only: bool = False) -> HealthReport:
         """Both probes as one report; "not ready" is a state here, not an error."""
@@ -193,8 +179,8 @@ class NimClient:
         live_only: bool = False,
         on_poll: Callable[[str, float], None] | None = None,
     ) -> HealthReport:
-        """Poll the ready probe (or only the live one) until it passes; unreachable and not-ready
-        both mean "keep waiting", any other answer (a 404 from a wrong URL) stops at once.
+        """Poll the ready probe (or only the live one) until it passes; unreachable, 503 and
+        not-ready mean "keep waiting", any other answer (a 404 from a wrong URL) stops at once.
 
         ``on_poll(state, elapsed_seconds)`` is called after each probe (for a progress display).
         Raises :class:`TimeoutError_` naming the last state seen when ``timeout`` passes.
@@ -209,6 +195,9 @@ class NimClient:
                 last_state = "unreachable"
             except TimeoutError_:
                 last_state = "no answer in time"
+            except ServerNotReadyError as exc:
+                # A 503 from the live probe: a proxy or load balancer in front of a NIM still starting.
+                last_state = f"not live ({exc.server_message or 'HTTP 503'})"
             else:
                 if report.ready or live_only:
                     return report
@@ -228,23 +217,22 @@ class NimClient:
     def metadata(self) -> Metadata:
         from nimctl.client.types import Metadata
 
-        return _parse(Metadata, self._get_json("/v1/metadata"), "/v1/metadata")
+        return self._get(Metadata, "/v1/metadata")
 
     def version(self) -> VersionInfo:
         from nimctl.client.types import VersionInfo
 
-        return _parse(VersionInfo, self._get_json("/v1/version"), "/v1/version")
+        return self._get(VersionInfo, "/v1/version")
 
     def license(self) -> License:
         from nimctl.client.types import License
 
-        body = self._get_json("/v1/license", not_found_hint="this model ships no license file")
-        return _parse(License, body, "/v1/license")
+        return self._get(License, "/v1/license", not_found_hint="this model ships no license file")
 
     def manifest(self) -> Manifest:
         from nimctl.client.types import Manifest
 
-        return _parse(Manifest, self._get_json("/v1/manifest"), "/v1/manifest")
+        return self._get(Manifest, "/v1/manifest")
 
     def metrics_text(self) -> str:
         return self._send("GET", "/v1/metrics").text
@@ -253,7 +241,7 @@ class NimClient:
     def models(self) -> list[ModelCard]:
         from nimctl.client.types import ModelList
 
-        return _parse(ModelList, self._get_json("/v1/models"), "/v1/models").data
+        return self._get(ModelList, "/v1/models").data
 
     def default_model(self) -> str:
         """The served model's name when there is exactly one; otherwise a clear error."""
@@ -275,9 +263,7 @@ class NimClient:
         payload: dict[str, Any] = {"prompt": text, "return_token_strs": True}
         if model:
             payload["model"] = model
-        return _parse(
-            TokenizeResult, self._post_json("/tokenize", payload, not_found_hint=_MODELS), "/tokenize"
-        )
+        return self._post(TokenizeResult, "/tokenize", payload, not_found_hint=_MODELS)
 
     def detokenize(self, tokens: list[int], *, model: str | None = None) -> DetokenizeResult:
         from nimctl.client.types import DetokenizeResult
@@ -285,8 +271,7 @@ class NimClient:
         payload: dict[str, Any] = {"tokens": tokens}
         if model:
             payload["model"] = model
-        body = self._post_json("/detokenize", payload, not_found_hint=_MODELS)
-        return _parse(DetokenizeResult, body, "/detokenize")
+        return self._post(DetokenizeResult, "/detokenize", payload, not_found_hint=_MODELS)
 
     def render(self, messages: list[dict[str, Any]], *, model: str | None = None) -> RenderResult:
         from nimctl.client.types import RenderResult
@@ -294,18 +279,20 @@ class NimClient:
         payload: dict[str, Any] = {"messages": messages}
         if model:
             payload["model"] = model
-        body = self._post_json("/v1/chat/completions/render", payload, not_found_hint=_MODELS)
-        return _parse(RenderResult, body, "/v1/chat/completions/render")
+        return self._post(RenderResult, "/v1/chat/completions/render", payload, not_found_hint=_MODELS)
 
     def chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatCompletion:
         """One whole chat completion. ``params`` go into the request as they are (max_tokens, seed...)."""
         from nimctl.client.types import ChatCompletion
 
         payload = {**_drop_none(params), "model": model, "messages": messages, "stream": False}
-        body = self._post_json(
-            "/v1/chat/completions", payload, read_timeout=self.timeouts.inference, not_found_hint=_MODELS
+        return self._post(
+            ChatCompletion,
+            "/v1/chat/completions",
+            payload,
+            read_timeout=self.timeouts.inference,
+            not_found_hint=_MODELS,
         )
-        return _parse(ChatCompletion, body, "/v1/chat/completions")
 
     def chat_stream(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatStream:
         """A streamed chat completion. The request is sent now (so a 4xx raises here).
@@ -333,88 +320,19 @@ class NimClient:
         return ChatStream(response, self.base_url, path)
 
 
-class ChatStream:
-    """The chunks of one streamed reply; see :meth:`NimClient.chat_stream`."""
-
-    def __init__(self, response: httpx.Response, base_url: str, path: str) -> None:
-        self._response = response
-        self._base_url = base_url
-        self._path = path
-
-    def __enter__(self) -> ChatStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._response.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._response.is_closed
-
-    def __iter__(self) -> Iterator[ChatCompletionChunk]:
-        import json
-
-        from nimctl.client.types import ChatCompletionChunk
-
-        try:
-            for line in self._response.iter_lines():
-                if not line.startswith("data:"):
-                    continue  # SSE comments, event names and blank separators
-                data = line[len("data:") :].strip()
-                if data == "[DONE]":
-                    return
-                try:
-                    body = json.loads(data)
-                except ValueError:
-                    raise ClientError(
-                        f"the server sent a stream frame that is not JSON: {data[:200]!r}"
-                    ) from None
-                if isinstance(body, dict) and "error" in body:
-                    _raise_stream_error(body, self._path)
-                yield _parse(ChatCompletionChunk, body, self._path)
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, self._base_url, self._path, mid_stream=True) from None
-        finally:
-            self.close()
-
-
-_NOT_A_NIM = "is --url pointing at a nimctl/NIM server? It does not know this path"
 _MODELS = "see the served model names with `nimctl models`"
 
 
-def _raise_stream_error(body: dict[str, Any], path: str) -> None:
-    """vLLM reports an error found mid-stream as a ``data: {"error": ...}`` frame."""
-    from nimctl.client.errors import error_from_body
+def _tls_context(base_url: str) -> ssl.SSLContext:
+    """The TLS settings: CA certificates from SSL_CERT_FILE / SSL_CERT_DIR, else certifi's.
 
-    raise error_from_body(body, path)
-
-
-def _parse(model: type[_Result], body: Any, path: str) -> _Result:
-    """Validate an answer; a shape we cannot read is the server's fault, said in one line."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the body"
-        raise ClientError(
-            f"the server's answer to {path} has an unexpected shape ({where}: {first['msg']})",
-            hint="is --url a nimctl/NIM server of a matching version?",
-        ) from None
-
-
-def _json_body(response: httpx.Response, path: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise ClientError(
-            f"{path} answered {response.status_code} with a body that is not JSON: {response.text[:200]!r}",
-            hint=_NOT_A_NIM,
-        ) from None
+    A plain-http server gets an empty context instead: loading a CA bundle costs about a
+    third of a `nimctl health` run, and this client follows no redirects, so no TLS
+    connection can happen (one would fail verification, not go unchecked).
+    """
+    if base_url.startswith("http://"):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return httpx.create_ssl_context(trust_env=True)
 
 
 def _drop_none(params: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from nimctl.errors import (
     ServerNotReadyError,
     ServerUnreachableError,
     TimeoutError_,
+    UnreadableAnswerError,
     UsageError,
 )
 
@@ -294,3 +296,49 @@ def test_answer_of_the_wrong_shape_is_one_clear_line() -> None:
     client = make_client(lambda _: httpx.Response(200, json={"count": "many", "tokens": "x"}))
     with pytest.raises(ClientError, match=r"answer to /tokenize has an unexpected shape \(count:"):
         client.tokenize("hi")
+
+
+def test_unreadable_answers_are_server_errors() -> None:
+    for answer in (httpx.Response(200, text="<html>hello</html>"), httpx.Response(200, json={"count": "many"})):
+        with pytest.raises(UnreadableAnswerError) as info:
+            make_client(lambda _, answer=answer: answer).tokenize("hi")
+        assert info.value.exit_code == EXIT_SERVER_ERROR
+
+
+def test_connect_timeout_is_unreachable_not_a_timeout() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    with pytest.raises(ServerUnreachableError, match="no answer to the connection in time") as info:
+        make_client(handler).live()
+    assert info.value.exit_code == EXIT_UNREACHABLE
+    assert info.value.hint and "firewall" in info.value.hint
+
+
+def test_wait_until_ready_waits_through_a_503_from_the_live_probe() -> None:
+    # A proxy in front of a NIM that is still starting answers the live probe with 503.
+    answers = iter([openai_error(503, "upstream starting"), httpx.Response(200, json={"status": "live"})])
+    states: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/health/live":
+            return next(answers)
+        return httpx.Response(200, json={"status": "ready", "message": "ok"})
+
+    report = make_client(handler).wait_until_ready(30, interval=0, on_poll=lambda s, _: states.append(s))
+    assert report.ready
+    assert states == ["not live (upstream starting)"]
+
+
+def test_plain_http_loads_no_ca_bundle_and_https_honours_ssl_cert_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import ssl
+
+    from nimctl.client.http import _tls_context
+
+    plain = _tls_context("http://127.0.0.1:8000")
+    assert plain.verify_mode == ssl.CERT_REQUIRED and plain.cert_store_stats()["x509_ca"] == 0
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(FileNotFoundError):
+        _tls_context("https://nim.example")  # the variable is read, not ignored
