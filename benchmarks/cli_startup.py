@@ -2,8 +2,11 @@
 
 Times ``nimctl --help``, ``nimctl health`` and ``nimctl tokenize`` (several runs each,
 median wall time) and ``python -c pass`` in the same environment, and prints the ratios
-(target: <= 2x). ``--importtime`` also lists the packages that take the most import time
-on each command's path, from ``python -X importtime``.
+(target: <= 2x). Two reference rows show the floor under any Python CLI of this design:
+importing the stdlib's HTTP client, and importing Typer and httpx (the libraries the CLI is
+built on) without running anything. ``nimctl health (no URL)`` adds the default target's
+lookup of running instances. ``--importtime`` also lists the packages that take the most
+import time on each command's path, from ``python -X importtime``.
 
     python benchmarks/cli_startup.py                      # against a closed port: pure start-up
     python benchmarks/cli_startup.py --url http://127.0.0.1:8000 --importtime
@@ -90,34 +93,39 @@ def main() -> None:
 
     url = options.url or closed_port_url()
     env = {**os.environ, "NO_COLOR": "1", "NIMCTL_URL": url}
+    no_url_env = {key: value for key, value in env.items() if key != "NIMCTL_URL"}
     nimctl = nimctl_command()
-    cases = {
-        "python -c pass": [sys.executable, "-c", "pass"],
-        "nimctl --help": [*nimctl, "--help"],
-        "nimctl health": [*nimctl, "health"],
-        "nimctl tokenize": [*nimctl, "tokenize", "hello world"],
+    cases: dict[str, tuple[list[str], dict[str, str]]] = {
+        "python -c pass": ([sys.executable, "-c", "pass"], env),
+        "floor: http.client": ([sys.executable, "-c", "import http.client, json"], env),
+        "floor: typer+httpx": ([sys.executable, "-c", "import typer, nimctl.client._httpx"], env),
+        "nimctl --help": ([*nimctl, "--help"], env),
+        "nimctl health": ([*nimctl, "health"], env),
+        "nimctl tokenize": ([*nimctl, "tokenize", "hello world"], env),
+        "nimctl health (no URL)": ([*nimctl, "health"], no_url_env),
     }
     # One warm-up each so that every case reads .pyc files from a warm page cache.
-    for argv in cases.values():
-        time_runs(argv, 1, env)
+    for argv, case_env in cases.values():
+        time_runs(argv, 1, case_env)
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    for name, argv in cases.items():
-        walls, cpus = time_runs(argv, options.runs, env)
+    for name, (argv, case_env) in cases.items():
+        walls, cpus = time_runs(argv, options.runs, case_env)
         wall[name], cpu[name] = statistics.median(walls), statistics.median(cpus)
     base_wall, base_cpu = wall["python -c pass"], cpu["python -c pass"]
     where = url if options.url else f"{url} (closed port)"
-    print(f"{options.runs} runs each, medians; server: {where}")
-    print(f"{'command':<20} {'wall ms':>9} {'x python':>9} {'cpu ms':>9} {'x python':>9}")
+    print(f"{options.runs} runs each, medians; server: {where}; target: nimctl rows <= 2x python")
+    print(f"{'command':<24} {'wall ms':>9} {'x python':>9} {'cpu ms':>9} {'x python':>9}  target")
     for name in cases:
+        verdict = ("ok" if wall[name] <= 2 * base_wall else "MISS") if name.startswith("nimctl") else ""
         print(
-            f"{name:<20} {wall[name] * 1000:>9.1f} {wall[name] / base_wall:>9.2f}"
-            f" {cpu[name] * 1000:>9.1f} {cpu[name] / base_cpu:>9.2f}"
+            f"{name:<24} {wall[name] * 1000:>9.1f} {wall[name] / base_wall:>9.2f}"
+            f" {cpu[name] * 1000:>9.1f} {cpu[name] / base_cpu:>9.2f}  {verdict}"
         )
     if options.importtime:
-        for name, argv in cases.items():
+        for name, (argv, case_env) in cases.items():
             if name.startswith("nimctl"):
-                culprits = import_culprits(argv[len(nimctl) :], env, options.top)
+                culprits = import_culprits(argv[len(nimctl) :], case_env, options.top)
                 print(f"\n{name}: import time by top-level package, ms (the modules' own times added up)")
                 for package, ms in culprits:
                     print(f"  {package:<28} {ms:8.1f}")

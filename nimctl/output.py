@@ -117,12 +117,20 @@ class Output:
 
     # -- diagnostics (stderr) ---------------------------------------------------
     def info(self, message: str) -> None:
-        self.err.print(message, markup=False, highlight=False)
+        self._diagnostic(message, None)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"Warning: {message}", markup=False, style="yellow")
+        self._diagnostic(f"Warning: {message}", "yellow")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        self.err.print(f"Error: {message}", markup=False, style="bold red")
+        self._diagnostic(f"Error: {message}", "bold red")
         if hint:
-            self.err.print(f"Hint: {hint}", markup=False, style="cyan")
+            self._diagnostic(f"Hint: {hint}", "cyan")
+
+    def _diagnostic(self, line: str, style: str | None) -> None:
+        if not _wants_colour(sys.stderr):
+            # Without colour Rich adds nothing here, and a failing command need not import it.
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            return
+        self.err.print(line, markup=False, highlight=False, style=style)

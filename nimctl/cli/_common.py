@@ -1,16 +1,31 @@
-"""What every command shares: the output sink and the --format option."""
+"""What the commands share: the output sink, common options, and reading text from stdin."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
+from nimctl.errors import UsageError
 from nimctl.output import Format, Output
 
 FormatOption = Annotated[
     Format,
     typer.Option("--format", "-f", help="Output format: a human table/text, or JSON with stable keys."),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model name [default: the server's only model].", show_default=False),
+]
+ImageOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--image", "-i", help="Image file or http(s) URL to ask about (repeatable).", show_default=False
+    ),
+]
+SystemOption = Annotated[
+    str | None, typer.Option("--system", "-s", help="System prompt.", show_default=False)
 ]
 
 
@@ -19,3 +34,16 @@ def output(ctx: typer.Context, fmt: Format = Format.table) -> Output:
     root = ctx.find_root()
     debug = bool(root.obj and root.obj.get("debug"))
     return Output(fmt, debug=debug)
+
+
+def read_text_argument(text: str | None, what: str) -> str:
+    """The argument; else standard input, when the argument is ``-`` or missing and stdin is no terminal.
+
+    An argument never reads stdin too: `while read q; do nimctl chat "$q"; done < file` must
+    not swallow the file, and a CI step whose stdin is an open pipe must not hang.
+    """
+    if text is not None and text != "-":
+        return text
+    if text == "-" or not sys.stdin.isatty():
+        return sys.stdin.read().rstrip("\n")
+    raise UsageError(f"no {what} given", hint=f"pass the {what} as an argument, or pipe it on standard input")

@@ -1,8 +1,10 @@
 """Where the client commands talk to, and the options that say so.
 
 Order: ``--url``, else ``NIMCTL_URL`` (both through the option), else the one running
-instance that ``nimctl ps`` shows, else ``http://127.0.0.1:8000``. Imports nothing heavy:
-every client command pays for this module at start-up.
+instance that ``nimctl ps`` shows, else ``http://127.0.0.1:8000``; several running
+instances and no URL is a usage error rather than a guess. The module itself is cheap;
+the instance lookup reads nimctl's state folder and, when a Docker socket is there, asks
+the daemon (the docker SDK's import, about 0.1 s): scripts that set ``NIMCTL_URL`` never pay it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nimctl.errors import NimctlError
+from nimctl.client import DEFAULT_URL
+from nimctl.errors import NimctlError, UsageError
 
 if TYPE_CHECKING:
     from nimctl.client.http import NimClient
-
-FALLBACK_URL = "http://127.0.0.1:8000"
 
 UrlOption = Annotated[
     str | None,
@@ -52,25 +53,30 @@ TimeoutOption = Annotated[
 
 
 def find_running_instance_url() -> str | None:
-    """The URL of the one instance ``nimctl ps`` would list, or None (none, or several).
+    """The URL of the one instance ``nimctl ps`` would list; None when none runs.
 
-    Called only when neither ``--url`` nor ``NIMCTL_URL`` is given, so scripts that set them
-    never pay for a runtime lookup. Local instances are read first; Docker is asked (about a
-    second at most) only when that can still change the answer and a daemon may be there.
+    Called only when neither ``--url`` nor ``NIMCTL_URL`` is given. Local instances are read
+    first; Docker is asked (about a second at most) only when that can still change the
+    answer and a daemon may be there. Several running instances raise a UsageError.
     """
     from nimctl.runtime.manage import running_instance_urls
 
     try:
         urls = running_instance_urls()
     except NimctlError:
-        return None  # no runtime to ask: the fallback URL is as good a guess as any
-    return urls[0] if len(urls) == 1 else None
+        return None  # no runtime to ask: the default URL is as good a guess as any
+    if len(urls) > 1:
+        raise UsageError(
+            f"several nimctl instances are running ({', '.join(urls)}, ...); which one?",
+            hint="pass --url (or set NIMCTL_URL); `nimctl ps` lists them",
+        )
+    return urls[0] if urls else None
 
 
 def resolve_url(url: str | None) -> str:
     if url:
         return url
-    return find_running_instance_url() or FALLBACK_URL
+    return find_running_instance_url() or DEFAULT_URL
 
 
 def make_client(

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nimctl.cli._common import FormatOption, output
+from nimctl.cli._common import (
+    FormatOption,
+    ImageOption,
+    ModelOption,
+    SystemOption,
+    output,
+    read_text_argument,
+)
 from nimctl.cli._target import ApiKeyOption, TimeoutOption, UrlOption, make_client
 from nimctl.errors import UsageError
 from nimctl.output import Format
@@ -26,24 +33,13 @@ def chat(
     prompt: Annotated[
         str | None,
         typer.Argument(
-            help="The question. Without it: standard input when piped, else an interactive session."
+            help="The question ('-': standard input). Without it: standard input when piped, "
+            "else an interactive session."
         ),
     ] = None,
-    image: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--image", "-i", help="Image file or http(s) URL to ask about (repeatable).", show_default=False
-        ),
-    ] = None,
-    system: Annotated[
-        str | None, typer.Option("--system", "-s", help="System prompt.", show_default=False)
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Model name [default: the server's only model].", show_default=False
-        ),
-    ] = None,
+    image: ImageOption = None,
+    system: SystemOption = None,
+    model: ModelOption = None,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", min=1, help="Longest reply, in tokens.", show_default=False)
     ] = None,
@@ -94,12 +90,10 @@ def chat(
 
 
 def _one_shot_text(prompt: str | None) -> str:
-    """The argument, the piped input, or both (the argument first, like `ollama run m "sum up" < file`)."""
-    piped = "" if sys.stdin.isatty() else sys.stdin.read()
-    parts = [part for part in (prompt, piped.strip("\n")) if part]
-    if not parts:
+    text = read_text_argument(prompt, "question")
+    if not text.strip():
         raise UsageError("the prompt is empty", hint="pass a question as an argument or on standard input")
-    return "\n\n".join(parts)
+    return text
 
 
 def _answer_once(out: Output, talk: Conversation, question: str, *, stream: bool, show_stats: bool) -> None:

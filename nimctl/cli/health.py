@@ -56,8 +56,12 @@ def health(
         raise UsageError(
             "--timeout 0 leaves the probe no time", hint="give a positive --timeout, or add --wait"
         )
-    # `--wait --timeout 0` means "do not wait": one probe, which still gets its usual limit.
-    probe_timeout = PROBE_TIMEOUT_S if timeout is None or timeout == 0 else min(PROBE_TIMEOUT_S, timeout)
+    # Without --wait, --timeout is the probe's own limit. With it, each probe keeps its usual
+    # limit (shortened to fit a shorter wait), and `--wait --timeout 0` is a single probe.
+    if not wait:
+        probe_timeout = PROBE_TIMEOUT_S if timeout is None else timeout
+    else:
+        probe_timeout = PROBE_TIMEOUT_S if not timeout else min(PROBE_TIMEOUT_S, timeout)
     with make_client(url, api_key, timeout=probe_timeout) as client:
         if wait:
             report = _wait(out, client, DEFAULT_WAIT_S if timeout is None else timeout, interval, live)
@@ -76,10 +80,15 @@ def _wait(out: Output, client: NimClient, timeout: float, interval: float, live:
     target = "live" if live else "ready"
     if not out.interactive:
         return client.wait_until_ready(timeout, interval=interval, live_only=live)
+    from rich.markup import escape
+
     with out.err.status(f"waiting for the server to be {target}...") as status:
 
         def on_poll(state: str, elapsed: float) -> None:
-            status.update(f"waiting for the server to be {target}: {state} [{elapsed:.0f}/{timeout:g} s]")
+            # The state holds the server's own words: text, not Rich markup.
+            status.update(
+                f"waiting for the server to be {target}: {escape(state)} [{elapsed:.0f}/{timeout:g} s]"
+            )
 
         return client.wait_until_ready(timeout, interval=interval, live_only=live, on_poll=on_poll)
 

@@ -11,15 +11,17 @@ from typing import Annotated, Any
 
 import typer
 
-from nimctl.cli._common import FormatOption, output
+from nimctl.cli._common import (
+    FormatOption,
+    ImageOption,
+    ModelOption,
+    SystemOption,
+    output,
+    read_text_argument,
+)
 from nimctl.cli._target import ApiKeyOption, TimeoutOption, UrlOption, make_client
-from nimctl.errors import UsageError
+from nimctl.errors import UnreadableAnswerError, UsageError
 from nimctl.output import Format
-
-ModelOption = Annotated[
-    str | None,
-    typer.Option("--model", "-m", help="Model name [default: the server's only model].", show_default=False),
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -27,15 +29,6 @@ def register(app: typer.Typer) -> None:
     app.command("detokenize")(detokenize)
     app.command("render")(render)
     app.command("models")(models)
-
-
-def read_text_argument(text: str | None, what: str) -> str:
-    """The argument, or standard input when it is ``-`` or missing and stdin is not a terminal."""
-    if text is not None and text != "-":
-        return text
-    if text == "-" or not sys.stdin.isatty():
-        return sys.stdin.read().rstrip("\n")
-    raise UsageError(f"no {what} given", hint=f"pass the {what} as an argument, or pipe it on standard input")
 
 
 def tokenize(
@@ -99,11 +92,8 @@ def detokenize(
 def render(
     ctx: typer.Context,
     text: Annotated[str | None, typer.Argument(help="The user's message ('-': standard input).")] = None,
-    system: Annotated[str | None, typer.Option("--system", "-s", help="A system message first.")] = None,
-    image: Annotated[
-        list[str] | None,
-        typer.Option("--image", "-i", help="Image file or URL in the user's message (repeatable)."),
-    ] = None,
+    system: SystemOption = None,
+    image: ImageOption = None,
     messages_file: Annotated[
         str | None,
         typer.Option(
@@ -122,7 +112,9 @@ def render(
     with make_client(url, api_key, timeout=timeout) as client:
         result = client.render(messages, model=model)
     if result.prompt is None and not out.is_json:
-        raise UsageError("the server's render answer has no prompt text", hint="use --format json to see it")
+        raise UnreadableAnswerError(
+            "the server's render answer has no prompt text", hint="--format json shows what it sent"
+        )
     out.result(result.raw(), lambda: out.text(result.prompt or ""))
 
 

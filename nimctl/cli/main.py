@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from nimctl import __version__
-from nimctl.errors import EXIT_UNEXPECTED, NimctlError
+from nimctl.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_UNEXPECTED, NimctlError
 
 
-class _ErrorHandlingGroup(TyperGroup):
+class ErrorHandlingGroup(TyperGroup):
     """Turns nimctl's exceptions into ``Error:``/``Hint:`` lines and documented exit codes."""
 
     def invoke(self, ctx: Any) -> Any:
@@ -23,12 +26,20 @@ class _ErrorHandlingGroup(TyperGroup):
             _report(ctx, exc, exc.hint)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            # The reader left (`nimctl metrics --raw | head`): nothing to tell it. Later writes,
+            # the interpreter's last flush included, go nowhere instead of failing again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             if _is_cli_control_flow(exc):
                 raise  # exits, aborts, usage errors and --help: the CLI framework's own to print
             _report(ctx, exc, "this is a bug in nimctl; run again with --debug and report the traceback")
             raise typer.Exit(EXIT_UNEXPECTED) from None
+
+
+_ErrorHandlingGroup = ErrorHandlingGroup  # the name cli/serve.py and cli/profiles.py import
 
 
 def _is_cli_control_flow(exc: Exception) -> bool:
@@ -46,23 +57,12 @@ def _report(ctx: Any, exc: BaseException, hint: str | None) -> None:
     Output(debug=debug).error(message.splitlines()[0], hint)
 
 
-app = typer.Typer(
-    name="nimctl",
-    cls=_ErrorHandlingGroup,
-    help="Run and talk to a NIM-style LLM/VLM server on your own machine.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"nimctl {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
@@ -74,13 +74,56 @@ def _root(
     ctx.obj = {"debug": debug}
 
 
-# One module per command group; each adds its commands. Modules import their library code
-# inside the commands, so that registering them all stays cheap.
-from nimctl.cli import client_commands, profiles, runtime, serve  # noqa: E402
+# Command name -> the module of nimctl.cli whose register() adds it, in the order of the help.
+# One module per command group; each imports its library code inside the commands.
+COMMAND_MODULES: dict[str, str] = {
+    "serve": "serve",
+    **dict.fromkeys(("build", "run", "ps", "logs", "stop"), "runtime"),
+    "chat": "chat",
+    "health": "health",
+    **dict.fromkeys(("tokenize", "detokenize", "render", "models"), "inspect"),
+    **dict.fromkeys(("metadata", "version", "license", "manifest", "metrics"), "info"),
+    **dict.fromkeys(("gpus", "profiles"), "profiles"),
+}
 
-for _group in (serve, runtime, client_commands, profiles):
-    _group.register(app)
+
+def build_app(argv: Sequence[str] | None = None) -> typer.Typer:
+    """The root app; given the command line, with only the module of the command it names.
+
+    Building every command's parameters costs about a fifth of a `nimctl health` run, and
+    a command runs the same whatever else is registered. `--help`, no command, an unknown
+    one and shell completion get them all.
+    """
+    app = typer.Typer(
+        name="nimctl",
+        cls=ErrorHandlingGroup,
+        help="Run and talk to a NIM-style LLM/VLM server on your own machine.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    modules = list(dict.fromkeys(COMMAND_MODULES.values()))
+    named = _command_named(argv) if argv is not None and not os.environ.get("_NIMCTL_COMPLETE") else None
+    if named in COMMAND_MODULES:
+        modules = [COMMAND_MODULES[named]]
+    for module in modules:
+        importlib.import_module(f"nimctl.cli.{module}").register(app)
+    return app
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The first word that is not an option: the root options (--debug, --version) take no value."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def __getattr__(name: str) -> Any:
+    # `app`, every command registered (tests, docs), is built on first use, not at import.
+    if name == "app":
+        app = globals()["app"] = build_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    build_app(sys.argv[1:])()

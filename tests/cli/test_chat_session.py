@@ -31,7 +31,7 @@ def spawn_session(url: str, tmp_path: Path, *args: str) -> pexpect.spawn:
         **os.environ,
         "NO_COLOR": "1",
         "TERM": "xterm",
-        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "NIMCTL_STATE_DIR": str(tmp_path / "state"),  # the history file goes there
         # pexpect does not answer prompt_toolkit's cursor-position query; without this it waits for it.
         "PROMPT_TOOLKIT_NO_CPR": "1",
     }
@@ -68,7 +68,15 @@ def test_question_image_cancel_and_exit(nim_server: ServerProcess, tmp_path: Pat
         child.expect_exact("Error: image not found")
         child.expect_exact(PROMPT)
 
+        child.sendline("/system answer in one word")
+        child.expect_exact("system prompt set: answer in one word")
+        child.expect_exact(PROMPT)
+
         child.sendline("/nonsense")
+        child.expect_exact("unknown command /nonsense")
+        child.expect_exact(PROMPT)
+        child.send("\x1b[A")  # the up arrow brings the last line back...
+        child.send("\r")  # ...and Enter sends it again
         child.expect_exact("unknown command /nonsense")
         child.expect_exact(PROMPT)
 
@@ -77,6 +85,8 @@ def test_question_image_cancel_and_exit(nim_server: ServerProcess, tmp_path: Pat
     finally:
         child.close()
     assert child.exitstatus == 0
+    history = (tmp_path / "state" / "chat_history").read_text()
+    assert "+hello" in history and "+/nonsense" in history
 
 
 def test_ctrl_c_cancels_the_reply_and_keeps_the_session(nim_server: ServerProcess, tmp_path: Path) -> None:
