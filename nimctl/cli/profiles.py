@@ -16,7 +16,7 @@ import typer
 
 from nimctl.cli._common import FormatOption, output
 from nimctl.cli.gpus import GpusOption
-from nimctl.errors import UsageError
+from nimctl.errors import ProfileError, UsageError
 from nimctl.output import Format, Output
 
 if TYPE_CHECKING:
@@ -46,6 +46,29 @@ LoraOption = Annotated[bool, typer.Option("--lora", help="Choose among the LoRA-
 MaxModelLenOption = Annotated[
     int | None,
     typer.Option("--max-model-len", min=1, help="Estimate memory for this context instead of the profile's."),
+]
+# The commands that stand for what nim-serve would do (select, list-model-profiles) read its variable.
+ServeMaxModelLenOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-model-len",
+        min=1,
+        envvar="NIM_MAX_MODEL_LEN",
+        show_envvar=False,
+        help="Estimate memory for this context instead of the profile's. Default: $NIM_MAX_MODEL_LEN.",
+    ),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        metavar="ID|NAME",
+        envvar="NIM_MODEL_PROFILE",
+        show_envvar=False,
+        help="Pin a profile: id (or a 6+ digit prefix), name, or 'default' (automatic). "
+        "Default: $NIM_MODEL_PROFILE.",
+    ),
 ]
 ProfilesDirOption = Annotated[
     Path | None,
@@ -79,16 +102,20 @@ def list_profiles(
     prefer: PreferOption = Preference.throughput,
     lora: LoraOption = False,
     max_model_len: MaxModelLenOption = None,
+    profile: ProfileOption = None,
     profiles_dir: ProfilesDirOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Every profile of MODEL grouped as NIM does (runnable, LoRA, low memory, incompatible), the chosen
-    one marked; without MODEL, one line per known model."""
+    (or pinned) one marked; without MODEL, one line per known model."""
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
 
     inventory = detect_inventory(gpus)
     if model is None:
+        # A profile belongs to one model; $NIM_MODEL_PROFILE set for a container is not meant here.
+        if profile is not None and _from_command_line(ctx, "profile"):
+            raise UsageError("--profile needs MODEL: a profile belongs to one model's manifest")
         from nimctl.profiles.report import model_summaries
 
         rows = model_summaries(inventory, prefer=prefer.value, lora=lora, profiles_dir=_dir(profiles_dir))
@@ -96,7 +123,7 @@ def list_profiles(
             {"system": inventory.to_dict(), "models": rows}, lambda: _print_summaries(out, inventory, rows)
         )
         return
-    report = _report(model, inventory, None, prefer, lora, max_model_len, profiles_dir)
+    report = _report(model, inventory, profile, prefer, lora, max_model_len, profiles_dir)
     out.result(report.to_dict(), lambda: print_report(out, report))
 
 
@@ -104,12 +131,21 @@ def list_profiles(
 def show_profile(
     ctx: typer.Context,
     ref: Annotated[
-        str, typer.Argument(metavar="ID|NAME", help="A profile id (or a 6+ digit prefix) or name.")
-    ],
+        str | None,
+        typer.Argument(
+            metavar="ID|NAME",
+            help="A profile id (or a 6+ digit prefix) or name. Default: --profile / $NIM_MODEL_PROFILE; "
+            "without either, the profile chosen automatically for --model.",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="The model, when a name is in several manifests.")
     ] = None,
+    profile: ProfileOption = None,
     gpus: GpusOption = None,
+    prefer: PreferOption = Preference.throughput,
+    lora: LoraOption = False,
     max_model_len: MaxModelLenOption = None,
     profiles_dir: ProfilesDirOption = None,
     fmt: FormatOption = Format.table,
@@ -117,42 +153,50 @@ def show_profile(
     """One profile: tags, memory estimate, engine arguments, and why it can or cannot run here."""
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
-    from nimctl.profiles import classify
+    from nimctl.profiles.report import profile_report
+    from nimctl.profiles.selection import AUTOMATIC
 
-    manifest = _manifest_with_profile(ref, model, profiles_dir)
-    profile = manifest.profile_by_id_or_name(ref)
-    assert profile is not None  # _manifest_with_profile found it
+    wanted = ref or profile
     inventory = detect_inventory(gpus)
-    item = next(
-        c for c in classify(manifest, inventory, max_model_len=max_model_len) if c.profile.id == profile.id
+    if wanted is None or wanted.strip().lower() in AUTOMATIC:
+        if model is None:
+            raise UsageError(
+                "which profile? give ID|NAME or --profile, or --model MODEL for the one chosen automatically"
+            )
+        manifest = _find(model, profiles_dir)
+        wanted = None
+    else:
+        manifest = _manifest_with_profile(wanted, model, profiles_dir)
+    report = profile_report(
+        manifest, inventory, requested=None, prefer=prefer.value, lora=lora, max_model_len=max_model_len
     )
+    if wanted is None:
+        if report.selection is None:  # nothing runnable: the selection's own error, exit 8
+            raise report.error or ProfileError(f"no runnable profile for {manifest.name}")
+        wanted = report.selection.profile.id
+    item = _item(manifest, report.classification, wanted)
     data = {
-        **profile.to_public_dict(),
+        **item.profile.to_public_dict(),
         "model": manifest.model.name,
         "manifest": str(manifest.path),
         "system": inventory.describe(),
+        "selected": report.is_selected(item),
         "classification": item.to_dict(),
     }
-    out.result(data, lambda: _print_profile(out, manifest, item, inventory.describe()))
+    out.result(
+        data, lambda: _print_profile(out, manifest, item, inventory.describe(), report.is_selected(item))
+    )
 
 
 @profiles_app.command("select")
 def select(
     ctx: typer.Context,
     model: ModelArgument = None,
-    profile: Annotated[
-        str | None,
-        typer.Option(
-            "--profile",
-            "-p",
-            envvar="NIM_MODEL_PROFILE",
-            help="Pin a profile: id, name or 'default' (automatic). Default: $NIM_MODEL_PROFILE.",
-        ),
-    ] = None,
+    profile: ProfileOption = None,
     gpus: GpusOption = None,
     prefer: PreferOption = Preference.throughput,
     lora: LoraOption = False,
-    max_model_len: MaxModelLenOption = None,
+    max_model_len: ServeMaxModelLenOption = None,
     profiles_dir: ProfilesDirOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -181,9 +225,11 @@ def list_model_profiles_main() -> None:
     def list_model_profiles(
         ctx: typer.Context,
         model: ModelArgument = None,
+        profile: ProfileOption = None,
         gpus: GpusOption = None,
         prefer: PreferOption = Preference.throughput,
         lora: LoraOption = False,
+        max_model_len: ServeMaxModelLenOption = None,
         profiles_dir: ProfilesDirOption = None,
         fmt: FormatOption = Format.table,
     ) -> None:
@@ -194,14 +240,31 @@ def list_model_profiles_main() -> None:
         from nimctl.profiles.report import nim_text
 
         ref = model or os.environ.get("NIM_MODEL_PATH") or _server_default_model()
-        requested = os.environ.get("NIM_MODEL_PROFILE")
-        report = _report(ref, detect_inventory(gpus), requested, prefer, lora, None, profiles_dir)
+        report = _report(ref, detect_inventory(gpus), profile, prefer, lora, max_model_len, profiles_dir)
         out.result(report.to_dict(), lambda: out.text(nim_text(report)))
 
     standalone(args=sys.argv[1:], prog_name="list-model-profiles")
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    # By the enum's name: Typer may run on its own vendored copy of click, with its own enum class.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _item(manifest: Manifest, classification: list[Classified], ref: str) -> Classified:
+    """The classified profile ``ref`` names (an id, a 6+ digit id prefix or a name)."""
+    profile = manifest.profile_by_id_or_name(ref)
+    item = next((c for c in classification if profile is not None and c.profile.id == profile.id), None)
+    if item is None:
+        raise UsageError(
+            f"no profile {ref!r} in the {manifest.name} manifest",
+            hint=f"its profiles: {', '.join(p.name for p in manifest.profiles)}",
+        )
+    return item
 
 
 def _dir(profiles_dir: Path | None) -> str | None:
@@ -326,7 +389,7 @@ def _print_summaries(out: Output, inventory: Any, rows: list[dict[str, Any]]) ->
     out.text("Details: nimctl profiles list MODEL")
 
 
-def _print_profile(out: Output, manifest: Manifest, item: Classified, system: str) -> None:
+def _print_profile(out: Output, manifest: Manifest, item: Classified, system: str, selected: bool) -> None:
     from nimctl.gpu.units import gib
 
     profile = item.profile
@@ -351,6 +414,8 @@ def _print_profile(out: Output, manifest: Manifest, item: Classified, system: st
         ("here", system),
         ("status", f"{status}: {item.reason}"),
     ]
+    if selected:
+        rows.append(("selected", "yes: the automatic choice here"))
     if item.fix and not item.runnable:
         rows.append(("to run it", item.fix))
     out.table(["FIELD", "VALUE"], rows)

@@ -20,7 +20,14 @@ from nimctl.profiles.loader import REPO_PROFILES_DIR
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 REPO = str(REPO_PROFILES_DIR.parent)
-ENV = {"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb", "NIMCTL_ASSUME_GPUS": "", "NIM_MODEL_PROFILE": ""}
+ENV = {
+    "COLUMNS": "120",
+    "NO_COLOR": "1",
+    "TERM": "dumb",
+    "NIMCTL_ASSUME_GPUS": "",
+    "NIM_MODEL_PROFILE": "",
+    "NIM_MAX_MODEL_LEN": "",
+}
 
 
 def run(*args: str, **env: str) -> tuple[int, str, str]:
@@ -243,3 +250,98 @@ def test_list_model_profiles_console_script() -> None:
         check=False,
     )
     check_golden("list_model_profiles_gemma_2xH100.txt", done.stdout)
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_profiles_list_marks_a_pinned_profile(how: str) -> None:
+    args = ["qwen2.5-vl-7b-instruct", "--gpus", "L40S:2", "-f", "json"]
+    env = {"NIM_MODEL_PROFILE": "vllm-bf16-tp2-pp1"} if how == "env" else {}
+    if how == "option":
+        args += ["--profile", "vllm-bf16-tp2-pp1"]
+    code, out, _ = run("profiles", "list", *args, **env)
+    data = json.loads(out)
+    assert code == 0
+    assert data["selected"]["name"] == "vllm-bf16-tp2-pp1" and data["selected"]["pinned"]
+    assert [p["name"] for p in data["profiles"] if p["selected"]] == ["vllm-bf16-tp2-pp1"]
+
+
+def test_profiles_list_pinned_and_not_runnable_shows_why() -> None:
+    code, out, _ = run(
+        "profiles", "list", "qwen2.5-vl-7b-instruct", "--gpus", "A100-80GB", "-p", "vllm-fp8-tp1-pp1"
+    )
+    assert code == 0  # a listing, not a selection: the error is shown, not raised
+    assert "Selected: none. pinned profile vllm-fp8-tp1-pp1 (501b8b0b9a62) cannot run here" in out
+
+
+def test_profiles_list_of_every_model_ignores_a_container_profile_variable() -> None:
+    code, out, _ = run(
+        "profiles", "list", "--gpus", "none", "-f", "json", NIM_MODEL_PROFILE="vllm-bf16-tp2-pp1"
+    )
+    assert code == 0
+    assert {row["model"] for row in json.loads(out)["models"]} >= {"tiny-vlm", "tiny-llm"}
+    code, out, err = run("profiles", "list", "--gpus", "none", "--profile", "vllm-bf16-tp2-pp1")
+    assert (code, out) == (2, "")
+    assert err.startswith("Error: --profile needs MODEL")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "name"),
+    [
+        (["--model", "qwen2.5-vl-7b-instruct"], {}, "vllm-fp8-tp1-pp1-l40s"),  # the automatic choice
+        (["--model", "qwen2.5-vl-7b-instruct", "-p", "vllm-bf16-tp2-pp1"], {}, "vllm-bf16-tp2-pp1"),
+        (["--model", "qwen2.5-vl-7b-instruct"], {"NIM_MODEL_PROFILE": "a36f0c13c57e"}, "vllm-bf16-tp2-pp1"),
+        (
+            ["vllm-bf16-tp1-pp1", "--model", "qwen2.5-vl-7b-instruct"],
+            {"NIM_MODEL_PROFILE": "x"},
+            "vllm-bf16-tp1-pp1",
+        ),
+    ],
+)
+def test_profiles_show_takes_the_profile_from_the_argument_option_or_variable(
+    args: list[str], env: dict[str, str], name: str
+) -> None:
+    code, out, _ = run("profiles", "show", *args, "--gpus", "L40S:2", "-f", "json", **env)
+    assert code == 0
+    data = json.loads(out)
+    assert data["name"] == name
+    assert data["selected"] == (name == "vllm-fp8-tp1-pp1-l40s")
+
+
+def test_profiles_show_without_a_profile_or_model_is_a_usage_error() -> None:
+    code, out, err = run("profiles", "show")
+    assert (code, out) == (2, "")
+    assert err.startswith("Error: which profile? give ID|NAME or --profile, or --model MODEL")
+    code, _, err = run("profiles", "show", "--model", "qwen2.5-vl-7b-instruct", "--gpus", "V100")
+    assert code == 8 and err.startswith("Error: no runnable profile for qwen2.5-vl-7b-instruct")
+
+
+def test_list_model_profiles_reads_nim_max_model_len(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nimctl.cli.profiles import list_model_profiles_main
+
+    def listing(**env: str) -> str:
+        for key, value in {**ENV, "NIM_MODEL_PATH": "qwen2.5-vl-7b-instruct", **env}.items():
+            monkeypatch.setenv(key, value)
+        argv = ["list-model-profiles", "--gpus", "A10G", "--profiles-dir", str(REPO_PROFILES_DIR)]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as done:
+            list_model_profiles_main()
+        assert done.value.code == 0
+        return capsys.readouterr().out
+
+    # At the model's 128k context bf16 does not fit an A10G; at 32k it does and is chosen.
+    assert "SELECTED: <None>" in listing()
+    assert "(vllm-bf16-tp1-pp1) (selected)" in listing(NIM_MAX_MODEL_LEN="32768")
+    assert "(vllm-bf16-tp1-pp1) (selected)" in listing(
+        NIM_MODEL_PROFILE="vllm-bf16-tp1-pp1", NIM_MAX_MODEL_LEN="32768"
+    )
+
+
+def test_select_reads_nim_max_model_len() -> None:
+    code, out, _ = run("profiles", "select", "qwen2.5-vl-7b-instruct", "--gpus", "A10G")
+    assert (code, out) == (8, "")
+    code, out, _ = run(
+        "profiles", "select", "qwen2.5-vl-7b-instruct", "--gpus", "A10G", NIM_MAX_MODEL_LEN="32768"
+    )
+    assert (code, out) == (0, "c55664c60675d3e564d228956a8b21996fc730d115cfe29d6526389d84836026\n")
