@@ -345,6 +345,8 @@ def print_report(out: Output, report: ProfileReport) -> None:
     model = report.manifest.model
     out.text(f"Model:  {model.name} ({model.source}), manifest {report.manifest.path}")
     out.text(f"System: {report.inventory.describe()}")
+    for note in report.inventory.notes:
+        out.text(f"Note:   {note}")
     grouped = report.groups()
     for key, heading in GROUPS.items():
         out.text("")

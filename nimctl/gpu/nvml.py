@@ -3,6 +3,11 @@
 No library, no driver, or no GPU is a normal answer: an empty :class:`Inventory` whose ``reason``
 says which, never an exception. Visibility follows what an engine started here would see:
 ``NVIDIA_VISIBLE_DEVICES`` (the container toolkit's variable) then ``CUDA_VISIBLE_DEVICES``.
+
+MIG: a GPU in MIG mode is listed whole, with ``mig_mode`` true and a note; selection does not
+count it as a free card (its memory belongs to its instances; nimctl plans for whole GPUs). A
+visibility entry naming a MIG instance (``MIG-<uuid>``, or the older ``MIG-GPU-<uuid>/gi/ci``)
+selects its parent GPU, with a note saying so, instead of hiding every GPU.
 """
 
 from __future__ import annotations
@@ -72,22 +77,45 @@ def _read(nvml: ModuleType, env: Any) -> Inventory:
     count = nvml.nvmlDeviceGetCount()
     handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
     uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
-    order, note = _visible_order(uuids, env)
+    migs = [_mig_uuids(nvml, h) for h in handles]
+    order, notes = _visible_order(uuids, env, migs)
     gpus = tuple(
         _gpu(nvml, handles[nvml_index], uuids[nvml_index], cuda_index)
         for cuda_index, nvml_index in enumerate(order)
     )
     reason = None
     if not gpus:
-        reason = note or ("no NVIDIA GPU found" if count == 0 else "no GPU is visible")
+        reason = notes[-1] if notes else ("no NVIDIA GPU found" if count == 0 else "no GPU is visible")
+        notes = []
+    for gpu in gpus:
+        if gpu.mig_mode:
+            notes.append(
+                f"GPU {gpu.index} ({gpu.name}) is in MIG mode: its memory belongs to its MIG instances, "
+                "so profiles do not count it as a whole GPU"
+            )
     return Inventory(
         gpus=gpus,
         reason=reason,
         source="nvml",
         driver_version=driver,
         cuda_driver_version=cuda_version,
-        notes=(note,) if note and gpus else (),
+        notes=tuple(notes),
     )
+
+
+def _mig_uuids(nvml: ModuleType, handle: Any) -> list[str]:
+    """The UUIDs of a GPU's MIG instances; none when it is not in MIG mode or NVML cannot say."""
+    if not _optional(lambda: bool(nvml.nvmlDeviceGetMigMode(handle)[0])):
+        return []
+    count = _optional(lambda: int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))) or 0
+    uuids: list[str] = []
+    for slot in range(count):
+        try:
+            mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            uuids.append(_text(nvml.nvmlDeviceGetUUID(mig)))
+        except Exception:
+            continue  # an empty slot raises NVML_ERROR_NOT_FOUND; the next may hold an instance
+    return uuids
 
 
 def _cuda_version(nvml: ModuleType) -> str | None:
@@ -98,8 +126,12 @@ def _cuda_version(nvml: ModuleType) -> str | None:
     return f"{version // 1000}.{version % 1000 // 10}"
 
 
-def _visible_order(uuids: list[str], env: Any) -> tuple[list[int], str | None]:
-    """NVML indices in the order CUDA numbers them, after both visibility variables."""
+def _visible_order(
+    uuids: list[str], env: Any, migs: list[list[str]] | None = None
+) -> tuple[list[int], list[str]]:
+    """NVML indices in the order CUDA numbers them, after both visibility variables, and notes."""
+    migs = migs if migs is not None else [[] for _ in uuids]
+    notes: list[str] = []
     order = list(range(len(uuids)))
     nvidia = (env.get("NVIDIA_VISIBLE_DEVICES") or "all").strip()
     if nvidia.lower() != "all":
@@ -109,20 +141,24 @@ def _visible_order(uuids: list[str], env: Any) -> tuple[list[int], str | None]:
         if all(w.isdigit() for w in wanted) and len(wanted) == len(uuids):
             pass
         else:
-            order = _select(order, uuids, wanted)
+            order = _select(order, uuids, migs, wanted, notes)
     cuda = env.get("CUDA_VISIBLE_DEVICES")
     if cuda is not None:
         wanted = [w.strip() for w in cuda.split(",")]
-        order = _select(order, uuids, wanted)
-    note = None
+        order = _select(order, uuids, migs, wanted, notes)
     if len(order) < len(uuids):
         hidden = len(uuids) - len(order)
-        note = f"{hidden} of {len(uuids)} GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES"
-    return order, note
+        notes.append(f"{hidden} of {len(uuids)} GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES")
+    return order, notes
 
 
-def _select(order: list[int], uuids: list[str], wanted: list[str]) -> list[int]:
-    """CUDA's rule: entries are ordinals or (prefixes of) UUIDs; the list stops at the first bad one."""
+def _select(
+    order: list[int], uuids: list[str], migs: list[list[str]], wanted: list[str], notes: list[str]
+) -> list[int]:
+    """CUDA's rule: entries are ordinals or (prefixes of) UUIDs; the list stops at the first bad one.
+
+    A MIG instance's UUID stands for its parent GPU (noted); two instances of one GPU give it once.
+    """
     chosen: list[int] = []
     for item in wanted:
         if item.isdigit():
@@ -130,6 +166,14 @@ def _select(order: list[int], uuids: list[str], wanted: list[str]) -> list[int]:
             if position >= len(order):
                 break
             nvml_index = order[position]
+        elif item.startswith("MIG-"):
+            matches = [i for i in order if _names_mig(item, uuids[i], migs[i])]
+            if len(matches) != 1:
+                break
+            nvml_index = matches[0]
+            notes.append(f"{item} is a MIG instance of {uuids[nvml_index]}: that GPU is listed instead")
+            if nvml_index in chosen:
+                continue
         else:
             matches = [
                 i
@@ -143,6 +187,14 @@ def _select(order: list[int], uuids: list[str], wanted: list[str]) -> list[int]:
             break
         chosen.append(nvml_index)
     return chosen
+
+
+def _names_mig(item: str, parent_uuid: str, mig_uuids: list[str]) -> bool:
+    """Whether ``item`` names a MIG instance of this GPU: ``MIG-<uuid>`` (or a prefix of one), or
+    the pre-R470 form ``MIG-GPU-<parent uuid>/<gi>/<ci>``."""
+    if item.startswith("MIG-GPU-"):
+        return item.removeprefix("MIG-").split("/", 1)[0] == parent_uuid
+    return any(uuid == item or uuid.startswith(item) for uuid in mig_uuids)
 
 
 def _gpu(nvml: ModuleType, handle: Any, uuid: str, index: int) -> GPU:

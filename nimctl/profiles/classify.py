@@ -6,6 +6,8 @@
   (weights + overhead + the KV cache of 2048 tokens).
 - **low memory**: the card could hold it but its free memory cannot now (other processes), or it
   fits only with a shorter context: the reason gives the largest ``--max-model-len`` that fits.
+- A GPU in MIG mode is not counted: its memory belongs to its MIG instances, and the profiles
+  are sized for whole GPUs (the reason says so when that leaves too few).
 - **runnable**: everything fits; CPU profiles are always runnable (vLLM's CPU backend reserves
   the fixed KV space the profile sets).
 """
@@ -102,6 +104,20 @@ def classify_profile(
             fix=f"run on {_gpus(needed, _wanted_type(profile))}",
             distance=5,
         )
+    # A GPU in MIG mode has handed its memory to its instances: not a whole card to plan for.
+    in_mig = [gpu for gpu in candidates if gpu.mig_mode]
+    candidates = [gpu for gpu in candidates if not gpu.mig_mode]
+    if not candidates:
+        indices = ", ".join(str(gpu.index) for gpu in in_mig)
+        return Classified(
+            profile,
+            INCOMPATIBLE,
+            f"GPU{'s' if len(in_mig) > 1 else ''} {indices} in MIG mode: profiles are sized for whole GPUs",
+            memory,
+            fix=f"disable MIG mode (nvidia-smi -i {in_mig[0].index} -mig 0) or use a GPU without it",
+            distance=3,
+        )
+    mig_note = f" ({len(in_mig)} more in MIG mode, not counted)" if in_mig else ""
     required_cc = MIN_COMPUTE_CAPABILITY[profile.precision]
     need_cc = cc_text(required_cc)
     capable = [
@@ -129,7 +145,7 @@ def classify_profile(
                 profile,
                 INCOMPATIBLE,
                 f"needs {needed}{kind} GPUs with compute capability >= {need_cc} ({profile.precision}); "
-                f"{len(capable)} of {len(candidates)} {verb} it",
+                f"{len(capable)} of {len(candidates)} {verb} it{mig_note}",
                 memory,
                 fix=f"{more} with compute capability >= {need_cc}",
                 distance=3,
@@ -137,7 +153,7 @@ def classify_profile(
         return Classified(
             profile,
             INCOMPATIBLE,
-            f"needs {needed}{kind} GPUs, {len(capable)} available",
+            f"needs {needed}{kind} GPUs, {len(capable)} available{mig_note}",
             memory,
             fix=more,
             distance=3,

@@ -108,9 +108,11 @@ def nim_text(report: ProfileReport) -> str:
         lines.append("- Free GPUs:" if report.inventory.source == "nvml" else "- Assumed GPUs:")
         for gpu in report.inventory.gpus:
             util = "" if gpu.utilization_pct is None else f" {gpu.utilization_pct}%"
-            lines.append(f"  -  [{gpu.pci_id or '?'}] ({gpu.index}) {gpu.name}{util}")
+            mig = " (MIG mode)" if gpu.mig_mode else ""
+            lines.append(f"  -  [{gpu.pci_id or '?'}] ({gpu.index}) {gpu.name}{util}{mig}")
     else:
         lines.append(f"- No GPU: {report.inventory.reason or 'none visible'}; device: cpu")
+    lines.extend(f"- Note: {note}" for note in report.inventory.notes)
     lines.append(f"MODEL PROFILES ({report.manifest.model.name})")
     grouped = report.groups()
     for key, heading in GROUPS.items():

@@ -27,6 +27,17 @@ class NVMLError_NotSupported(NVMLError):  # noqa: N801, N818
     pass
 
 
+class NVMLError_NotFound(NVMLError):  # noqa: N801, N818
+    pass
+
+
+@dataclass
+class FakeMig:
+    """A MIG instance's handle: NVML answers its UUID like a GPU's."""
+
+    uuid: str
+
+
 @dataclass
 class FakeDevice:
     name: str
@@ -37,6 +48,7 @@ class FakeDevice:
     cc: tuple[int, int]
     util: int | None = 0  # None: the card does not report it
     mig: int | None = 0
+    mig_slots: list[str | None] = field(default_factory=list)  # instance UUIDs; None: an empty slot
 
 
 @dataclass
@@ -83,7 +95,7 @@ class FakeNvml:
         self._call("nvmlDeviceGetHandleByIndex")
         return self.devices[index]
 
-    def nvmlDeviceGetUUID(self, handle: FakeDevice) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, handle: FakeDevice | FakeMig) -> str:  # noqa: N802
         return handle.uuid
 
     def nvmlDeviceGetName(self, handle: FakeDevice) -> bytes:  # noqa: N802
@@ -113,6 +125,23 @@ class FakeNvml:
         if handle.mig is None:
             raise NVMLError_NotSupported("Not Supported")
         return [handle.mig, handle.mig]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: FakeDevice) -> int:  # noqa: N802
+        if not handle.mig:
+            raise NVMLError_NotSupported("Not Supported")
+        return len(handle.mig_slots)
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: FakeDevice, index: int) -> FakeMig:  # noqa: N802
+        uuid = handle.mig_slots[index]
+        if uuid is None:
+            raise NVMLError_NotFound("Not Found")
+        return FakeMig(uuid)
+
+
+def a100_mig(uuid: str = "GPU-44444444-dddd", instances: tuple[str, ...] = ("MIG-aaaa-1111",)) -> FakeDevice:
+    """An A100 80GB in MIG mode, with these instances and one empty slot between them."""
+    slots: list[str | None] = [instances[0], None, *instances[1:]]
+    return FakeDevice("NVIDIA A100-SXM4-80GB", uuid, 0x20B210DE, 81920, 0, (8, 0), mig=1, mig_slots=slots)
 
 
 def h100(uuid: str = "GPU-11111111-aaaa", used_mib: int = 500) -> FakeDevice:

@@ -10,6 +10,7 @@ from tests.gpu.fake_nvml import (
     NVMLError,
     NVMLError_DriverNotLoaded,
     NVMLError_LibraryNotFound,
+    a100_mig,
     h100,
     l4,
     unknown_card,
@@ -137,3 +138,43 @@ def test_the_real_library_on_this_machine_never_raises() -> None:
     else:
         assert inventory.device == "cpu"
         assert inventory.reason
+
+
+def test_a_gpu_in_mig_mode_is_listed_with_a_note() -> None:
+    inventory = read_nvml(FakeNvml(devices=[a100_mig(), h100()]), environ={})
+    mig, whole = inventory.gpus
+    assert (mig.mig_mode, whole.mig_mode) == (True, False)
+    assert inventory.notes == (
+        "GPU 0 (NVIDIA A100-SXM4-80GB) is in MIG mode: its memory belongs to its MIG instances, "
+        "so profiles do not count it as a whole GPU",
+    )
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "MIG-bbbb-2222",  # an instance behind an empty slot
+        "MIG-bbbb",  # a unique prefix
+        "MIG-GPU-44444444-dddd/1/0",  # the pre-R470 form names the parent itself
+    ],
+)
+def test_a_mig_instance_in_cuda_visible_devices_selects_its_parent(entry: str) -> None:
+    devices = [h100("GPU-a"), a100_mig(instances=("MIG-aaaa-1111", "MIG-bbbb-2222"))]
+    inventory = read_nvml(FakeNvml(devices=devices), environ={"CUDA_VISIBLE_DEVICES": entry})
+    (gpu,) = inventory.gpus
+    assert (gpu.uuid, gpu.index, gpu.mig_mode) == ("GPU-44444444-dddd", 0, True)
+    assert inventory.reason is None
+    assert f"{entry} is a MIG instance of GPU-44444444-dddd: that GPU is listed instead" in inventory.notes
+    assert "1 of 2 GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES" in inventory.notes
+
+
+def test_two_instances_of_one_gpu_give_it_once_and_an_unknown_instance_stops_the_list() -> None:
+    devices = [a100_mig(instances=("MIG-aaaa-1111", "MIG-bbbb-2222")), h100("GPU-b")]
+    environ = {"CUDA_VISIBLE_DEVICES": "MIG-aaaa-1111,MIG-bbbb-2222,GPU-b"}
+    assert [gpu.uuid for gpu in read_nvml(FakeNvml(devices=devices), environ=environ).gpus] == [
+        "GPU-44444444-dddd",
+        "GPU-b",
+    ]
+    inventory = read_nvml(FakeNvml(devices=devices), environ={"CUDA_VISIBLE_DEVICES": "MIG-ffff"})
+    assert inventory.gpus == ()
+    assert inventory.reason == "2 of 2 GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES"

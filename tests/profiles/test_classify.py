@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from nimctl.gpu import parse_gpu_spec
+from nimctl.gpu import Inventory, parse_gpu_spec
 from nimctl.gpu.units import GIB
 from nimctl.profiles import Manifest, classify, find_manifest, load_manifest
 
@@ -87,3 +88,35 @@ def test_the_report_classifies_once(monkeypatch: pytest.MonkeyPatch, gpus: str) 
     assert calls == ["classify"]
     assert (result.selection is None) == (gpus == "none")
     assert len(result.classification) == 7
+
+
+def _with_mig(spec: str, *mig_indices: int) -> Inventory:
+    inventory = parse_gpu_spec(spec)
+    gpus = tuple(replace(gpu, mig_mode=gpu.index in mig_indices) for gpu in inventory.gpus)
+    return replace(inventory, gpus=gpus)
+
+
+def test_a_gpu_in_mig_mode_is_not_a_whole_free_card() -> None:
+    manifest = find_manifest("qwen2.5-vl-7b-instruct")
+    items = {c.profile.name: c for c in classify(manifest, _with_mig("H100", 0))}
+    assert items["vllm-fp8-tp1-pp1-h100"].status == "incompatible"
+    assert items["vllm-fp8-tp1-pp1-h100"].reason == "GPU 0 in MIG mode: profiles are sized for whole GPUs"
+    assert (
+        items["vllm-fp8-tp1-pp1-h100"].fix
+        == "disable MIG mode (nvidia-smi -i 0 -mig 0) or use a GPU without it"
+    )
+    items = {c.profile.name: c for c in classify(manifest, _with_mig("H100:2", 1))}
+    assert items["vllm-fp8-tp1-pp1-h100"].runnable and items["vllm-fp8-tp1-pp1-h100"].gpus == (0,)
+    assert items["vllm-fp8-tp2-pp1"].reason == "needs 2 GPUs, 1 available (1 more in MIG mode, not counted)"
+
+
+def test_nim_listing_marks_a_mig_gpu_and_prints_the_inventory_notes() -> None:
+    from nimctl.gpu.nvml import read_nvml
+    from nimctl.profiles.report import nim_text, profile_report
+    from tests.gpu.fake_nvml import FakeNvml, a100_mig, h100
+
+    inventory = read_nvml(FakeNvml(devices=[a100_mig(), h100()]), environ={})
+    text = nim_text(profile_report(find_manifest("qwen2.5-vl-7b-instruct"), inventory))
+    assert "  -  [20b2:10de] (0) NVIDIA A100-SXM4-80GB 0% (MIG mode)" in text
+    assert "- Note: GPU 0 (NVIDIA A100-SXM4-80GB) is in MIG mode: " in text
+    assert "(vllm-fp8-tp1-pp1-h100) (selected)" in text
