@@ -2,14 +2,14 @@
 
 The child gets its own process group, so stopping it (or cleaning up after it crashed)
 reaches every process it spawned, and it is asked to die with the front
-(``PR_SET_PDEATHSIG``) so that no engine outlives a front killed with SIGKILL.
+(``PR_SET_PDEATHSIG``, see :mod:`nimctl.server.deathsig`) so that no engine outlives a
+front killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -18,10 +18,11 @@ import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
 
+from nimctl.server.deathsig import guarded
+
 log = logging.getLogger("nimctl.engine")
 
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
-_PR_SET_PDEATHSIG = 1
 
 
 def free_loopback_port() -> int:
@@ -30,8 +31,12 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def engine_command(model: str, served_name: str, port: int, args: Sequence[str]) -> list[str]:
-    """The exact command line of the engine; ``args`` come last so that they win."""
+def engine_command(model: str, served_name: str, port: int | str, args: Sequence[str]) -> list[str]:
+    """The exact command line of the engine.
+
+    ``args`` come last so that they win over defaults; users cannot override the front's own
+    flags through them (:func:`nimctl.server.engine_args.check_user_engine_args`).
+    """
     return [
         sys.executable,
         "-m",
@@ -46,12 +51,6 @@ def engine_command(model: str, served_name: str, port: int, args: Sequence[str])
         str(port),
         *args,
     ]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class EngineProcess:
@@ -73,14 +72,14 @@ class EngineProcess:
         return self._process.returncode if self._process else None
 
     async def start(self) -> None:
+        # The launcher execs the engine in place: same pid, same group, the engine's command line.
         self._process = await asyncio.create_subprocess_exec(
-            *self.command,
+            *guarded(self.command),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         self._reader = asyncio.create_task(self._read_output(), name="engine-output")
         log.info("engine started (pid %s): %s", self._process.pid, " ".join(self.command))

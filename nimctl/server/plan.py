@@ -3,19 +3,30 @@
 Engine arguments are assembled in rising precedence (argparse keeps the last value):
 profile arguments < the manifest's model-level arguments (tool-call parser) < what the
 front itself needs < ``NIM_*`` variables < ``NIM_PASSTHROUGH_ARGS`` < arguments given
-after ``nim-serve``.
+after ``nim-serve``. The flags the front owns (model, name, host, port, ...) come before
+all of these and users may not set them (:mod:`nimctl.server.engine_args`).
+
+The engine's port is chosen at launch, after the model fetch, unless ``NIMCTL_ENGINE_PORT``
+fixes it: a port picked minutes earlier may have been taken since.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nimctl.errors import ManifestError, UsageError
+from nimctl.errors import ConfigError, ManifestError, UsageError
 from nimctl.server.config import ServerConfig
-from nimctl.server.engine import engine_command, free_loopback_port
+from nimctl.server.engine import engine_command
+from nimctl.server.engine_args import (
+    CLI_ORIGIN,
+    PASSTHROUGH_ORIGIN,
+    check_user_engine_args,
+    requested_context_length,
+)
 from nimctl.server.model_source import ModelSource, parse_model_source
 
 if TYPE_CHECKING:
@@ -23,6 +34,9 @@ if TYPE_CHECKING:
 
 # /v1/chat/completions/render only exists in vLLM 0.32 with this flag.
 FRONT_ENGINE_ARGS = ["--enable-scale-out"]
+# Where the dry run's command line shows a port that is only chosen at launch.
+PORT_AT_LAUNCH = "<free-port-at-launch>"
+_PORT_NOTE = f"a free loopback port is chosen at launch ({PORT_AT_LAUNCH}); NIMCTL_ENGINE_PORT fixes it"
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,7 @@ class LaunchPlan:
     selection_reason: str
     engine_args: list[str]
     engine_env: dict[str, str] = field(default_factory=dict)
-    engine_port: int = 0
+    engine_port: int | None = None  # NIMCTL_ENGINE_PORT; None: a free port chosen at launch
 
     @property
     def profile_id(self) -> str | None:
@@ -45,17 +59,13 @@ class LaunchPlan:
     def profile_name(self) -> str | None:
         return self.profile.name if self.profile else None
 
-    @property
-    def engine_url(self) -> str:
-        return f"http://127.0.0.1:{self.engine_port}"
-
     def model_argument(self) -> str:
         """What ``--model`` gets before the files are fetched (dry run) or when they cannot be."""
         known = self.source.local_dir(self.config.cache_path)
         return str(known) if known else self.source.name
 
-    def command(self, model_dir: Path | str) -> list[str]:
-        return engine_command(str(model_dir), self.served_name, self.engine_port, self.engine_args)
+    def command(self, model_dir: Path | str, port: int) -> list[str]:
+        return engine_command(str(model_dir), self.served_name, port, self.engine_args)
 
     def describe(self) -> dict[str, Any]:
         """The resolved configuration, as ``nim-serve --dry-run`` prints it."""
@@ -68,14 +78,29 @@ class LaunchPlan:
             "profile_name": self.profile_name,
             "selection": self.selection_reason,
             "engine_env": self.engine_env,
-            "engine_command": self.command(self.model_argument()),
+            "engine_port": self.engine_port,
+            **({} if self.engine_port else {"engine_port_note": _PORT_NOTE}),
+            "engine_command": engine_command(
+                self.model_argument(), self.served_name, self.engine_port or PORT_AT_LAUNCH, self.engine_args
+            ),
         }
 
 
-def build_plan(config: ServerConfig, cli_engine_args: list[str] | None = None) -> LaunchPlan:
+def build_plan(
+    config: ServerConfig,
+    cli_engine_args: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LaunchPlan:
+    cli_engine_args = list(cli_engine_args or [])
+    check_user_engine_args(config.passthrough_args, PASSTHROUGH_ORIGIN)
+    check_user_engine_args(cli_engine_args, CLI_ORIGIN)
+    _check_environment(os.environ if environ is None else environ)
     source = parse_model_source(config.model_path)
+    source.check()
     manifest = _find_manifest(source, config)
-    profile, reason = _select(manifest, config)
+    # The profile is judged at the context the engine will run with, which the user may shorten.
+    context = requested_context_length([*config.passthrough_args, *cli_engine_args], config.max_model_len)
+    profile, reason = _select(manifest, config, context)
     served_name = config.served_model_name or (
         manifest.model.served_name if manifest else source.default_served_name
     )
@@ -90,7 +115,7 @@ def build_plan(config: ServerConfig, cli_engine_args: list[str] | None = None) -
     if config.tensor_parallel_size:
         args += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
     args += config.passthrough_args
-    args += cli_engine_args or []
+    args += cli_engine_args
 
     env = dict(profile.env) if profile else {}
     return LaunchPlan(
@@ -102,7 +127,7 @@ def build_plan(config: ServerConfig, cli_engine_args: list[str] | None = None) -
         selection_reason=reason,
         engine_args=args,
         engine_env=env,
-        engine_port=config.engine_port or free_loopback_port(),
+        engine_port=config.engine_port,
     )
 
 
@@ -117,6 +142,15 @@ def engine_environment(plan: LaunchPlan) -> dict[str, str]:
     return env
 
 
+def _check_environment(environ: Mapping[str, str]) -> None:
+    # vLLM reads this as --api-key: the engine would refuse the front's own health checks.
+    if environ.get("VLLM_API_KEY"):
+        raise ConfigError(
+            "VLLM_API_KEY is set: the engine would refuse the front's own requests; unset it",
+            hint="the engine listens on 127.0.0.1 only, behind the front",
+        )
+
+
 def _find_manifest(source: ModelSource, config: ServerConfig) -> Manifest | None:
     from nimctl.profiles import find_manifest
 
@@ -128,13 +162,19 @@ def _find_manifest(source: ModelSource, config: ServerConfig) -> Manifest | None
         return None  # a model without a manifest runs on the engine's defaults (NIM's model-free mode)
 
 
-def _select(manifest: Manifest | None, config: ServerConfig) -> tuple[Profile | None, str]:
+def _select(
+    manifest: Manifest | None, config: ServerConfig, max_model_len: int | None
+) -> tuple[Profile | None, str]:
     if manifest is None:
         return None, "no manifest lists this model: the engine's defaults apply"
     from nimctl.gpu import detect_inventory
     from nimctl.profiles import select_profile
 
     selection = select_profile(
-        manifest, detect_inventory(), requested=config.model_profile, lora=bool(config.peft_source)
+        manifest,
+        detect_inventory(),
+        requested=config.model_profile,
+        lora=bool(config.peft_source),
+        max_model_len=max_model_len,
     )
     return selection.profile, selection.reason

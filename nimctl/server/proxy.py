@@ -97,15 +97,17 @@ class _RelayedStream(Response):
 class EngineProxy:
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.base_url = state.plan.engine_url
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the server's event loop.
+        # Created on first use, inside the server's event loop, once the engine's port is known.
         if self._session is None:
+            if self.state.engine_url is None:
+                # Every caller already handles an engine that cannot be reached (503).
+                raise aiohttp.ClientConnectionError("the engine has not been started yet")
             self._session = aiohttp.ClientSession(
-                self.base_url,
+                self.state.engine_url,
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
                 auto_decompress=False,
@@ -160,6 +162,17 @@ class EngineProxy:
         ) as response:
             return response.status, _json_or_none(await response.read())
 
+    async def list_models(self, timeout: float) -> list[dict[str, Any]] | None:
+        """The entries of the engine's ``/v1/models``; None when it answered, but not 200 with a list.
+
+        Raises aiohttp.ClientError or TimeoutError when it does not answer, as ``call_json``.
+        """
+        status, listing = await self.call_json("GET", "/v1/models", timeout=timeout)
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if status != 200 or not isinstance(data, list):
+            return None
+        return [entry for entry in data if isinstance(entry, dict)]
+
     async def get_text(self, path: str, timeout: float) -> str | None:
         """The body of a GET that answered 200, else None (engine loading, gone or slow)."""
         try:
@@ -176,5 +189,5 @@ def engine_unavailable(exc: BaseException) -> Response:
 def _json_or_none(content: bytes) -> Any:
     try:
         return json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None

@@ -44,6 +44,15 @@ class ServerState:
     engine_models: list[dict[str, Any]] = field(default_factory=list)
     engine_starts: int = 0
     exit_code: int = 0
+    engine_port: int | None = None  # the plan's fixed port, else chosen just before the launch
+
+    def __post_init__(self) -> None:
+        if self.engine_port is None:
+            self.engine_port = self.plan.engine_port
+
+    @property
+    def engine_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.engine_port}" if self.engine_port else None
 
     @property
     def ready(self) -> bool:

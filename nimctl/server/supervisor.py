@@ -15,7 +15,8 @@ from collections.abc import Callable
 import aiohttp
 
 from nimctl.errors import NimctlError
-from nimctl.server.engine import EngineProcess
+from nimctl.server.engine import EngineProcess, free_loopback_port
+from nimctl.server.fetch import fetch_model
 from nimctl.server.plan import engine_environment
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import Phase, ServerState
@@ -66,9 +67,11 @@ class Supervisor:
         try:
             self.state.set_phase(Phase.fetching, plan.source.uri)
             log.info("fetching model files for %s", plan.source.uri)
-            model_dir = await asyncio.to_thread(plan.source.fetch, plan.config.cache_path)
+            model_dir = await fetch_model(plan.source, plan.config.cache_path)
             self.state.model_dir = model_dir
-            engine = EngineProcess(plan.command(model_dir), engine_environment(plan))
+            # Chosen now, not at plan time: a port picked before a long fetch may be taken since.
+            self.state.engine_port = plan.engine_port or free_loopback_port()
+            engine = EngineProcess(plan.command(model_dir, self.state.engine_port), engine_environment(plan))
             self.state.engine = engine
             await engine.start()
             self.state.engine_starts += 1
@@ -113,9 +116,8 @@ class Supervisor:
             status, _ = await self.proxy.call_json("GET", "/health", timeout=5)
             if status != 200:
                 return False
-            _, listing = await self.proxy.call_json("GET", "/v1/models", timeout=5)
+            models = await self.proxy.list_models(timeout=5)
         except (aiohttp.ClientError, TimeoutError):
             return False
-        models = listing.get("data", []) if isinstance(listing, dict) else []
-        self.state.engine_models = [m for m in models if isinstance(m, dict)]
+        self.state.engine_models = models or []
         return any(m.get("id") == self.state.plan.served_name for m in self.state.engine_models)

@@ -72,6 +72,26 @@ def test_local_folder_without_config_is_refused(tmp_path: Path) -> None:
         parse_model_source(str(tmp_path)).fetch(tmp_path)
 
 
+def test_unknown_builtin_model_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_model_source("builtin://typo")
+    message = caught.value.message
+    assert message.startswith("invalid NIM_MODEL_PATH='builtin://typo'")
+    assert "builtin://tiny-llm" in message and "builtin://tiny-vlm" in message
+
+
+@pytest.mark.parametrize("make", ["missing", "no-config"])
+def test_unusable_local_folder_is_refused_at_plan_time(tmp_path: Path, make: str) -> None:
+    folder = tmp_path / "model"
+    if make == "no-config":
+        folder.mkdir()
+    config = ServerConfig.from_env({"NIM_MODEL_PATH": str(folder), "NIM_CACHE_PATH": str(tmp_path)})
+    with pytest.raises(ConfigError) as caught:
+        build_plan(config, environ={})
+    assert caught.value.message.startswith(f"invalid NIM_MODEL_PATH={str(folder)!r}")
+    assert ("no such folder" if make == "missing" else "config.json") in caught.value.message
+
+
 def test_hf_source_reads_the_offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     commit = "a" * 40
@@ -101,9 +121,11 @@ def test_engine_arguments_in_precedence_order(tmp_path: Path) -> None:
     assert lengths[-3:] == ["1024", "512", "256"]  # the last one wins in vLLM's argparse
     assert "--enable-scale-out" in args
     assert args[args.index("--tool-call-parser") + 1] == "hermes"
-    command = plan.command(tmp_path / "model")
+    command = plan.command(tmp_path / "model", 1234)
     assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "1234"
     assert plan.profile_id and len(plan.profile_id) == 64
+    assert plan.engine_port is None  # chosen at launch, after the model fetch
 
 
 def test_model_without_manifest_runs_on_engine_defaults(tmp_path: Path) -> None:

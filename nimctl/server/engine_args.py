@@ -1,0 +1,113 @@
+"""Checks on the engine arguments a user gives, and what the front reads out of them.
+
+The front launches vLLM with flags of its own (``--model``, ``--served-model-name``, ``--host``,
+``--port``) and relies on the engine answering plain HTTP on that loopback port without a key.
+User arguments come last on the engine's command line, where argparse lets them win, so the
+flags that would break that contract are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+from nimctl.errors import ConfigError
+
+PASSTHROUGH_ORIGIN = "NIM_PASSTHROUGH_ARGS"
+CLI_ORIGIN = "arguments after nim-serve"
+
+_LOOPBACK_HTTP = "the front talks plain HTTP to the engine on loopback"
+_NOT_HTTP = "the engine would not serve the HTTP routes the front relays"
+
+# flag -> (why the front needs it left alone, what to use instead or None)
+RESERVED_FLAGS: dict[str, tuple[str, str | None]] = {
+    "--model": ("the front passes the fetched model folder", "NIM_MODEL_PATH"),
+    "--served-model-name": ("the front's readiness check looks for that name", "NIM_SERVED_MODEL_NAME"),
+    "--host": (
+        "the engine must stay on 127.0.0.1 behind the front",
+        "NIMCTL_SERVER_HOST (the front's address)",
+    ),
+    "--port": (
+        "the front relays to the engine's loopback port",
+        "NIM_SERVER_PORT (the public port) or NIMCTL_ENGINE_PORT (the engine's)",
+    ),
+    "--uds": (_LOOPBACK_HTTP, None),
+    "--api-key": ("the front's health checks and relayed requests carry no engine key", None),
+    "--ssl-keyfile": (_LOOPBACK_HTTP, None),
+    "--ssl-certfile": (_LOOPBACK_HTTP, None),
+    "--ssl-ca-certs": (_LOOPBACK_HTTP, None),
+    "--ssl-cert-reqs": (_LOOPBACK_HTTP, None),
+    "--ssl-ciphers": (_LOOPBACK_HTTP, None),
+    "--enable-ssl-refresh": (_LOOPBACK_HTTP, None),
+    "--headless": (_NOT_HTTP, None),
+    "--grpc": (_NOT_HTTP, None),
+    "--tokens-only": (_NOT_HTTP, None),
+    # vLLM splices a config file's options into the command line: nothing here could check them.
+    "--config": (
+        "a config file could set any of the flags above unchecked",
+        "the options themselves, in NIM_PASSTHROUGH_ARGS",
+    ),
+}
+
+
+def _flag_name(arg: str) -> str | None:
+    """``--flag`` or ``--flag=value`` as vLLM reads the name (underscores become dashes)."""
+    if not arg.startswith("--") or arg == "--":
+        return None
+    name = arg.split("=", 1)[0]
+    return "--" + name[2:].replace("_", "-")
+
+
+def _reserved(name: str) -> str | None:
+    if name in RESERVED_FLAGS:
+        return name
+    # argparse expands an unambiguous abbreviation (vLLM's parser allows them): `--hos` is --host.
+    # No vLLM option is itself a prefix of a reserved flag, so a prefix can only mean one of them
+    # or be an error argparse reports anyway.
+    matches = [flag for flag in RESERVED_FLAGS if flag.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def check_user_engine_args(args: Sequence[str], origin: str) -> None:
+    """Refuse the flags the front owns; ``origin`` says where ``args`` came from."""
+    for arg in args:
+        name = _flag_name(arg)
+        flag = _reserved(name) if name else None
+        if flag is None:
+            continue
+        why, instead = RESERVED_FLAGS[flag]
+        given = arg.split("=", 1)[0]
+        shown = flag if given == flag else f"{given} (vLLM reads it as {flag})"
+        remedy = f"use {instead} instead" if instead else "remove it"
+        raise ConfigError(f"{origin} may not set {shown}: {why}; {remedy}")
+
+
+def _flag_values(args: Sequence[str], flag: str) -> Iterator[str]:
+    for index, arg in enumerate(args):
+        name = _flag_name(arg)
+        if name != flag:
+            continue
+        if "=" in arg:
+            yield arg.split("=", 1)[1]
+        elif index + 1 < len(args):
+            yield args[index + 1]
+
+
+_HUMAN_INT = re.compile(r"(\d+(?:\.\d+)?)([kKmMgG]?)")
+_MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def parse_context_length(value: str) -> int | None:
+    """A ``--max-model-len`` value as vLLM reads it (``2048``, ``4k``, ``4K``); None for auto or junk."""
+    match = _HUMAN_INT.fullmatch(value.strip())
+    if not match:
+        return None  # "auto", "-1" or a typo: the engine decides, or reports the typo itself
+    number, suffix = match.groups()
+    length = int(float(number) * _MULTIPLIERS[suffix])
+    return length if length > 0 else None
+
+
+def requested_context_length(args: Sequence[str], default: int | None) -> int | None:
+    """The context length the engine will run with: the last ``--max-model-len`` wins, as in argparse."""
+    values = list(_flag_values(args, "--max-model-len"))
+    return parse_context_length(values[-1]) if values else default

@@ -1,0 +1,94 @@
+"""Fetching the model files in a child process that a stop can end at once.
+
+A download or a built-in generation takes minutes and cannot be interrupted from a thread
+(``asyncio.run`` would wait for the thread on SIGTERM). In a child process it can: the
+front kills the child's process group when it stops, and the child dies with the front
+if the front is killed (:mod:`nimctl.server.deathsig`). The child also keeps torch and
+huggingface_hub out of the front's memory.
+
+The child is ``python -m nimctl.server.fetch PARENT_PID URI CACHE``. Its stderr is the
+front's (download progress shows as it did); its stdout carries one JSON line: the folder,
+or the error to report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nimctl.errors import ConfigError, NimctlError, RuntimeFailure
+from nimctl.server.deathsig import die_with_parent
+from nimctl.server.model_source import ModelSource, parse_model_source
+
+
+async def fetch_model(source: ModelSource, cache: Path) -> Path:
+    """The local folder of ``source``'s files, fetched into ``cache`` by a child process."""
+    if source.kind == "local":
+        return source.fetch(cache)  # only a check: nothing to wait for
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nimctl.server.fetch",
+        str(os.getpid()),
+        source.uri,
+        str(cache),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own group: a stop reaches whatever it started too
+    )
+    try:
+        output, _ = await process.communicate()
+    finally:
+        if process.returncode is None:  # cancelled: the front is stopping
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    return _result(output, process.returncode, source.uri)
+
+
+def _result(output: bytes, code: int | None, uri: str) -> Path:
+    lines = output.decode(errors="replace").strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise RuntimeFailure(f"fetching {uri} failed: the fetch process exited with code {code}")
+    if "folder" in answer:
+        return Path(answer["folder"])
+    error = ConfigError if answer.get("config_error") else RuntimeFailure
+    raise error(str(answer.get("error")), hint=answer.get("hint"))
+
+
+def main(argv: Sequence[str]) -> int:
+    parent, uri, cache = argv
+    die_with_parent(int(parent))
+    # The answer gets the real stdout; whatever the fetch prints (C libraries included) goes to stderr.
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    try:
+        folder = parse_model_source(uri).fetch(Path(cache))
+    except NimctlError as exc:
+        result: dict[str, object] = {
+            "error": exc.message,
+            "hint": exc.hint,
+            "config_error": isinstance(exc, ConfigError),
+        }
+        code = 1
+    else:
+        result = {"folder": str(folder)}
+        code = 0
+    answer.write(json.dumps(result) + "\n")
+    answer.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
