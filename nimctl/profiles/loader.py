@@ -52,10 +52,13 @@ def manifest_files(profiles_dir: str | os.PathLike[str] | None = None) -> list[P
 
 
 def find_manifest(ref: str, profiles_dir: str | os.PathLike[str] | None = None) -> Manifest:
-    """The manifest for ``ref``: a manifest path, a model or manifest name, or a model source URI.
+    """The manifest for ``ref``: a manifest path, a model or manifest name, a model source URI, or
+    a local model folder.
 
     Names match the file name, the model's ``name`` or ``served_name``, or the last part of its
     source (``Qwen2.5-VL-7B-Instruct`` finds ``hf://Qwen/Qwen2.5-VL-7B-Instruct``), ignoring case.
+    A local model folder (``/models/Qwen2.5-VL-7B-Instruct``, as ``NIM_MODEL_PATH`` may be) is
+    matched by its folder name the same way, else by the ``_name_or_path`` its config.json keeps.
     """
     ref = ref.strip()
     if not ref:
@@ -68,22 +71,55 @@ def find_manifest(ref: str, profiles_dir: str | os.PathLike[str] | None = None) 
     for path in manifest_files(profiles_dir):
         if path.stem == ref:
             return load_manifest(path)
-    wanted = ref.rstrip("/").lower()
-    if wanted.startswith("hf://"):
-        wanted = wanted.split("@", 1)[0]  # hf://org/name@revision: the revision does not change the model
-    for path, model in _model_headers(profiles_dir):
-        source = str(model.get("source", "")).rstrip("/").lower()
-        keys = {str(model.get("name", "")).lower(), str(model.get("served_name", "")).lower(), source}
-        if "://" not in wanted:
-            keys.add(source.rsplit("/", 1)[-1])
-        if wanted in keys:
-            return load_manifest(path)
+    headers = [(path, _lookup_keys(model)) for path, model in _model_headers(profiles_dir)]
+    for wanted in _wanted_names(ref, as_path):
+        for path, keys in headers:
+            if wanted in keys or ("://" not in wanted and wanted in _last_parts(keys)):
+                return load_manifest(path)
     known = ", ".join(p.stem for p in manifest_files(profiles_dir)) or "none"
     where = ", ".join(str(d) for d in search_path(profiles_dir)) or "no folder found"
     raise UsageError(
         f"no manifest for {ref!r} (known models: {known})",
         hint=f"searched {where}; pass a manifest path, or set NIMCTL_PROFILES_DIR",
     )
+
+
+def _lookup_keys(model: dict[str, Any]) -> set[str]:
+    """What a reference is compared with, lower-cased: name, served name, source URI."""
+    source = str(model.get("source", "")).rstrip("/").lower()
+    return {str(model.get("name", "")).lower(), str(model.get("served_name", "")).lower(), source}
+
+
+def _last_parts(keys: set[str]) -> set[str]:
+    """The last part of the source URI (``qwen2.5-vl-7b-instruct``), for a reference without a scheme."""
+    return {key.rsplit("/", 1)[-1] for key in keys if "://" in key}
+
+
+def _wanted_names(ref: str, as_path: Path) -> Iterator[str]:
+    """The names ``ref`` may be known by, most exact first."""
+    wanted = ref.rstrip("/").lower()
+    if wanted.startswith("hf://"):
+        wanted = wanted.split("@", 1)[0]  # hf://org/name@revision: the revision does not change the model
+    yield wanted
+    if "://" in ref:
+        return
+    # A served name ("org/name") is not a folder unless it is one: only then its last part counts.
+    if ref.startswith(("/", "./", "../", "~")) or as_path.is_dir():
+        yield as_path.name.lower()
+        name_or_path = _config_name(as_path)
+        if name_or_path:
+            yield name_or_path.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def _config_name(folder: Path) -> str | None:
+    """``_name_or_path`` from a model folder's config.json (the repository it was saved from)."""
+    import json
+
+    try:
+        value = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _model_headers(profiles_dir: str | os.PathLike[str] | None) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -70,3 +70,36 @@ def test_a_broken_neighbour_does_not_hide_a_good_manifest(tmp_path: Path) -> Non
     shutil.copy(REPO_PROFILES_DIR / "tiny-llm.yaml", tmp_path / "good.yaml")
     (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
     assert find_manifest("builtin://tiny-llm", profiles_dir=tmp_path).model.name == "tiny-llm"
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["/models/Qwen2.5-VL-7B-Instruct", "/models/qwen2.5-vl-7b-instruct/", "~/models/Qwen2.5-VL-7B-Instruct"],
+)
+def test_a_local_model_folder_is_found_by_its_name(folder: str) -> None:
+    # As NIM_MODEL_PATH gives it: the folder need not exist yet for its name to count.
+    assert find_manifest(folder).model.name == "qwen2.5-vl-7b-instruct"
+
+
+def test_an_existing_relative_folder_counts_by_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "weights" / "gemma-3-27b-it").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert find_manifest("weights/gemma-3-27b-it").model.name == "gemma-3-27b-it"
+    # Not a folder: "org/name" is a served name, and no manifest serves this one.
+    with pytest.raises(UsageError, match="no manifest for 'someorg/gemma-3-27b-it'"):
+        find_manifest("someorg/gemma-3-27b-it")
+
+
+def test_a_renamed_folder_is_found_by_its_config(tmp_path: Path) -> None:
+    folder = tmp_path / "my-checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_name_or_path": "google/gemma-3-27b-it"}', encoding="utf-8")
+    assert find_manifest(str(folder)).model.name == "gemma-3-27b-it"
+    (folder / "config.json").write_text('{"_name_or_path": "/home/me/ckpt"}', encoding="utf-8")
+    with pytest.raises(UsageError, match="no manifest for"):
+        find_manifest(str(folder))
+    (folder / "config.json").write_text("[not json", encoding="utf-8")
+    with pytest.raises(UsageError, match="no manifest for"):
+        find_manifest(str(folder))
