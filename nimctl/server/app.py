@@ -49,6 +49,8 @@ def create_app(
         description="NIM management endpoints and OpenAI-compatible inference relayed to vLLM.",
         lifespan=lifespan,
         redoc_url=None,
+        # Only configured paths answer: `/v1/health/live/` is a 404, not a redirect to the route.
+        redirect_slashes=False,
     )
     app.include_router(management.build_router(state, metrics, proxy))
     app.include_router(inference.build_router(proxy))

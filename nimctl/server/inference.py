@@ -40,6 +40,8 @@ def _parse_object(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequestError("request body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise BadRequestError("request body must be a JSON object")
     return payload
@@ -86,6 +88,14 @@ def _check_data_url(url: str, param: str) -> None:
         raise BadRequestError("image data URL does not hold a PNG, JPEG, GIF, WebP or BMP image", param)
 
 
+def _engine_error(status: int, body: Any, what: str) -> Response:
+    """An engine's error answer: passed on when it is in OpenAI's shape, else a 502 that says so."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if status >= 400 and isinstance(error, dict) and isinstance(error.get("message"), str):
+        return JSONResponse(body, status_code=status)
+    return openai_error(502, f"the engine answered {what} with HTTP {status} and no error object")
+
+
 def build_router(proxy: EngineProxy) -> APIRouter:
     router = APIRouter(tags=["inference"])
 
@@ -126,12 +136,13 @@ def build_router(proxy: EngineProxy) -> APIRouter:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
         try:
-            _, listing = await proxy.call_json("GET", "/v1/models", timeout=10)
+            entries = await proxy.list_models(timeout=10)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return engine_unavailable(exc)
-        entries = listing.get("data", []) if isinstance(listing, dict) else []
+        if entries is None:
+            return openai_error(502, "the engine's model list could not be read")
         for entry in entries:
-            if isinstance(entry, dict) and entry.get("id") == model:
+            if entry.get("id") == model:
                 return JSONResponse(entry)
         return openai_error(404, f"The model `{model}` does not exist.", param="model")
 
@@ -150,17 +161,20 @@ def build_router(proxy: EngineProxy) -> APIRouter:
             return openai_error(400, str(exc), param=exc.param)
         try:
             status, rendered = await proxy.call_json("POST", request.url.path, payload)
-            if status != 200 or not isinstance(rendered, dict):
-                return JSONResponse(rendered, status_code=status)  # the engine's own error, as it said it
+            if status != 200:
+                return _engine_error(status, rendered, "render")
+            token_ids = rendered.get("token_ids") if isinstance(rendered, dict) else None
+            if not isinstance(token_ids, list):
+                return openai_error(502, "the engine's render answer has no token_ids list")
             status, text = await proxy.call_json(
-                "POST",
-                "/detokenize",
-                {"model": proxy.state.plan.served_name, "tokens": rendered.get("token_ids", [])},
+                "POST", "/detokenize", {"model": proxy.state.plan.served_name, "tokens": token_ids}
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             return engine_unavailable(exc)
-        if status != 200 or not isinstance(text, dict):
+        prompt = text.get("prompt") if isinstance(text, dict) else None
+        if status != 200 or not isinstance(prompt, str):
             return openai_error(502, "the engine rendered the prompt but could not turn it into text")
-        return JSONResponse({"prompt": text.get("prompt", ""), **rendered})
+        # `prompt` is the front's own field: whatever the engine calls by that name does not replace it.
+        return JSONResponse({"prompt": prompt, **{k: v for k, v in rendered.items() if k != "prompt"}})
 
     return router

@@ -1,4 +1,6 @@
-"""ASGI middleware: request metrics, and 503 for new work while the server drains.
+"""ASGI middleware: request metrics, 503 for new work while the server drains, and the
+front's last word on a bug: any exception a route lets out becomes a JSON 500 in OpenAI's
+shape, logged once with its traceback (Starlette alone answers plain text).
 
 Written as plain ASGI (not BaseHTTPMiddleware) so that streamed bodies and client
 disconnects pass through untouched.
@@ -6,6 +8,7 @@ disconnects pass through untouched.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nimctl.server.http_errors import openai_error
 from nimctl.server.metrics import FrontMetrics
 from nimctl.server.state import ServerState
+
+log = logging.getLogger("nimctl.server")
 
 # Health and metrics keep answering while draining so orchestrators see the state.
 _ALWAYS_ANSWERED = ("/v1/health/", "/v1/metrics")
@@ -40,11 +45,13 @@ class FrontMiddleware:
         route = self._route(path)
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_watching(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
             await send(message)
 
         self.metrics.in_flight.inc()
@@ -53,7 +60,14 @@ class FrontMiddleware:
                 response = openai_error(503, "server is shutting down", headers={"Connection": "close"})
                 await response(scope, receive, send_watching)
             else:
-                await self.app(scope, receive, send_watching)
+                try:
+                    await self.app(scope, receive, send_watching)
+                except Exception:
+                    if response_started:
+                        raise  # too late for an error body: the server logs it and drops the connection
+                    log.exception("unexpected error answering %s %s", scope["method"], path)
+                    response = openai_error(500, "internal server error in the front (see its log)")
+                    await response(scope, receive, send_watching)
         finally:
             self.metrics.in_flight.dec()
             self.metrics.observe(route, scope["method"], status, started)

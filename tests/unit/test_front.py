@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from nimctl.server import management
 from nimctl.server.app import create_app
 from nimctl.server.config import ServerConfig
 from nimctl.server.plan import build_plan
@@ -27,11 +28,16 @@ from nimctl.server.state import Phase, ServerState
 from tests.server_process import free_port
 
 MODELS = {"object": "list", "data": [{"id": "tiny-llm", "object": "model", "max_model_len": 2048}]}
+# path -> (status, body, media type): an odd answer the next requests to that path get instead.
+ODD_ANSWERS: dict[str, tuple[int, bytes, str]] = {}
 
 
 async def fake_engine(request: Request) -> Response:
     """A small stand-in for vLLM's HTTP server: just the answers these tests look at."""
     path = request.url.path
+    if path in ODD_ANSWERS:
+        status, content, media_type = ODD_ANSWERS[path]
+        return Response(content, status_code=status, media_type=media_type)
     if path == "/v1/models":
         return JSONResponse(MODELS)
     if path == "/v1/chat/completions":
@@ -77,6 +83,12 @@ def state(tmp_path: Path, engine_port: int) -> ServerState:
 def client(state: ServerState) -> Iterator[TestClient]:
     with TestClient(create_app(state, supervise=False)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def odd_engine() -> Iterator[dict[str, tuple[int, bytes, str]]]:
+    yield ODD_ANSWERS
+    ODD_ANSWERS.clear()
 
 
 def test_inference_is_503_in_openai_shape_until_ready(client: TestClient, state: ServerState) -> None:
@@ -135,6 +147,8 @@ def test_models_retrieve_from_the_engines_list(client: TestClient, state: Server
             ).encode(),
             "data:image/png;base64",
         ),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"a": ' * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_bodies_are_400(client: TestClient, state: ServerState, body: bytes, fragment: str) -> None:
@@ -147,6 +161,86 @@ def test_bad_bodies_are_400(client: TestClient, state: ServerState, body: bytes,
 def test_unknown_path_and_method(client: TestClient) -> None:
     assert client.get("/nope").json()["error"]["code"] == 404
     assert client.delete("/v1/models").json()["error"]["code"] == 405
+
+
+@pytest.mark.parametrize("path", ["/v1/health/live/", "/v1/metadata/", "/v1/metrics/", "/docs/"])
+def test_a_trailing_slash_is_not_a_configured_path(client: TestClient, path: str) -> None:
+    response = client.get(path, follow_redirects=False)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == 404
+
+
+def test_a_bug_is_a_json_500_in_openai_shape_and_logged(
+    state: ServerState, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(management, "_license", broken)
+    with TestClient(create_app(state, supervise=False), raise_server_exceptions=False) as test_client:
+        response = test_client.get("/v1/license")
+        assert test_client.get("/v1/health/live").status_code == 200  # the front carries on
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == 500
+    assert response.json()["error"]["type"] == "InternalServerError"
+    logged = [r for r in caplog.records if r.exc_info and "GET /v1/license" in r.getMessage()]
+    assert logged and "a bug" in str(logged[0].exc_info[1])
+
+
+@pytest.mark.parametrize(
+    ("path", "answer", "status"),
+    [
+        ("/v1/chat/completions/render", (400, b"oops, not JSON", "text/plain"), 502),
+        ("/v1/chat/completions/render", (404, b'{"detail": "Not Found"}', "application/json"), 502),
+        ("/v1/chat/completions/render", (200, b"[1, 2, 3]", "application/json"), 502),
+        ("/v1/chat/completions/render", (200, b'{"request_id": "r1"}', "application/json"), 502),
+        ("/v1/chat/completions/render", (200, b"not JSON", "text/plain"), 502),
+        ("/detokenize", (200, b'{"tokens": []}', "application/json"), 502),
+        ("/detokenize", (500, b"Internal Server Error", "text/plain"), 502),
+    ],
+)
+def test_render_turns_odd_engine_answers_into_502(
+    client: TestClient,
+    state: ServerState,
+    odd_engine: dict[str, tuple[int, bytes, str]],
+    path: str,
+    answer: tuple[int, bytes, str],
+    status: int,
+) -> None:
+    state.set_phase(Phase.ready)
+    odd_engine[path] = answer
+    response = client.post("/v1/chat/completions/render", json={"messages": []})
+    assert response.status_code == status
+    assert {"message", "type", "param", "code"} <= set(response.json()["error"])
+
+
+def test_render_passes_an_engine_error_in_openai_shape_through(
+    client: TestClient, state: ServerState, odd_engine: dict[str, tuple[int, bytes, str]]
+) -> None:
+    state.set_phase(Phase.ready)
+    error = {"error": {"message": "bad messages", "type": "BadRequestError", "param": None, "code": 400}}
+    odd_engine["/v1/chat/completions/render"] = (400, json.dumps(error).encode(), "application/json")
+    response = client.post("/v1/chat/completions/render", json={"messages": []})
+    assert response.status_code == 400
+    assert response.json() == error
+
+
+def test_render_keeps_its_own_prompt_field(
+    client: TestClient, state: ServerState, odd_engine: dict[str, tuple[int, bytes, str]]
+) -> None:
+    state.set_phase(Phase.ready)
+    rendered = {"prompt": "the engine's", "token_ids": [5, 6, 7]}
+    odd_engine["/v1/chat/completions/render"] = (200, json.dumps(rendered).encode(), "application/json")
+    body = client.post("/v1/chat/completions/render", json={"messages": []}).json()
+    assert body == {"prompt": "<user>hello", "token_ids": [5, 6, 7]}
+
+
+def test_models_retrieve_with_an_unreadable_engine_list_is_502(
+    client: TestClient, state: ServerState, odd_engine: dict[str, tuple[int, bytes, str]]
+) -> None:
+    state.set_phase(Phase.ready)
+    odd_engine["/v1/models"] = (200, b'{"data": "nope"}', "application/json")
+    assert client.get("/v1/models/tiny-llm").status_code == 502
 
 
 def test_draining_refuses_new_work_but_answers_health(client: TestClient, state: ServerState) -> None:
@@ -198,3 +292,14 @@ def test_engine_gone_is_503_not_500(
     response = client.request(method, path, json=body)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == 503
+
+
+def test_before_the_engine_has_a_port_relays_are_503(tmp_path: Path) -> None:
+    config = ServerConfig.from_env({}, model_path="builtin://tiny-llm", cache_path=tmp_path)
+    state = ServerState(build_plan(config, environ={}))
+    assert state.engine_url is None  # the port is chosen at launch
+    state.set_phase(Phase.ready)
+    with TestClient(create_app(state, supervise=False)) as test_client:
+        response = test_client.post("/v1/chat/completions", json={"model": "m", "messages": []})
+        assert response.status_code == 503
+        assert test_client.get("/v1/metrics").status_code == 200
