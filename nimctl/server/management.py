@@ -6,7 +6,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
@@ -16,6 +16,9 @@ from nimctl.server.http_errors import error_body, openai_error
 from nimctl.server.metrics import CONTENT_TYPE, FrontMetrics
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import ServerState
+
+if TYPE_CHECKING:
+    from nimctl.profiles.schema import License
 
 _LICENSE_PREFIXES = ("license", "licence")
 
@@ -67,12 +70,40 @@ def _model_files(state: ServerState) -> _ModelFiles:
     return _read_model_files(folder)  # not fetched yet: it may still change
 
 
+def _manifest_license(state: ServerState) -> License | None:
+    return state.plan.manifest.model.license if state.plan.manifest else None
+
+
 def _license(state: ServerState) -> dict[str, Any] | None:
+    """/v1/license's body: the model folder's LICENSE* file, with the manifest's URL for it."""
     license_file = _model_files(state).license_file
     if license_file is None:
         return None
-    manifest_license = state.plan.manifest.model.license if state.plan.manifest else None
-    return {**license_file, "url": getattr(manifest_license, "url", None)}
+    return {**license_file, "url": getattr(_manifest_license(state), "url", None)}
+
+
+def _license_info(state: ServerState) -> dict[str, Any] | None:
+    """/v1/metadata's licenseInfo: the file's details, else the license the manifest names."""
+    info = _license(state)
+    if info is not None:
+        info.pop("content")
+        return info
+    named = _manifest_license(state)
+    if named is None:
+        return None
+    # No file to measure: the fields that describe one are null, and `type` says where this came from.
+    return {"name": named.name, "path": None, "sha": None, "size": None, "url": named.url, "type": "manifest"}
+
+
+def _no_license_message(state: ServerState) -> str:
+    folder = state.model_dir or state.plan.source.local_dir(state.plan.config.cache_path)
+    where = f"in {folder}" if folder is not None else "(the model files are not fetched yet)"
+    message = f"no license file (LICENSE*) {where} for model {state.plan.source.uri}"
+    named = _manifest_license(state)
+    if named is not None:
+        at = f" at {named.url}" if named.url else ""
+        message += f"; its manifest names the license {named.name}{at}, but its text is not available here"
+    return message
 
 
 def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) -> APIRouter:
@@ -100,14 +131,11 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
     async def license_() -> JSONResponse:
         info = _license(state)
         if info is None:
-            return openai_error(404, f"no license file (LICENSE*) found for model {state.plan.source.uri}")
+            return openai_error(404, _no_license_message(state))
         return JSONResponse(info)
 
     @router.get("/v1/metadata", summary="Model, assets, license and selected profile")
     async def metadata() -> dict[str, Any]:
-        license_info = _license(state)
-        if license_info:
-            license_info.pop("content")
         plan = state.plan
         return {
             "version": __version__,
@@ -119,7 +147,7 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
                 }
             ],
             "assetInfo": _model_files(state).assets,
-            "licenseInfo": license_info,
+            "licenseInfo": _license_info(state),
             "profile_id": plan.profile_id,
             "profile_name": plan.profile_name,
             "selectedModelProfileId": plan.profile_id,

@@ -303,3 +303,46 @@ def test_before_the_engine_has_a_port_relays_are_503(tmp_path: Path) -> None:
         response = test_client.post("/v1/chat/completions", json={"model": "m", "messages": []})
         assert response.status_code == 503
         assert test_client.get("/v1/metrics").status_code == 200
+
+
+APACHE_URL = "https://www.apache.org/licenses/LICENSE-2.0"  # what profiles/tiny-llm.yaml names
+
+
+def test_without_a_license_file_the_manifests_license_is_reported(client: TestClient) -> None:
+    response = client.get("/v1/license")
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "LICENSE*" in message and "builtin/tiny-llm" in message  # what was looked for, and where
+    assert f"names the license Apache-2.0 at {APACHE_URL}" in message
+    assert "text is not available" in message
+    info = client.get("/v1/metadata").json()["licenseInfo"]
+    assert info == {
+        "name": "Apache-2.0",
+        "path": None,
+        "sha": None,
+        "size": None,
+        "url": APACHE_URL,
+        "type": "manifest",
+    }
+
+
+def test_a_license_file_in_the_model_folder_wins(client: TestClient, state: ServerState, tmp_path: Path) -> None:
+    folder = tmp_path / "fetched"
+    folder.mkdir()
+    (folder / "LICENSE.txt").write_text("Apache License 2.0 text\n")
+    state.model_dir = folder
+    body = client.get("/v1/license").json()
+    assert (body["name"], body["type"], body["url"]) == ("LICENSE.txt", "file", APACHE_URL)
+    assert body["content"] == "Apache License 2.0 text\n"
+    info = client.get("/v1/metadata").json()["licenseInfo"]
+    assert info == {key: value for key, value in body.items() if key != "content"}
+
+
+def test_no_license_anywhere(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    config = ServerConfig.from_env({}, model_path=str(tmp_path), cache_path=tmp_path, engine_port=free_port())
+    with TestClient(create_app(ServerState(build_plan(config, environ={})), supervise=False)) as test_client:
+        response = test_client.get("/v1/license")
+        assert response.status_code == 404
+        assert "manifest" not in response.json()["error"]["message"]
+        assert test_client.get("/v1/metadata").json()["licenseInfo"] is None
