@@ -14,9 +14,10 @@ GpusOption = Annotated[
     typer.Option(
         "--gpus",
         metavar="SPEC",
-        help="Describe the GPUs instead of reading them: NAME[:COUNT][@FREE_GiB],... "
-        "e.g. H100-80GB:8, L40S:2, A100-80GB:1@6GiB, none (also $NIMCTL_ASSUME_GPUS). "
-        "`nimctl gpus --catalog` lists the names.",
+        # "\\[" keeps Rich from reading "[@FREE]" as markup (it would drop it from the help).
+        help="Describe the GPUs instead of reading them: NAME\\[:COUNT]\\[@FREE],... with FREE in GiB "
+        "(6, 6GiB) or GB (6GB), e.g. H100-80GB:8, L40S:2, A100-80GB:1@6GiB, none "
+        "(also $NIMCTL_ASSUME_GPUS). `nimctl gpus --catalog` lists the names.",
     ),
 ]
 
@@ -53,6 +54,7 @@ def gpus(
                 gpu.name,
                 gpu.pci_id,
                 f"{gib(gpu.memory_total)} GiB",
+                "" if gpu.memory_used is None else f"{gib(gpu.memory_used)} GiB",
                 f"{gib(gpu.memory_free)} GiB",
                 "" if gpu.utilization_pct is None else f"{gpu.utilization_pct}%",
                 cc_text(gpu.compute_capability) or "",
@@ -62,7 +64,9 @@ def gpus(
             )
             for gpu in inventory.gpus
         ]
-        out.table(["#", "NAME", "PCI ID", "MEMORY", "FREE", "UTIL", "CC", "MIG", "CATALOGUE", "UUID"], rows)
+        out.table(
+            ["#", "NAME", "PCI ID", "MEMORY", "USED", "FREE", "UTIL", "CC", "MIG", "CATALOGUE", "UUID"], rows
+        )
         if inventory.source == "assumed":
             out.text("Assumed with --gpus / NIMCTL_ASSUME_GPUS (not read from this machine). Device: cuda.")
         else:

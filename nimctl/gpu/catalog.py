@@ -2,7 +2,9 @@
 
 SPEC is a comma-separated list of ``NAME[:COUNT][@FREE]``: ``H100-80GB:8``, ``L40S:2``, ``A10G``,
 ``A100-80GB:1@6GiB`` (one card with only 6 GiB free: a busy GPU), ``L4,L4``, or ``none`` (no GPU).
-Names are catalogue keys or aliases, ignoring case, ``-`` and ``_``.
+Names are catalogue keys or aliases, ignoring case, ``-`` and ``_``. FREE is in GiB (``6``,
+``6GiB``: 2^30 bytes, as NVML counts) or GB (``6GB``: 10^9 bytes, as spec sheets do); any other
+unit is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from nimctl.errors import UsageError
 from nimctl.gpu.inventory import GPU, Inventory
-from nimctl.gpu.units import GIB, normalise_name
+from nimctl.gpu.units import GB, GIB, normalise_name
 
 CATALOG_PATH = Path(__file__).resolve().parent.parent / "data" / "gpus.yaml"
 _MAX_GPUS = 64
@@ -105,14 +107,14 @@ def parse_gpu_spec(spec: str) -> Inventory:
     gpus: list[GPU] = []
     for part in (p.strip() for p in text.split(",")):
         match = re.fullmatch(
-            r"([A-Za-z0-9_.-]+?)(?:\s*[:x]\s*([0-9]+))?(?:\s*@\s*([0-9.]+)\s*(GiB|GB|G)?)?", part
+            r"([A-Za-z0-9_.-]+?)(?:\s*[:x]\s*([0-9]+))?(?:\s*@\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*))?", part
         )
         if not match:
             raise UsageError(
-                f"bad GPU spec {part!r}: write NAME[:COUNT][@FREE_GiB], "
+                f"bad GPU spec {part!r}: write NAME[:COUNT][@FREE], "
                 "e.g. H100-80GB:8, L40S:2, A100-80GB:1@6GiB"
             )
-        name, count_text, free_text = match.group(1), match.group(2), match.group(3)
+        name, count_text, free_text, unit = match.groups()
         entry = lookup(name)
         if entry is None:
             raise UsageError(
@@ -123,14 +125,30 @@ def parse_gpu_spec(spec: str) -> Inventory:
         if count < 1:
             raise UsageError(f"bad GPU count in {part!r}: at least 1 (use 'none' for no GPU)")
         total = int(entry.memory_gib * GIB)
-        free = total if free_text is None else int(float(free_text) * GIB)
-        if free > total:
-            raise UsageError(f"{part!r}: {free_text} GiB free is more than the {entry.memory_gib:g} GiB card")
+        free = total
+        if free_text is not None:
+            label = _free_unit(part, unit or "GiB")
+            free = int(float(free_text) * (GIB if label == "GiB" else GB))
+            if free > total:
+                raise UsageError(
+                    f"{part!r}: {free_text} {label} free is more than the {entry.memory_gib:g} GiB card"
+                )
         for _ in range(count):
             gpus.append(_assumed_gpu(len(gpus), entry, total, free))
     if len(gpus) > _MAX_GPUS:
         raise UsageError(f"--gpus describes {len(gpus)} GPUs; at most {_MAX_GPUS} on one machine")
     return Inventory(gpus=tuple(gpus), source="assumed")
+
+
+def _free_unit(part: str, unit: str) -> str:
+    """``GiB`` or ``GB`` for the unit written after FREE; anything else is refused, not guessed."""
+    for label in ("GiB", "GB"):
+        if unit.lower() == label.lower():
+            return label
+    raise UsageError(
+        f"unknown unit {unit!r} in {part!r}: write the free memory in GiB (2^30 bytes, the default) "
+        "or GB (10^9 bytes)"
+    )
 
 
 def _assumed_gpu(index: int, entry: CatalogEntry, total: int, free: int) -> GPU:

@@ -95,4 +95,5 @@ class Inventory:
             "driver_version": self.driver_version,
             "cuda_driver_version": self.cuda_driver_version,
             "gpus": [gpu.to_dict() for gpu in self.gpus],
+            "notes": list(self.notes),
         }

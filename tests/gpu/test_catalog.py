@@ -64,6 +64,8 @@ def test_spec_sheet_facts(key: str, memory_gib: int, cc: tuple[int, int], pci: s
         ("B200", 1, "B200", 180),
         ("A100-80GB:1@6GiB", 1, "A100-SXM-80GB", 6),
         ("A100-80GB@6.5", 1, "A100-SXM-80GB", 6.5),
+        ("A100-80GB@6gib", 1, "A100-SXM-80GB", 6),
+        ("A100-80GB:1@6GB", 1, "A100-SXM-80GB", 6e9 / GIB),  # GB: 10^9 bytes, as spec sheets count
         ("L4x4", 4, "L4", 24),
     ],
 )
@@ -101,6 +103,10 @@ def test_no_gpu_spec(spec: str) -> None:
         ("A100-80GB@100GiB", "100 GiB free is more than the 80 GiB card"),
         ("H100:65", "--gpus describes 65 GPUs; at most 64"),
         ("H100,,L4", "bad GPU spec ''"),
+        ("A100-80GB@6G", "unknown unit 'G' in 'A100-80GB@6G': write the free memory in GiB"),
+        ("A100-80GB@6MiB", "unknown unit 'MiB' in 'A100-80GB@6MiB'"),
+        ("A100-80GB@90GB", "90 GB free is more than the 80 GiB card"),
+        ("A100-80GB@6.5.1", "bad GPU spec 'A100-80GB@6.5.1'"),
     ],
 )
 def test_bad_specs_are_one_line_usage_errors(spec: str, message: str) -> None:

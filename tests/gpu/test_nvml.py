@@ -148,6 +148,7 @@ def test_a_gpu_in_mig_mode_is_listed_with_a_note() -> None:
         "GPU 0 (NVIDIA A100-SXM4-80GB) is in MIG mode: its memory belongs to its MIG instances, "
         "so profiles do not count it as a whole GPU",
     )
+    assert inventory.to_dict()["notes"] == list(inventory.notes)  # --format json keeps them
 
 
 @pytest.mark.parametrize(

@@ -345,3 +345,23 @@ def test_select_reads_nim_max_model_len() -> None:
         "profiles", "select", "qwen2.5-vl-7b-instruct", "--gpus", "A10G", NIM_MAX_MODEL_LEN="32768"
     )
     assert (code, out) == (0, "c55664c60675d3e564d228956a8b21996fc730d115cfe29d6526389d84836026\n")
+
+
+def test_gpus_json_keeps_the_inventory_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nimctl.gpu import nvml
+    from tests.gpu.fake_nvml import FakeNvml, h100
+
+    fake = FakeNvml(devices=[h100("GPU-a"), h100("GPU-b")])
+    real = nvml.read_nvml
+    monkeypatch.setattr(nvml, "read_nvml", lambda: real(fake, environ={"CUDA_VISIBLE_DEVICES": "1"}))
+    code, out, _ = run("gpus", "-f", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert [gpu["uuid"] for gpu in data["gpus"]] == ["GPU-b"]
+    assert data["notes"] == ["1 of 2 GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES"]
+    code, out, _ = run("gpus")
+    assert out.splitlines()[0].split() == [
+        "#", "NAME", "PCI", "ID", "MEMORY", "USED", "FREE", "UTIL", "CC", "MIG", "CATALOGUE", "UUID"
+    ]  # fmt: skip
+    assert out.splitlines()[1].split()[6:12] == ["79.6", "GiB", "0.5", "GiB", "79.2", "GiB"]  # total, used, free
+    assert out.splitlines()[-1] == "1 of 2 GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES"
