@@ -6,9 +6,9 @@ front kills the child's process group when it stops, and the child dies with the
 if the front is killed (:mod:`nimctl.server.deathsig`). The child also keeps torch and
 huggingface_hub out of the front's memory.
 
-The child is ``python -m nimctl.server.fetch PARENT_PID URI CACHE``. Its stderr is the
-front's (download progress shows as it did); its stdout carries one JSON line: the folder,
-or the error to report.
+The child is ``python -m nimctl.server.fetch PARENT_PID URI CACHE``. Its stdout carries one
+JSON line: the folder, or the error to report. What it prints on stderr (download progress,
+library warnings) goes into the front's log line by line, so that JSONL logs stay JSONL.
 """
 
 from __future__ import annotations
@@ -16,15 +16,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from nimctl.errors import ConfigError, NimctlError, RuntimeFailure
 from nimctl.server.deathsig import die_with_parent
 from nimctl.server.model_source import ModelSource, parse_model_source
+
+log = logging.getLogger("nimctl.fetch")
+
+# Progress bars redraw their line (ending it with \r) many times a second: log one such a while.
+PROGRESS_EVERY_S = 5.0
+_LINE_END = re.compile(rb"[\r\n]")
+_LONGEST_LINE = 1 << 16
 
 
 async def fetch_model(source: ModelSource, cache: Path) -> Path:
@@ -40,16 +50,45 @@ async def fetch_model(source: ModelSource, cache: Path) -> Path:
         str(cache),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # its own group: a stop reaches whatever it started too
     )
+    assert process.stdout is not None and process.stderr is not None
+    relay = asyncio.create_task(_relay_output(process.stderr), name="fetch-output")
     try:
-        output, _ = await process.communicate()
+        output = await process.stdout.read()
+        await process.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(relay, 5)  # the last lines, usually there already
     finally:
         if process.returncode is None:  # cancelled: the front is stopping
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+        relay.cancel()
     return _result(output, process.returncode, source.uri)
+
+
+async def _relay_output(stream: asyncio.StreamReader) -> None:
+    """Log the child's stderr line by line; a line ends at \n, or at \r where a bar redraws it."""
+    buffer = b""
+    last_redraw = 0.0
+    while chunk := await stream.read(_LONGEST_LINE):
+        buffer += chunk
+        while (end := _LINE_END.search(buffer)) is not None or len(buffer) > _LONGEST_LINE:
+            cut = end.start() if end is not None else len(buffer)
+            line, redraw, buffer = buffer[:cut], buffer[cut : cut + 1] == b"\r", buffer[cut + 1 :]
+            text = line.decode(errors="replace").strip()
+            if not text:
+                continue
+            if redraw:
+                now = time.monotonic()
+                if now - last_redraw < PROGRESS_EVERY_S:
+                    continue
+                last_redraw = now
+            log.info("%s", text)
+    if text := buffer.decode(errors="replace").strip():
+        log.info("%s", text)
 
 
 def _result(output: bytes, code: int | None, uri: str) -> Path:
@@ -59,7 +98,9 @@ def _result(output: bytes, code: int | None, uri: str) -> Path:
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
-        raise RuntimeFailure(f"fetching {uri} failed: the fetch process exited with code {code}")
+        raise RuntimeFailure(
+            f"fetching {uri} failed: the fetch process exited with code {code} (its output is logged above)"
+        )
     if "folder" in answer:
         return Path(answer["folder"])
     error = ConfigError if answer.get("config_error") else RuntimeFailure

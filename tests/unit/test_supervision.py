@@ -7,6 +7,7 @@ an ``hf://`` fetch pointed at it (``HF_ENDPOINT``) hangs until it is stopped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ import pytest
 from nimctl.errors import RuntimeFailure
 from nimctl.server import supervisor as supervisor_module
 from nimctl.server.config import ServerConfig
-from nimctl.server.fetch import fetch_model
+from nimctl.server.fetch import _relay_output, fetch_model
 from nimctl.server.model_source import parse_model_source
 from nimctl.server.plan import build_plan
 from nimctl.server.proxy import EngineProxy
@@ -120,10 +121,30 @@ def test_the_fetch_child_reports_its_folder_or_its_error(tmp_path: Path, monkeyp
         asyncio.run(fetch_model(parse_model_source("hf://org/missing"), tmp_path))
 
 
+def test_the_fetch_childs_output_is_logged_line_by_line_with_progress_thinned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def relay() -> None:
+        stream = asyncio.StreamReader()
+        stream.feed_data(b"a warning\n 10%|#   \r 20%|##  \r 30%|### ")
+        stream.feed_data(b"\r100%|####\ndone")
+        stream.feed_eof()
+        await _relay_output(stream)
+
+    with caplog.at_level(logging.INFO, logger="nimctl.fetch"):
+        asyncio.run(relay())
+    assert [r.getMessage() for r in caplog.records if r.name == "nimctl.fetch"] == [
+        "a warning",
+        "10%|#",
+        "100%|####",
+        "done",
+    ]
+
+
 _FETCHING_FRONT = """
 import asyncio, sys
 from pathlib import Path
-from nimctl.server.fetch import fetch_model
+from nimctl.server.fetch import _relay_output, fetch_model
 from nimctl.server.model_source import parse_model_source
 asyncio.run(fetch_model(parse_model_source(sys.argv[1]), Path(sys.argv[2])))
 """
