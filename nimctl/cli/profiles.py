@@ -6,7 +6,6 @@ Thin: parse, call :mod:`nimctl.profiles`, print. Pydantic and NVML load inside t
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -17,7 +16,7 @@ import typer
 from nimctl.cli._common import FormatOption, output
 from nimctl.cli.gpus import GpusOption
 from nimctl.errors import ProfileError, UsageError
-from nimctl.output import Format, Output
+from nimctl.output import Format
 
 if TYPE_CHECKING:
     from nimctl.profiles import Classified, Manifest
@@ -116,13 +115,16 @@ def list_profiles(
         # A profile belongs to one model; $NIM_MODEL_PROFILE set for a container is not meant here.
         if profile is not None and _from_command_line(ctx, "profile"):
             raise UsageError("--profile needs MODEL: a profile belongs to one model's manifest")
+        from nimctl.profiles.render import print_summaries
         from nimctl.profiles.report import model_summaries
 
         rows = model_summaries(inventory, prefer=prefer.value, lora=lora, profiles_dir=_dir(profiles_dir))
         out.result(
-            {"system": inventory.to_dict(), "models": rows}, lambda: _print_summaries(out, inventory, rows)
+            {"system": inventory.to_dict(), "models": rows}, lambda: print_summaries(out, inventory, rows)
         )
         return
+    from nimctl.profiles.render import print_report
+
     report = _report(model, inventory, profile, prefer, lora, max_model_len, profiles_dir)
     out.result(report.to_dict(), lambda: print_report(out, report))
 
@@ -153,6 +155,7 @@ def show_profile(
     """One profile: tags, memory estimate, engine arguments, and why it can or cannot run here."""
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
+    from nimctl.profiles.render import print_profile
     from nimctl.profiles.report import profile_report
     from nimctl.profiles.selection import AUTOMATIC
 
@@ -184,7 +187,7 @@ def show_profile(
         "classification": item.to_dict(),
     }
     out.result(
-        data, lambda: _print_profile(out, manifest, item, inventory.describe(), report.is_selected(item))
+        data, lambda: print_profile(out, manifest, item, inventory.describe(), report.is_selected(item))
     )
 
 
@@ -333,91 +336,3 @@ def _manifest_with_profile(ref: str, model: str | None, profiles_dir: Path | Non
         names = ", ".join(m.name for m in found)
         raise UsageError(f"{ref!r} is a profile of several models ({names})", hint="add --model MODEL")
     return found[0]
-
-
-# -- rendering ----------------------------------------------------------------------------------
-
-
-def print_report(out: Output, report: ProfileReport) -> None:
-    """The grouped tables of ``nimctl profiles list MODEL``."""
-    from nimctl.profiles.report import GROUPS, gpus_text, memory_text
-
-    model = report.manifest.model
-    out.text(f"Model:  {model.name} ({model.source}), manifest {report.manifest.path}")
-    out.text(f"System: {report.inventory.describe()}")
-    for note in report.inventory.notes:
-        out.text(f"Note:   {note}")
-    grouped = report.groups()
-    for key, heading in GROUPS.items():
-        out.text("")
-        out.text(f"{heading}:")
-        items = grouped[key]
-        if not items:
-            out.text("  <None>")
-            continue
-        rows = [
-            (
-                "*" if report.is_selected(item) else "",
-                item.profile.id[:12],
-                item.profile.name,
-                gpus_text(item),
-                memory_text(item),
-                item.reason,
-            )
-            for item in items
-        ]
-        out.table(["", "ID", "NAME", "GPUS", "MEM/GPU", "WHY"], rows)
-    out.text("")
-    if report.selection is not None:
-        out.text(f"Selected (*): {report.selection.profile.id}")
-        out.text(f"  {report.selection.reason}")
-    elif report.error is not None:
-        out.text(f"Selected: none. {report.error.message}")
-        if report.error.hint:
-            out.text(f"  {report.error.hint}")
-
-
-def _print_summaries(out: Output, inventory: Any, rows: list[dict[str, Any]]) -> None:
-    out.text(f"System: {inventory.describe()}")
-    table = []
-    for row in rows:
-        selected = row.get("selected")
-        if selected:
-            choice = f"{selected['id'][:12]}  {selected['name']}"
-        else:
-            choice = f"none: {row['error']}" if row.get("error") else "none"
-        table.append((row["model"], row.get("runnable", ""), row.get("profiles", ""), choice))
-    out.table(["MODEL", "RUNNABLE", "PROFILES", "SELECTED HERE"], table)
-    out.text("Details: nimctl profiles list MODEL")
-
-
-def _print_profile(out: Output, manifest: Manifest, item: Classified, system: str, selected: bool) -> None:
-    from nimctl.gpu.units import gib
-
-    profile = item.profile
-    memory = item.memory
-    status = {"runnable": "runnable", "low_memory": "low memory", "incompatible": "incompatible"}[item.status]
-    figures = (
-        f"{gib(memory.total)} GiB = weights {gib(memory.weights)} "
-        f"+ KV cache {gib(memory.kv_cache)} ({memory.context} tokens) "
-        f"+ overhead {gib(memory.overhead)}"
-    )
-    if item.usable_per_gpu is not None:
-        figures += f"; {gib(item.usable_per_gpu)} GiB usable per GPU here"
-    rows: list[tuple[str, Any]] = [
-        ("id", profile.id),
-        ("name", profile.name),
-        ("model", f"{manifest.model.name} ({manifest.path})"),
-        ("description", profile.description),
-        ("tags", ", ".join(f"{k}={v}" for k, v in profile.tags.items())),
-        ("memory" + ("/GPU" if profile.device == "cuda" else ""), figures),
-        ("engine args", shlex.join(profile.engine_args)),
-        ("engine env", " ".join(f"{k}={v}" for k, v in profile.env.items()) or None),
-        ("here", system),
-        ("status", f"{status}: {item.reason}"),
-    ]
-    if selected:
-        rows.append(("selected", "yes: the automatic choice here"))
-    if item.fix and not item.runnable:
-        rows.append(("to run it", item.fix))
-    out.table(["FIELD", "VALUE"], rows)
