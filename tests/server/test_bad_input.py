@@ -127,3 +127,15 @@ def test_unknown_path(nim_server: ServerProcess) -> None:
 
 def test_wrong_method(nim_server: ServerProcess) -> None:
     assert_openai_error(httpx.get(nim_server.url + "/v1/chat/completions", timeout=10), 405)
+
+
+@pytest.mark.parametrize("path", ["/v1/health/live/", "/v1/models/", "/v1/chat/completions/"])
+def test_a_trailing_slash_is_a_404_not_a_redirect(nim_server: ServerProcess, path: str) -> None:
+    response = httpx.request("POST" if "chat" in path else "GET", nim_server.url + path, timeout=10)
+    assert_openai_error(response, 404)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/chat/completions/render", "/tokenize"])
+def test_json_nested_too_deeply(nim_server: ServerProcess, path: str) -> None:
+    response = post(nim_server, path, content=b"[" * 100_000, headers={"content-type": "application/json"})
+    assert_openai_error(response, 400)
