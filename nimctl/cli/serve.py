@@ -14,7 +14,8 @@ _ENGINE_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 _HELP = (
     "Start the NIM server: the front on NIM_SERVER_PORT at once, then the vLLM engine behind it. "
     "Configured by NIM_* environment variables; arguments after the options go to vLLM and win over "
-    "NIM_PASSTHROUGH_ARGS."
+    "NIM_PASSTHROUGH_ARGS (except the flags the front sets itself, such as --port and --model, which "
+    "are refused)."
 )
 
 
