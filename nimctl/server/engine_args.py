@@ -42,6 +42,7 @@ RESERVED_FLAGS: dict[str, tuple[str, str | None]] = {
     "--headless": (_NOT_HTTP, None),
     "--grpc": (_NOT_HTTP, None),
     "--tokens-only": (_NOT_HTTP, None),
+    "--no-enable-scale-out": ("the front's /v1/chat/completions/render needs --enable-scale-out", None),
     # vLLM splices a config file's options into the command line: nothing here could check them.
     "--config": (
         "a config file could set any of the flags above unchecked",

@@ -35,6 +35,7 @@ def _config(tmp_path: Path, **env: str) -> ServerConfig:
         (["--ssl-certfile=/c.pem"], "--ssl-certfile", None),
         (["--hos", "0.0.0.0"], "--hos (vLLM reads it as --host)", None),  # argparse expands abbreviations
         (["--config", "engine.yaml"], "--config", None),
+        (["--no-enable-scale-out"], "--no-enable-scale-out", None),
     ],
 )
 @pytest.mark.parametrize("where", ["passthrough", "cli"])

@@ -67,6 +67,8 @@ class HungHub:
 def hung_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HungHub]:
     hub = HungHub()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a CI proxy must not take the hub's place
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "300")
     monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "300")
