@@ -122,7 +122,7 @@ class EngineProxy:
     def not_ready(self) -> Response | None:
         if self.state.ready:
             return None
-        return openai_error(503, f"model is not ready: {self.state.message}", headers={"Retry-After": "5"})
+        return openai_error(503, self.state.message, headers={"Retry-After": "5"})
 
     async def relay(self, request: Request, body: bytes | None = None) -> Response:
         """Send ``request`` (with ``body`` if already read) to the engine and relay the answer."""

@@ -1,9 +1,16 @@
-"""CLI test helpers: run nimctl in-process with Typer's CliRunner, and a server that never gets ready."""
+"""CLI test helpers: run nimctl in-process with Typer's CliRunner; servers that are not ready.
+
+``loading_front`` is nimctl's real front with its engine still loading (nothing behind
+it answers), as a user meets it in the minute after `nimctl run`. ``failing_server`` is
+a small stand-in that answers 500, a state the real front reaches only when its engine
+misbehaves.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,11 +33,8 @@ def error_line(result: Result) -> str:
     return result.stderr.strip().splitlines()[0] if result.stderr.strip() else ""
 
 
-class _LoadingHandler(BaseHTTPRequestHandler):
-    """A front whose engine is still loading: live 200, everything else 503 in OpenAI's shape.
-
-    ``/v1/metadata`` answers 500 so that the server-error path can be checked too.
-    """
+class _FailingHandler(BaseHTTPRequestHandler):
+    """Live 200; ``/v1/metadata`` 500 in OpenAI's shape; everything else 503."""
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -62,9 +66,9 @@ class _LoadingHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def loading_server() -> Iterator[str]:
-    """URL of a server that is live but never ready."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LoadingHandler)
+def failing_server() -> Iterator[str]:
+    """URL of a server whose /v1/metadata fails with 500."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -72,6 +76,38 @@ def loading_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def loading_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of nimctl's real front, live, whose engine is still loading (it never gets ready)."""
+    import uvicorn
+
+    from nimctl.server.app import create_app
+    from nimctl.server.config import ServerConfig
+    from nimctl.server.plan import build_plan
+    from nimctl.server.state import Phase, ServerState
+
+    config = ServerConfig.from_env(
+        {}, model_path="builtin://tiny-vlm", cache_path=tmp_path_factory.mktemp("cache"), engine_port=free_port()
+    )
+    state = ServerState(build_plan(config))
+    state.set_phase(Phase.loading)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(state, supervise=False), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # uvicorn's own flag: the socket is listening
+        assert time.monotonic() < deadline and thread.is_alive(), "the front did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture()

@@ -1,6 +1,7 @@
 """Every failure gives its one-line message, a hint, and its documented exit code.
 
-These need no engine: a closed port, a bad URL, and a small server that stays "loading".
+These need no engine: a closed port, a bad URL, the real front while its engine is still
+loading, and a stand-in server that answers 500.
 """
 
 from __future__ import annotations
@@ -53,44 +54,44 @@ def test_malformed_url_is_a_usage_error(url: str) -> None:
     assert error_line(result).startswith("Error: invalid server URL")
 
 
-def test_not_ready_yet(loading_server: str) -> None:
-    result = nimctl("health", "--url", loading_server)
+def test_not_ready_yet(loading_front: str) -> None:
+    result = nimctl("health", "--url", loading_front)
     assert result.exit_code == EXIT_NOT_READY
     assert "live:    yes" in result.stdout and "ready:   no" in result.stdout
     assert "model is loading" in error_line(result)
 
 
-def test_not_ready_json(loading_server: str) -> None:
+def test_not_ready_json(loading_front: str) -> None:
     import json
 
-    result = nimctl("health", "--url", loading_server, "--format", "json")
+    result = nimctl("health", "--url", loading_front, "--format", "json")
     assert result.exit_code == EXIT_NOT_READY
     report = json.loads(result.stdout)
-    assert report == {"url": loading_server, "live": True, "ready": False, "message": report["message"]}
+    assert report == {"url": loading_front, "live": True, "ready": False, "message": report["message"]}
     assert "model is loading" in report["message"]
 
 
-def test_live_only_passes_while_loading(loading_server: str) -> None:
-    result = nimctl("health", "--live", "--url", loading_server)
+def test_live_only_passes_while_loading(loading_front: str) -> None:
+    result = nimctl("health", "--live", "--url", loading_front)
     assert result.exit_code == EXIT_OK
     assert "live:    yes" in result.stdout
 
 
-def test_wait_times_out_while_loading(loading_server: str) -> None:
-    result = nimctl("health", "--wait", "--timeout", "1", "--interval", "0.2", "--url", loading_server)
+def test_wait_times_out_while_loading(loading_front: str) -> None:
+    result = nimctl("health", "--wait", "--timeout", "1", "--interval", "0.2", "--url", loading_front)
     assert result.exit_code == EXIT_TIMEOUT
     assert "was not ready after 1 s; last state: live, not ready" in error_line(result)
     assert result.stdout == ""  # piped: no spinner, no progress lines
 
 
-def test_wait_with_zero_timeout_probes_once_and_does_not_wait(loading_server: str) -> None:
-    result = nimctl("health", "--wait", "--timeout", "0", "--url", loading_server)
+def test_wait_with_zero_timeout_probes_once_and_does_not_wait(loading_front: str) -> None:
+    result = nimctl("health", "--wait", "--timeout", "0", "--url", loading_front)
     assert result.exit_code == EXIT_TIMEOUT
     assert "was not ready after 0 s; last state: live, not ready" in error_line(result)
 
 
-def test_zero_timeout_without_wait_is_a_usage_error(loading_server: str) -> None:
-    result = nimctl("health", "--timeout", "0", "--url", loading_server)
+def test_zero_timeout_without_wait_is_a_usage_error(loading_front: str) -> None:
+    result = nimctl("health", "--timeout", "0", "--url", loading_front)
     assert result.exit_code == EXIT_USAGE
     assert error_line(result) == "Error: --timeout 0 leaves the probe no time"
 
@@ -102,15 +103,15 @@ def test_wait_times_out_when_down(closed_url: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["chat", "hello", "--model", "m"], ["tokenize", "hello"], ["render", "hi"]])
-def test_inference_while_loading_is_not_ready(loading_server: str, args: list[str]) -> None:
-    result = nimctl(*args, "--url", loading_server)
+def test_inference_while_loading_is_not_ready(loading_front: str, args: list[str]) -> None:
+    result = nimctl(*args, "--url", loading_front)
     assert result.exit_code == EXIT_NOT_READY
-    assert error_line(result) == "Error: the server is not ready: model is loading"
+    assert error_line(result) == "Error: the server is not ready: model is loading in the engine"
     assert "nimctl health --wait" in result.stderr
 
 
-def test_server_error_5xx(loading_server: str) -> None:
-    result = nimctl("metadata", "--url", loading_server)
+def test_server_error_5xx(failing_server: str) -> None:
+    result = nimctl("metadata", "--url", failing_server)
     assert result.exit_code == EXIT_SERVER_ERROR
     assert error_line(result) == "Error: metadata exploded"
 
