@@ -39,7 +39,9 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(EXIT_UNEXPECTED) from None
 
 
-_ErrorHandlingGroup = ErrorHandlingGroup  # the name cli/serve.py and cli/profiles.py import
+def standalone_app() -> typer.Typer:
+    """A one-command app for the container's own console scripts, with nimctl's error handling."""
+    return typer.Typer(cls=ErrorHandlingGroup, add_completion=False, pretty_exceptions_enable=False)
 
 
 def _is_cli_control_flow(exc: Exception) -> bool:

@@ -220,9 +220,9 @@ def select(
 
 def list_model_profiles_main() -> None:
     """``list-model-profiles`` (in the container): NIM's listing for the served model."""
-    from nimctl.cli.main import _ErrorHandlingGroup
+    from nimctl.cli.main import standalone_app
 
-    standalone = typer.Typer(cls=_ErrorHandlingGroup, add_completion=False, pretty_exceptions_enable=False)
+    standalone = standalone_app()
 
     @standalone.command()
     def list_model_profiles(

@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
 
 def main() -> None:
     """``nim-serve``: the same command as ``nimctl serve``, with the same error handling."""
-    from nimctl.cli.main import _ErrorHandlingGroup
+    from nimctl.cli.main import standalone_app
 
-    standalone = typer.Typer(cls=_ErrorHandlingGroup, add_completion=False, pretty_exceptions_enable=False)
+    standalone = standalone_app()
     register(standalone)
 
     @standalone.callback(invoke_without_command=True)
