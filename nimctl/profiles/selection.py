@@ -116,6 +116,9 @@ def choose(
     return Selection(best.profile, _why(best, candidates, inventory, prefer, lora), classification)
 
 
+_PINNED_BY = "pinned by NIM_MODEL_PROFILE or --profile"
+
+
 def _pinned(
     manifest: Manifest,
     requested: str,
@@ -129,14 +132,15 @@ def _pinned(
     runnable = _runnable_list(ranked, lora)
     if item is None:
         raise ProfileError(
-            f"profile {requested!r} is not in the {manifest.name} manifest ({manifest.path})",
+            f"profile {requested!r} is not in the {manifest.name} manifest ({manifest.path}); "
+            f"{_PINNED_BY}",
             hint=f"runnable here: {runnable}; run `nimctl profiles list {manifest.name}` for all profiles",
         )
     if not item.runnable:
         label = "low memory" if item.status == LOW_MEMORY else "incompatible"
         raise ProfileError(
             f"pinned profile {item.profile.name} ({item.profile.id[:12]}) cannot run here "
-            f"({label}): {item.reason}",
+            f"({label}): {item.reason}; {_PINNED_BY}",
             hint=f"runnable here: {runnable}; or unset NIM_MODEL_PROFILE (or use 'default') "
             "to choose automatically",
         )

@@ -214,7 +214,7 @@ def test_pinned_profile_that_cannot_run_says_why_and_what_can(manifests: dict[st
         )
     assert caught.value.message == (
         "pinned profile vllm-fp8-tp1-pp1 (501b8b0b9a62) cannot run here (incompatible): "
-        "fp8 needs compute capability 8.9, NVIDIA A100-SXM4-80GB has 8.0"
+        "fp8 needs compute capability 8.9, NVIDIA A100-SXM4-80GB has 8.0; pinned by NIM_MODEL_PROFILE or --profile"
     )
     # In the automatic choice's order: the profiles it would take, then the LoRA ones, labelled.
     assert caught.value.hint == (
