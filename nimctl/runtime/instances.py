@@ -1,16 +1,24 @@
-"""Instances of both runtimes, as ``ps``, ``logs`` and ``stop`` see them."""
+"""Instances of both runtimes, as ``ps``, ``logs`` and ``stop`` see them, and what both share:
+the health probe, the log line splitter, the stop timeout and the "name in use" error."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from nimctl.errors import UsageError
 from nimctl.runtime.spec import Runtime
+
+if TYPE_CHECKING:
+    import httpx
 
 READY_PATH = "/v1/health/ready"
 LIVE_PATH = "/v1/health/live"
+# Seconds between SIGTERM and SIGKILL, for both runtimes (`nimctl stop --timeout`). The front
+# itself drains for up to its NIMCTL_SHUTDOWN_TIMEOUT (30 s) before stopping its engine.
+STOP_TIMEOUT_S = 30
 
 
 @dataclass
@@ -81,13 +89,43 @@ class Watched(Protocol):
         ...
 
 
-def ask_ready(url: str, timeout: float = 2.0) -> bool:
+def name_in_use_error(name: str, holder: str) -> UsageError:
+    """The one wording for a taken name; ``holder`` says what holds it (a container, a process)."""
+    return UsageError(
+        f"the name {name} is in use by {holder}",
+        hint=f"pass another --name, or remove it first: nimctl stop {name}",
+    )
+
+
+def answers(url: str, path: str, *, client: httpx.Client | None = None, timeout: float = 2.0) -> bool:
+    """Whether ``url + path`` answers 200; any transport failure is a no.
+
+    ``client`` lets the readiness wait reuse one connection pool across its probes.
+    """
     import httpx
 
     try:
-        return httpx.get(url + READY_PATH, timeout=timeout).status_code == 200
+        if client is not None:
+            return client.get(url + path).status_code == 200
+        return httpx.get(url + path, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def ask_ready(url: str, timeout: float = 2.0) -> bool:
+    return answers(url, READY_PATH, timeout=timeout)
+
+
+def lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Text lines from a stream of byte chunks that split lines anywhere (Docker's log stream)."""
+    partial = b""
+    for chunk in chunks:
+        partial += chunk
+        *lines, partial = partial.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if partial:
+        yield partial.decode("utf-8", "replace")
 
 
 def fill_readiness(instances: list[Instance]) -> list[Instance]:

@@ -20,19 +20,28 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from nimctl.errors import RuntimeFailure, UsageError
-from nimctl.runtime.instances import Instance, Stopped, parse_time
+from nimctl.errors import RuntimeFailure
+from nimctl.runtime.instances import (
+    STOP_TIMEOUT_S,
+    Instance,
+    Stopped,
+    lines_of,
+    name_in_use_error,
+    parse_time,
+)
 from nimctl.runtime.launcher import EXIT_CODE_FILE
 from nimctl.runtime.paths import instances_dir
 from nimctl.runtime.ports import check_port_free
+from nimctl.runtime.processes import end_tree, pid_running, process_identity, process_tree
 from nimctl.runtime.spec import RunSpec
 
 INSTANCE_FILE = "instance.json"
 LOG_FILE = "server.log"
-STOP_TIMEOUT_S = 30
-_TAIL_BYTES = 256 * 1024
+_BLOCK = 64 * 1024
+# After the launcher has ended: how long what is left of its tree gets to end by itself.
+_LEFTOVER_GRACE_S = 2.0
 
 
 def _serve_command() -> list[str]:
@@ -44,53 +53,6 @@ def _serve_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "from nimctl.cli.serve import main; main()"]
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/PID/stat`` after the command name (state first), or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: the fields start after the last ")".
-    return text.rsplit(")", 1)[1].split()
-
-
-def process_identity(pid: int) -> str | None:
-    """What tells this process from a later one given the same pid: boot id and start time.
-
-    A pid alone is not enough: after a reboot or once pids wrap, the pid in ``instance.json``
-    can belong to an unrelated process, which ``ps`` must not show and ``stop`` must not
-    signal. None where there is no ``/proc`` (not Linux) or no such process.
-    """
-    fields = _proc_stat(pid)
-    if fields is None or len(fields) < 20:
-        return None
-    boot_id = ""
-    with contextlib.suppress(OSError):
-        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    # Field 22 of stat (the 20th after the name): start time in clock ticks since boot.
-    return f"{boot_id}:{fields[19]}"
-
-
-def _has_proc() -> bool:
-    return Path("/proc/self/stat").is_file()
-
-
-def _pid_running(pid: int, identity: str | None) -> bool:
-    """Whether ``pid`` is still the process recorded as ``identity`` and has not ended."""
-    if not _has_proc():  # no way to tell a reused pid here: whether it exists is all we know
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = _proc_stat(pid)
-    if fields is None or fields[0] == "Z":  # gone, or a zombie: ended for our purposes
-        return False
-    return identity is not None and process_identity(pid) == identity
 
 
 class LocalHandle:
@@ -127,39 +89,43 @@ class LocalHandle:
             if code is None:
                 return "running", None
             return "exited", self.exit_code() if self.exit_code() is not None else code
-        if self.pid and _pid_running(self.pid, self.pid_identity):
+        if self.pid and pid_running(self.pid, self.pid_identity):
             return "running", None
         return "exited", self.exit_code()
 
     def last_lines(self, count: int) -> list[str]:
         try:
             with self.log_path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                size = handle.tell()
-                handle.seek(max(0, size - _TAIL_BYTES))
+                handle.seek(_tail_offset(handle, count))
                 data = handle.read()
         except OSError:
             return []
-        return data.decode("utf-8", "replace").splitlines()[-count:]
+        return data.decode("utf-8", "replace").splitlines()[-count:] if count else []
 
-    def follow(self, *, from_start: bool = False) -> Iterator[str]:
-        """Lines as the server writes them, until it has ended and everything is read."""
+    def follow(self) -> Iterator[str]:
+        """Lines as the server writes them from now on, until it has ended and all is read."""
         with self.log_path.open("rb") as handle:
-            if not from_start:
-                handle.seek(0, os.SEEK_END)
-            partial = b""
-            while True:
-                chunk = handle.read(65536)
-                if chunk:
-                    partial += chunk
-                    *lines, partial = partial.split(b"\n")
-                    for line in lines:
-                        yield line.decode("utf-8", "replace")
-                    continue
-                if self.state()[0] != "running":
-                    if partial:
-                        yield partial.decode("utf-8", "replace")
-                    return
+            handle.seek(0, os.SEEK_END)
+            yield from lines_of(self._chunks(handle, follow=True))
+
+    def read(self, *, tail: int | None, follow: bool) -> Iterator[str]:
+        """The whole log (or its last ``tail`` lines), streamed, then new lines when following."""
+        try:
+            handle = self.log_path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            handle.seek(0 if tail is None else _tail_offset(handle, tail))
+            yield from lines_of(self._chunks(handle, follow=follow))
+
+    def _chunks(self, handle: BinaryIO, *, follow: bool) -> Iterator[bytes]:
+        while True:
+            chunk = handle.read(_BLOCK)
+            if chunk:
+                yield chunk
+            elif not follow or self.state()[0] != "running":
+                return
+            else:
                 time.sleep(0.2)
 
     def to_instance(self) -> Instance:
@@ -177,6 +143,26 @@ class LocalHandle:
             started_at=parse_time(record.get("started_at")),
             ident=str(self.pid),
         )
+
+
+def _tail_offset(handle: BinaryIO, count: int) -> int:
+    """Where the last ``count`` lines of the file begin, read backwards a block at a time."""
+    end = handle.seek(0, os.SEEK_END)
+    if count <= 0:
+        return end
+    position, seen = end, 0
+    while position > 0:
+        start = max(0, position - _BLOCK)
+        handle.seek(start)
+        block = handle.read(position - start)
+        cut = len(block)
+        while (cut := block.rfind(b"\n", 0, cut)) != -1:
+            if start + cut != end - 1:  # a final newline ends the last line, it starts none
+                seen += 1
+                if seen == count:
+                    return start + cut + 1
+        position = start
+    return 0
 
 
 def _load(folder: Path) -> LocalHandle | None:
@@ -204,17 +190,26 @@ def list_instances(*, all_states: bool) -> list[Instance]:
     return [i for i in instances if all_states or i.running]
 
 
+def check_name_free(name: str) -> LocalHandle | None:
+    """Refuse a name a running local instance holds; an ended one's record is returned."""
+    previous = find(name)
+    if previous is not None and previous.state()[0] == "running":
+        raise name_in_use_error(name, f"a local instance (pid {previous.pid})")
+    return previous
+
+
+def clear_ended(name: str) -> None:
+    """Remove the record of an ended local instance called ``name``, so that whatever takes
+    the name next (a container, or a new local instance) is the only one ``logs`` and ``stop``
+    find. A running one is refused, never removed."""
+    previous = check_name_free(name)
+    if previous is not None:
+        shutil.rmtree(previous.folder, ignore_errors=True)
+
+
 def start(spec: RunSpec) -> LocalHandle:
     folder = instances_dir() / spec.name
-    previous = find(spec.name)
-    if previous is not None:
-        state, _ = previous.state()
-        if state == "running":
-            raise UsageError(
-                f"the name {spec.name} is in use by a local instance (pid {previous.pid})",
-                hint=f"pass another --name, or stop it first: nimctl stop {spec.name}",
-            )
-        shutil.rmtree(folder, ignore_errors=True)  # an ended instance's leftovers
+    clear_ended(spec.name)
     check_port_free(spec.host, spec.port)
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -246,36 +241,52 @@ def start(spec: RunSpec) -> LocalHandle:
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise RuntimeFailure(f"could not start nim-serve: {exc.strerror or exc}") from None
-    record["pid"] = process.pid
-    # Read before anyone reaps it: the launcher is our child, so its /proc entry stays until then.
-    record["pid_identity"] = process_identity(process.pid)
-    tmp = folder / f".{INSTANCE_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(folder / INSTANCE_FILE)
+    try:
+        record["pid"] = process.pid
+        # Read before anyone reaps it: the launcher is our child, so its /proc entry stays until then.
+        record["pid_identity"] = process_identity(process.pid)
+        tmp = folder / f".{INSTANCE_FILE}.tmp"
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(folder / INSTANCE_FILE)
+    except BaseException:  # Ctrl-C included: a process nothing records could never be stopped
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # the engine cannot have started yet
+        process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return LocalHandle(folder, record, process)
 
 
 def logs(handle: LocalHandle, *, follow: bool, tail: int | None) -> Iterator[str]:
-    lines = handle.last_lines(tail) if tail is not None else handle.last_lines(10**9)
-    yield from lines
-    if follow:
-        yield from handle.follow()
+    return handle.read(tail=tail, follow=follow)
 
 
 def stop(handle: LocalHandle, timeout: float = STOP_TIMEOUT_S) -> Stopped:
-    """SIGTERM to the launcher (it passes it on), wait, SIGKILL the group; remove the state folder."""
+    """SIGTERM to the launcher (it passes it on), wait, then end whatever of the instance is left.
+
+    The tree (launcher, nim-serve, the engine in its own session, its workers) is read before
+    the signal: once the launcher has gone its descendants cannot be found from it any more.
+    The front stops its engine itself on SIGTERM; what outlives the launcher, or everything
+    after ``timeout``, is killed.
+    """
+    gone = not handle.folder.is_dir()  # stopped by someone else since it was found
     was_running = handle.state()[0] == "running"
     if was_running:
+        tree = process_tree(handle.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(handle.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while handle.state()[0] == "running" and time.monotonic() < deadline:
             time.sleep(0.2)
-        if handle.state()[0] == "running":
+        if tree:
+            end_tree(tree, grace_s=_LEFTOVER_GRACE_S if handle.state()[0] != "running" else 0)
+        elif handle.state()[0] == "running":  # no /proc: the launcher's group is all we can reach
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(handle.pid, signal.SIGKILL)
-            while handle.state()[0] == "running" and time.monotonic() < deadline + 5:
-                time.sleep(0.1)
+        while handle.state()[0] == "running" and time.monotonic() < deadline + 5:
+            time.sleep(0.1)
     final = handle.to_instance()
     shutil.rmtree(handle.folder, ignore_errors=True)
+    if gone and not was_running:
+        final.state, final.exit_code = "gone", None
     return Stopped(final, was_running)

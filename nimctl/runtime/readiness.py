@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from nimctl.errors import RuntimeFailure, TimeoutError_
-from nimctl.runtime.instances import LIVE_PATH, READY_PATH, Watched
+from nimctl.runtime.instances import LIVE_PATH, READY_PATH, Watched, answers
 
 if TYPE_CHECKING:
     import httpx
@@ -35,15 +35,6 @@ class ReadinessEvent:
 
 
 ReadinessListener = Callable[[ReadinessEvent], None]
-
-
-def _answers(client: httpx.Client, url: str, path: str) -> bool:
-    import httpx
-
-    try:
-        return client.get(url + path).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait_ready(
@@ -80,9 +71,9 @@ def _wait(
                 f"{target.name} {ended} while starting, after {elapsed:.0f}s",
                 hint=f"its last log lines are above; all of them: nimctl logs {target.name}",
             )
-        if phase == "starting" and _answers(client, target.url, LIVE_PATH):
+        if phase == "starting" and answers(target.url, LIVE_PATH, client=client):
             phase = "loading"
-        if phase == "loading" and _answers(client, target.url, READY_PATH):
+        if phase == "loading" and answers(target.url, READY_PATH, client=client):
             emit(ReadinessEvent("ready", elapsed))
             return elapsed
         if elapsed > timeout:

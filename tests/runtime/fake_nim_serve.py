@@ -3,13 +3,20 @@
 FAKE_NIM_MODE: ``ok`` (live at once, ready on the second ready probe), ``exit`` (prints,
 then exits 3 before answering anything), ``never-ready`` (live, never ready). It listens
 where nim-serve would: NIMCTL_SERVER_HOST:NIM_SERVER_PORT, and stops on SIGTERM with exit 0.
+
+FAKE_NIM_ENGINE=stubborn starts an "engine" the way the real front does, in a session of its
+own, and one that ignores SIGTERM and that the fake never stops: only nimctl can end it.
+FAKE_NIM_STOP_DELAY=SECONDS makes the stop on SIGTERM take that long; FAKE_NIM_IGNORE_TERM=1
+makes the fake ignore SIGTERM altogether (a front that hangs while stopping).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 mode = os.environ.get("FAKE_NIM_MODE", "ok")
@@ -20,6 +27,16 @@ if mode == "exit":
     sys.exit(3)
 
 ready_probes = 0
+if os.environ.get("FAKE_NIM_ENGINE") == "stubborn":
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+        ],
+        start_new_session=True,
+    )
+    print(f"fake engine started (pid {engine.pid})", flush=True)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -46,9 +63,10 @@ server = ThreadingHTTPServer(
 
 def _stop(_signum: int, _frame: object) -> None:
     print("fake nim-serve: SIGTERM, stopping", flush=True)
+    time.sleep(float(os.environ.get("FAKE_NIM_STOP_DELAY", "0")))
     sys.exit(0)
 
 
-signal.signal(signal.SIGTERM, _stop)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("FAKE_NIM_IGNORE_TERM") else _stop)
 print("fake nim-serve: listening", flush=True)
 server.serve_forever()

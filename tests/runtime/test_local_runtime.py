@@ -1,8 +1,9 @@
 """The local runtime and the readiness wait, with a stand-in server (tests/runtime/fake_nim_serve.py).
 
-The real ``nim-serve`` + vLLM path of ``--runtime local`` is covered end to end in tests/docker;
-here each failure mode is cheap to provoke: a server that exits while starting, one that is
-never ready, a name already taken, a stop of something that already ended.
+The real ``nim-serve`` + vLLM path of ``--runtime local`` is covered end to end in
+tests/runtime/test_local_engine.py (marked engine); here each failure mode is cheap to provoke:
+a server that exits while starting, one that is never ready, a name already taken, a stop of
+something that already ended, an engine that ignores SIGTERM in a session of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -233,3 +235,61 @@ def test_launcher_records_a_signal_death(tmp_path: Path) -> None:
     assert main([str(tmp_path), "--", sys.executable, "-c", "raise SystemExit(4)"]) == 4
     assert (tmp_path / "exit_code").read_text().strip() == "4"
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("front", ["stops", "hangs"])
+def test_stop_ends_an_engine_in_its_own_session(
+    front: str, state: Path, port: int, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front starts its engine with a session of its own (as nim-serve does with vLLM), so the
+    launcher's process group misses it: stop must end it whether the front stops or hangs."""
+    monkeypatch.setattr(local_runtime, "_LEFTOVER_GRACE_S", 0.2)
+    extra = ["-e", "FAKE_NIM_ENGINE=stubborn"]
+    if front == "hangs":
+        extra += ["-e", "FAKE_NIM_IGNORE_TERM=1"]
+    code, _, err = nimctl([*run_args(port, tmp_path, "ok"), *extra], env)
+    assert code == 0, err
+    [handle] = local_runtime.list_handles()
+    tree = [psutil.Process(handle.pid), *psutil.Process(handle.pid).children(recursive=True)]
+    engines = [p for p in tree if os.getsid(p.pid) != os.getsid(handle.pid)]
+    assert len(tree) == 3 and len(engines) == 1, tree  # launcher, fake nim-serve, its engine
+
+    code, out, err = nimctl(["stop", "fake", "--timeout", "1"], env)
+    assert code == 0, err
+    assert out.strip() == "fake: stopped and removed"
+    assert [p.pid for p in tree if _alive(p.pid)] == []
+
+
+def _write_log(state: Path, name: str, text: str) -> None:
+    folder = _write_instance(state, name, 0, None)  # an ended instance
+    (folder / local_runtime.LOG_FILE).write_text(text, encoding="utf-8")
+
+
+def test_logs_streams_the_whole_file(state: Path, env: dict[str, str]) -> None:
+    lines = [f"line {i:05d} " + "x" * 90 for i in range(4000)]  # 400 KiB: more than one read
+    _write_log(state, "big", "\n".join(lines) + "\nthe last one has no newline")
+    code, out, _ = nimctl(["logs", "big"], env)
+    assert code == 0 and out.splitlines() == [*lines, "the last one has no newline"]
+    code, out, _ = nimctl(["logs", "big", "--tail", "2"], env)
+    assert out.splitlines() == [lines[-1], "the last one has no newline"]
+
+
+@pytest.mark.parametrize("text", ["", "\n", "a", "a\n", "a\nb", "a\nb\n", "a\n\nb\n\n", "é\n" * 9 + "end"])
+def test_tail_offsets_across_block_edges(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_runtime, "_BLOCK", 3)  # every line crosses a block edge
+    path = tmp_path / "log"
+    path.write_text(text, encoding="utf-8")
+    lines = text.splitlines()
+    with path.open("rb") as handle:
+        for count in range(len(lines) + 2):
+            handle.seek(local_runtime._tail_offset(handle, count))
+            assert handle.read().decode().splitlines() == (
+                lines[max(0, len(lines) - count) :] if count else []
+            )
