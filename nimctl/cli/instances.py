@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from nimctl.cli._common import FormatOption, output
 from nimctl.output import Format
+from nimctl.runtime.instances import STOP_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from nimctl.output import Output
+    from nimctl.runtime.instances import Stopped
 
 COLUMNS = ("NAME", "MODEL", "PROFILE", "RUNTIME", "STATE", "READY", "URL", "UPTIME")
 
@@ -79,7 +84,7 @@ def stop(
     all_instances: Annotated[bool, typer.Option("--all", "-a", help="Stop every nimctl instance.")] = False,
     timeout: Annotated[
         int, typer.Option("--timeout", "-t", min=0, help="Seconds to wait after SIGTERM before SIGKILL.")
-    ] = 30,
+    ] = STOP_TIMEOUT_S,
 ) -> None:
     """Stop an instance (SIGTERM, wait, then SIGKILL) and remove it."""
     from nimctl.errors import UsageError
@@ -88,18 +93,36 @@ def stop(
     out = output(ctx)
     if all_instances == (name is not None):
         raise UsageError("give an instance NAME or --all (not both)")
-    stopped = stop_all(timeout=timeout) if all_instances else [stop_instance(name or "", timeout=timeout)]
-    if all_instances and not stopped:
+    if not all_instances:
+        _report_stopped(out, stop_instance(name or "", timeout=timeout))
+        return
+    result = stop_all(timeout=timeout)
+    if result.note:
+        out.warn(result.note)
+    if not result.stopped and not result.failed:
         out.info("no instances to stop")
-    for result in stopped:
-        instance = result.instance
-        if result.was_running:
-            how = "stopped and removed"
-        elif instance.exit_code is not None:
-            how = f"had already exited with code {instance.exit_code}; removed"
-        else:
-            how = f"was {instance.state}; removed"
-        out.text(f"{instance.name}: {how}")
+    for stopped in result.stopped:
+        _report_stopped(out, stopped)
+    for failed_name, error in result.failed:
+        out.warn(f"{failed_name}: not stopped: {error.message}")
+    if result.failed:
+        # The first failure decides the exit code; each was reported above.
+        first = result.failed[0][1]
+        first.message = f"{len(result.failed)} instance(s) not stopped; first: {first.message}"
+        raise first
+
+
+def _report_stopped(out: Output, result: Stopped) -> None:
+    instance = result.instance
+    if result.was_running:
+        how = "stopped and removed"
+    elif instance.state == "gone":
+        how = "already gone (removed meanwhile)"
+    elif instance.exit_code is not None:
+        how = f"had already exited with code {instance.exit_code}; removed"
+    else:
+        how = f"was {instance.state}; removed"
+    out.text(f"{instance.name}: {how}")
 
 
 def register(app: typer.Typer) -> None:

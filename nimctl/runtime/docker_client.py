@@ -1,12 +1,15 @@
-"""Connecting to the Docker daemon, with one clear error when it does not answer."""
+"""Connecting to the Docker daemon, with one clear error when it does not answer, and the
+translation of the SDK's errors met in the middle of an operation into nimctl's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nimctl.errors import RuntimeUnavailableError
+from nimctl.errors import RuntimeFailure, RuntimeUnavailableError, UsageError
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -56,24 +59,59 @@ def may_answer() -> bool:
     return True
 
 
+PERMISSION_DENIED = "Permission denied"
+PERMISSION_HINT = "add yourself to the docker group (then log in again), or run with --runtime local"
+
+
 def unavailable(exc: BaseException) -> RuntimeUnavailableError:
     where = daemon_address()
     hint = (
         "start Docker (`sudo scripts/ensure-docker.sh` or `sudo systemctl start docker`), "
         "or run with --runtime local"
     )
-    if "Permission denied" in _reason(exc):
-        hint = "add yourself to the docker group (then log in again), or run with --runtime local"
+    if _reason(exc) == PERMISSION_DENIED:
+        hint = PERMISSION_HINT
     return RuntimeUnavailableError(f"Docker daemon not reachable at {where}: {_reason(exc)}", hint=hint)
 
 
-def daemon_answers() -> bool:
-    """Whether a Docker daemon answers; for ``--runtime auto``, so it must be quick."""
+def is_permission_denied(exc: RuntimeUnavailableError) -> bool:
+    return exc.message.endswith(f": {PERMISSION_DENIED}")
+
+
+def probe_daemon() -> RuntimeUnavailableError | None:
+    """None when a Docker daemon answers, else why not; for ``--runtime auto``, so it is quick."""
     if not may_answer():
-        return False
+        return unavailable(FileNotFoundError("No such file or directory"))
     try:
         client = connect(timeout=5)
-    except RuntimeUnavailableError:
-        return False
+    except RuntimeUnavailableError as exc:
+        return exc
     client.close()
-    return True
+    return None
+
+
+@contextlib.contextmanager
+def translated(doing: str, name: str | None = None) -> Iterator[None]:
+    """The SDK's failures while ``doing`` something to the instance ``name``, as nimctl errors.
+
+    A container removed by someone else meanwhile is reported as gone (a usage error, like
+    any unknown name); an error the daemon answered is a runtime failure; a daemon that went
+    away is the runtime being unavailable. Anything else stays a bug.
+    """
+    from docker.errors import APIError, DockerException, NotFound
+
+    try:
+        yield
+    except NotFound:
+        what = f"container {name}" if name else "the container"
+        raise UsageError(
+            f"{what} is gone (removed while {doing})", hint="nimctl ps --all lists what is left"
+        ) from None
+    except APIError as exc:
+        text = str(exc.explanation or exc).strip().splitlines()
+        raise RuntimeFailure(
+            f"Docker failed while {doing}: {text[0] if text else type(exc).__name__}",
+            hint="run it again; `docker ps -a --filter label=ai.nimctl.managed=true` shows Docker's view",
+        ) from None
+    except (DockerException, OSError) as exc:  # requests' connection errors are OSErrors
+        raise unavailable(exc) from None

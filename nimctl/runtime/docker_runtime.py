@@ -6,8 +6,15 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from nimctl.errors import RuntimeFailure, RuntimeUnavailableError, UsageError
-from nimctl.runtime.instances import Instance, Stopped, parse_time
+from nimctl.errors import RuntimeFailure, RuntimeUnavailableError
+from nimctl.runtime.instances import (
+    STOP_TIMEOUT_S,
+    Instance,
+    Stopped,
+    lines_of,
+    name_in_use_error,
+    parse_time,
+)
 from nimctl.runtime.ports import check_port_free, port_in_use_error
 from nimctl.runtime.spec import CONTAINER_CACHE, CONTAINER_PORT, LABEL, MANAGED_LABEL, RunSpec
 
@@ -15,7 +22,9 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-STOP_TIMEOUT_S = 30
+# What the daemon answers when GPUs are asked for and no NVIDIA runtime can give them:
+# device requests with no driver for them, or a runtime name it does not know.
+_NO_GPU_RUNTIME = ("could not select device driver", "unknown or invalid runtime name")
 
 
 class ContainerHandle:
@@ -49,13 +58,10 @@ class ContainerHandle:
     def follow(self) -> Iterator[str]:
         import time
 
-        buffer = ""
-        for chunk in self.container.logs(stream=True, follow=True, since=int(time.time())):
-            buffer += chunk.decode("utf-8", "replace")
-            *lines, buffer = buffer.split("\n")
-            yield from lines
-        if buffer:
-            yield buffer
+        from nimctl.runtime.docker_client import translated
+
+        with translated("following its log", self.name):
+            yield from lines_of(self.container.logs(stream=True, follow=True, since=int(time.time())))
 
 
 def find_container(client: DockerClient, name: str) -> Container | None:
@@ -68,17 +74,21 @@ def find_container(client: DockerClient, name: str) -> Container | None:
     return container
 
 
+def holder(container: Container) -> str:
+    """How a container holding a name is described in the "name in use" error."""
+    return f"container {container.short_id} ({container.status})"
+
+
 def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
-    """Create and start the container; every failure removes what was created."""
+    """Create and start the container; every failure removes what was created.
+
+    The name and the port were checked before the image build (:mod:`nimctl.runtime.manage`);
+    the port is checked again because a build can take minutes, and the daemon's own
+    conflicts are mapped to the same errors.
+    """
     from docker.errors import APIError
     from docker.types import DeviceRequest
 
-    existing = find_container(client, spec.name)
-    if existing is not None:
-        raise UsageError(
-            f"the name {spec.name} is in use by container {existing.short_id} ({existing.status})",
-            hint=f"pass another --name, or remove it first: nimctl stop {spec.name}",
-        )
     check_port_free(spec.host, spec.port)
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
     volumes = {str(spec.cache_dir): {"bind": CONTAINER_CACHE, "mode": "rw"}}
@@ -115,10 +125,12 @@ def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
         raise _start_error(exc, spec) from None
     try:
         container.start()
-    except APIError as exc:
+    except BaseException as exc:  # Ctrl-C included: a created container must not stay behind
         with contextlib.suppress(APIError):
             container.remove(force=True)
-        raise _start_error(exc, spec) from None
+        if isinstance(exc, APIError):
+            raise _start_error(exc, spec) from None
+        raise
     return ContainerHandle(container, spec.url)
 
 
@@ -126,19 +138,24 @@ def _start_error(exc: Exception, spec: RunSpec) -> Exception:
     text = str(getattr(exc, "explanation", None) or exc)
     if "port is already allocated" in text or "address already in use" in text:
         return port_in_use_error(spec.host, spec.port)
-    if "could not select device driver" in text or "nvidia" in text.lower():
+    if spec.gpus.kind != "none" and any(marker in text for marker in _NO_GPU_RUNTIME):
         return RuntimeUnavailableError(
             "GPUs were asked for, but Docker has no NVIDIA container runtime",
             hint="install the NVIDIA Container Toolkit and restart Docker, or run with --gpus none",
         )
-    if "Conflict" in text and "name" in text:
-        return UsageError(f"the name {spec.name} is in use", hint="pass another --name")
+    if getattr(exc, "status_code", None) == 409 and "name" in text:  # created meanwhile by someone else
+        return name_in_use_error(spec.name, "another container")
     return RuntimeFailure(f"could not start the container: {text.splitlines()[0]}")
 
 
+def list_containers(client: DockerClient, *, all_states: bool) -> list[Container]:
+    # ignore_removed: one removed between the listing and its inspection is simply not listed.
+    filters = {"label": f"{MANAGED_LABEL}=true"}
+    return client.containers.list(all=all_states, filters=filters, ignore_removed=True)
+
+
 def list_instances(client: DockerClient, *, all_states: bool) -> list[Instance]:
-    containers = client.containers.list(all=all_states, filters={"label": f"{MANAGED_LABEL}=true"})
-    return [to_instance(container) for container in containers]
+    return [to_instance(container) for container in list_containers(client, all_states=all_states)]
 
 
 def to_instance(container: Container) -> Instance:
@@ -166,29 +183,35 @@ def managed(container: Container | None) -> Container | None:
     return None
 
 
-def logs(container: Container, *, follow: bool, tail: int | None) -> Iterator[bytes]:
+def logs(container: Container, *, follow: bool, tail: int | None) -> Iterator[str]:
+    count = tail if tail is not None else "all"
     if follow:
-        yield from container.logs(stream=True, follow=True, tail=tail if tail is not None else "all")
-    else:
-        yield container.logs(tail=tail if tail is not None else "all")
+        return lines_of(container.logs(stream=True, follow=True, tail=count))
+    return lines_of([container.logs(tail=count)])
 
 
 def stop(container: Container, timeout: int = STOP_TIMEOUT_S) -> Stopped:
-    """SIGTERM, up to ``timeout`` seconds, then SIGKILL; then remove."""
-    from docker.errors import APIError, NotFound
+    """SIGTERM, up to ``timeout`` seconds, then SIGKILL; then remove.
 
-    was_running = False
-    with contextlib.suppress(NotFound):
-        container.reload()
-        was_running = container.status in {"running", "restarting", "paused"}
-        if was_running:
-            container.stop(timeout=timeout)
-        container.reload()
-    final = to_instance(container)
-    try:
-        container.remove(force=True)
-    except NotFound:
-        pass
-    except APIError as exc:
-        raise RuntimeFailure(f"could not remove {container.name}: {exc.explanation or exc}") from None
+    A container removed meanwhile by someone else is reported with the state ``gone``.
+    """
+    from docker.errors import NotFound
+
+    from nimctl.runtime.docker_client import translated
+
+    was_running = gone = False
+    with translated(f"stopping {container.name}", container.name):
+        try:
+            container.reload()
+            was_running = container.status in {"running", "restarting", "paused"}
+            if was_running:
+                container.stop(timeout=timeout)
+            container.reload()
+        except NotFound:
+            gone = not was_running
+        final = to_instance(container)
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+    if gone:
+        final.state, final.exit_code = "gone", None
     return Stopped(final, was_running)

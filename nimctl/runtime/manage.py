@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from nimctl.errors import RuntimeUnavailableError, UsageError
+from nimctl.errors import NimctlError, RuntimeUnavailableError, UsageError
 from nimctl.runtime import docker_runtime, local_runtime
-from nimctl.runtime.docker_client import connect, daemon_answers, may_answer
-from nimctl.runtime.instances import Instance, Stopped, Watched, fill_readiness
+from nimctl.runtime.docker_client import (
+    PERMISSION_HINT,
+    connect,
+    daemon_address,
+    is_permission_denied,
+    may_answer,
+    probe_daemon,
+    translated,
+)
+from nimctl.runtime.instances import (
+    STOP_TIMEOUT_S,
+    Instance,
+    Stopped,
+    Watched,
+    fill_readiness,
+    name_in_use_error,
+)
+from nimctl.runtime.ports import check_port_free
 from nimctl.runtime.spec import RunSpec, Runtime
 
 if TYPE_CHECKING:
@@ -37,11 +54,15 @@ def choose_runtime(requested: RuntimeChoice) -> Choice:
         return Choice("docker", None, None)
     if requested == "local":
         return Choice("local", None, None)
-    if daemon_answers():
+    problem = probe_daemon()
+    if problem is None:
         return Choice("docker", "runtime: Docker (its daemon answers)", True)
-    return Choice(
-        "local", "runtime: local process (no Docker daemon answers; --runtime docker to insist)", False
-    )
+    if is_permission_denied(problem):
+        # A daemon is there, but this user may not use it: say so rather than "no daemon".
+        why = f"Docker's socket {daemon_address()} refused permission; to use Docker: {PERMISSION_HINT}"
+    else:
+        why = "no Docker daemon answers; --runtime docker to insist"
+    return Choice("local", f"runtime: local process ({why})", False)
 
 
 @dataclass
@@ -78,43 +99,41 @@ def start_instance(
         assert spec.image is not None
         client = connect()
         try:
-            if docker_runtime.managed(docker_runtime.find_container(client, spec.name)) is None:
-                _refuse_local_name(spec.name)
+            # Both before the build, which can take minutes.
+            _refuse_container_name(spec.name, client)
+            local_runtime.check_name_free(spec.name)
+            check_port_free(spec.host, spec.port)
             ensure_image(client, spec.image, device=spec.device, on_event=on_build)
-            return Started(spec, docker_runtime.start(client, spec), client=client)
+            handle = docker_runtime.start(client, spec)
         except BaseException:
             client.close()
             raise
-    if docker_answers is not False:
-        _refuse_container_name(spec.name)
+        # An ended local instance of this name would otherwise hide the container from
+        # `logs` and `stop`; one started meanwhile keeps its record (and its name check).
+        with contextlib.suppress(UsageError):
+            local_runtime.clear_ended(spec.name)
+        return Started(spec, handle, client=client)
+    if docker_answers is not False and may_answer():
+        try:
+            client = connect(timeout=5)
+        except RuntimeUnavailableError:
+            client = None  # no daemon: no container can hold the name
+        try:
+            _refuse_container_name(spec.name, client)
+        finally:
+            if client is not None:
+                client.close()
     return Started(spec, local_runtime.start(spec))
 
 
-def _refuse_local_name(name: str) -> None:
-    handle = local_runtime.find(name)
-    if handle is not None and handle.state()[0] == "running":
-        raise UsageError(
-            f"the name {name} is in use by a local instance (pid {handle.pid})",
-            hint=f"pass another --name, or stop it first: nimctl stop {name}",
-        )
-
-
-def _refuse_container_name(name: str) -> None:
-    if not may_answer():
+def _refuse_container_name(name: str, client: DockerClient | None) -> None:
+    """Any container holding the name refuses it, ended or not (Docker's own rule)."""
+    if client is None:
         return
-    try:
-        client = connect(timeout=5)
-    except RuntimeUnavailableError:
-        return  # no daemon: no container can hold the name
-    try:
+    with translated("checking the name", name):
         container = docker_runtime.find_container(client, name)
-    finally:
-        client.close()
     if container is not None:
-        raise UsageError(
-            f"the name {name} is in use by container {container.short_id} ({container.status})",
-            hint=f"pass another --name, or remove it first: nimctl stop {name}",
-        )
+        raise name_in_use_error(name, docker_runtime.holder(container))
 
 
 def wait_for(started: Started, *, timeout: float, on_event: ReadinessListener | None = None) -> float:
@@ -134,7 +153,10 @@ def list_instances(*, all_states: bool = False, readiness: bool = True) -> tuple
         note = f"containers not listed: {exc.message}"
     else:
         try:
-            instances = docker_runtime.list_instances(client, all_states=all_states) + instances
+            with translated("listing containers"):
+                instances = docker_runtime.list_instances(client, all_states=all_states) + instances
+        except NimctlError as exc:
+            note = f"containers not listed: {exc.message}"
         finally:
             client.close()
     instances.sort(key=lambda i: i.name)
@@ -181,22 +203,32 @@ class Found:
 
 
 def find_instance(name: str) -> Found:
-    """The instance called ``name``; close what it returns (its Docker connection) when done."""
+    """The instance called ``name``; close what it returns (its Docker connection) when done.
+
+    A name can be on both sides: an ended local instance and a container (left by an older
+    nimctl, or a race). The running one wins, else the one started last, so that ``stop`` and
+    ``logs`` never act on an old record while a live instance of the name goes on.
+    """
     local = local_runtime.find(name)
-    if local is not None:
+    if local is not None and local.state()[0] == "running":
         return Found(name, "local", local=local)
     try:
         client = connect(timeout=DOCKER_TIMEOUT_S)
     except RuntimeUnavailableError as exc:
+        if local is not None:
+            return Found(name, "local", local=local)
         raise UsageError(
             f"no local instance named {name}, and Docker cannot be asked: {exc.message}",
             hint=exc.hint,
         ) from None
     try:
-        container = docker_runtime.find_container(client, name)
-        if container is None:
-            raise UsageError(f"no instance named {name}", hint="nimctl ps --all lists them")
-        if docker_runtime.managed(container) is None:
+        with translated("looking it up", name):
+            container = docker_runtime.find_container(client, name)
+        if docker_runtime.managed(container) is not None:
+            assert container is not None
+            if local is None or _container_wins(container, local):
+                return Found(name, "docker", container=container, client=client)
+        elif container is not None and local is None:
             raise UsageError(
                 f"container {name} was not started by nimctl (no {docker_runtime.MANAGED_LABEL} label)",
                 hint="manage it with docker itself",
@@ -204,7 +236,19 @@ def find_instance(name: str) -> Found:
     except BaseException:
         client.close()
         raise
-    return Found(name, "docker", container=container, client=client)
+    client.close()
+    if local is not None:
+        return Found(name, "local", local=local)
+    raise UsageError(f"no instance named {name}", hint="nimctl ps --all lists them")
+
+
+def _container_wins(container: Container, local: local_runtime.LocalHandle) -> bool:
+    """Against an ended local instance: a container that runs, or that started later."""
+    found = docker_runtime.to_instance(container)
+    if found.running:
+        return True
+    ours = local.to_instance().started_at
+    return ours is None or (found.started_at is not None and found.started_at >= ours)
 
 
 def instance_logs(name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
@@ -215,29 +259,28 @@ def instance_logs(name: str, *, follow: bool = False, tail: int | None = None) -
             yield from local_runtime.logs(found.local, follow=follow, tail=tail)
             return
         assert found.container is not None
-        buffer = ""
-        for chunk in docker_runtime.logs(found.container, follow=follow, tail=tail):
-            buffer += chunk.decode("utf-8", "replace")
-            *lines, buffer = buffer.split("\n")
-            yield from lines
-        if buffer:
-            yield buffer
+        with translated("reading its log", name):
+            yield from docker_runtime.logs(found.container, follow=follow, tail=tail)
     finally:
         found.close()
 
 
-def stop_instance(name: str, *, timeout: int = docker_runtime.STOP_TIMEOUT_S) -> Stopped:
+def stop_instance(name: str, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
     found = find_instance(name)
     try:
         if found.local is not None:
             return local_runtime.stop(found.local, timeout)
         assert found.container is not None
-        return docker_runtime.stop(found.container, timeout)
+        stopped = docker_runtime.stop(found.container, timeout)
     finally:
         found.close()
+    # An ended local record of the same name goes too: `stop NAME` leaves nothing called NAME.
+    with contextlib.suppress(UsageError):
+        local_runtime.clear_ended(name)
+    return stopped
 
 
-def stop_handle(started: Started, *, timeout: int = docker_runtime.STOP_TIMEOUT_S) -> Stopped:
+def stop_handle(started: Started, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
     """Stop and remove what ``start_instance`` started (foreground Ctrl-C, failed start)."""
     handle = started.handle
     try:
@@ -249,6 +292,38 @@ def stop_handle(started: Started, *, timeout: int = docker_runtime.STOP_TIMEOUT_
         started.close()
 
 
-def stop_all(*, timeout: int = docker_runtime.STOP_TIMEOUT_S) -> list[Stopped]:
-    instances, _ = list_instances(all_states=True, readiness=False)
-    return [stop_instance(instance.name, timeout=timeout) for instance in instances]
+@dataclass
+class StopAll:
+    """What ``stop --all`` did: every instance is tried, whatever happened to the others."""
+
+    stopped: list[Stopped] = field(default_factory=list)
+    failed: list[tuple[str, NimctlError]] = field(default_factory=list)
+    note: str | None = None  # why containers were not stopped (Docker could not be asked)
+
+    def attempt(self, name: str, action: Callable[[], Stopped]) -> None:
+        try:
+            self.stopped.append(action())
+        except NimctlError as exc:
+            self.failed.append((name, exc))
+
+
+def stop_all(*, timeout: int = STOP_TIMEOUT_S) -> StopAll:
+    result = StopAll()
+    for handle in local_runtime.list_handles():
+        result.attempt(handle.name, lambda handle=handle: local_runtime.stop(handle, timeout))
+    try:
+        client = connect(timeout=DOCKER_TIMEOUT_S)
+    except RuntimeUnavailableError as exc:
+        result.note = f"containers not stopped: {exc.message}"
+        return result
+    try:
+        with translated("listing containers"):
+            containers = docker_runtime.list_containers(client, all_states=True)
+        for container in containers:
+            result.attempt(container.name, lambda c=container: docker_runtime.stop(c, timeout))
+    except NimctlError as exc:
+        result.note = f"containers not stopped: {exc.message}"
+    finally:
+        client.close()
+    result.stopped.sort(key=lambda stopped: stopped.instance.name)
+    return result
