@@ -55,16 +55,19 @@ def build(
     if device not in ("cpu", "cuda"):
         raise UsageError(f"bad --device {device!r}: use cpu or cuda")
     client = connect(timeout=None)
-    with BuildView(out) as view:
-        result = build_image(
-            client,
-            device=device,  # type: ignore[arg-type]
-            image=tag,
-            base_image=base_image,
-            wheelhouse=wheelhouse.expanduser().resolve() if wheelhouse else None,
-            no_cache=no_cache,
-            on_event=view,
-        )
+    try:
+        with BuildView(out) as view:
+            result = build_image(
+                client,
+                device=device,  # type: ignore[arg-type]
+                image=tag,
+                base_image=base_image,
+                wheelhouse=wheelhouse.expanduser().resolve() if wheelhouse else None,
+                no_cache=no_cache,
+                on_event=view,
+            )
+    finally:
+        client.close()
 
     def render() -> None:
         deps = "reused" if result.deps_reused else "built"

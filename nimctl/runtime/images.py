@@ -41,6 +41,9 @@ LOG_TAIL_LINES = 25
 # Where scripts/build-images.sh keeps its wheelhouse (git-ignored), relative to the source tree.
 DEFAULT_WHEELHOUSE = "container/context/wheels"
 
+# On an app image: the deps image it was built on, so that a rebuild can tell which deps image
+# it superseded (and discard that one only: other tags, a GPU machine's CUDA deps, stay).
+DEPS_LABEL = "ai.nimctl.deps-image"
 _PULL_FAILURES = ("pull access denied", "dial tcp", "no such host", "manifest unknown")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _LAYER = re.compile(r"^ ---> ([0-9a-f]{12})$")
@@ -165,7 +168,8 @@ def build_image(
     deps_image = f"{IMAGE_REPOS[device]}-deps:{deps.digest(base_id, pip_index_args)[:16]}"
     deps_reused = not no_cache and image_exists(client, deps_image)
     steps: list[BuildStep] = []
-    previous_app = client.images.get(image).id if image_exists(client, image) else None
+    previous = client.images.get(image) if image_exists(client, image) else None
+    labels = {"ai.nimctl.version": __version__, "ai.nimctl.device": device}
     with log_path.open("w", encoding="utf-8") as log:
         log.write(f"# nimctl build: {image} from {base} ({device}), source {root}\n")
         if deps_reused:
@@ -185,10 +189,10 @@ def build_image(
                 log_path,
                 started,
                 emit,
-                labels={"ai.nimctl.version": __version__, "ai.nimctl.device": device},
+                labels=labels,
             )
             steps += deps_steps
-            _discard_leftovers(client, device, deps_image, deps_steps)
+            _discard_stages(client, deps_steps)
         app = app_context(root, device, deps_image)
         emit(BuildEvent("phase", f"building {image} (manifests and nimctl's code)"))
         steps += _run_build(
@@ -202,11 +206,12 @@ def build_image(
             log_path,
             started,
             emit,
-            labels={"ai.nimctl.version": __version__, "ai.nimctl.device": device},
+            labels={**labels, DEPS_LABEL: deps_image},
         )
     image_id = client.images.get(image).id
-    if previous_app and previous_app != image_id:
-        _remove_quietly(client, previous_app)
+    if previous is not None and previous.id != image_id:
+        _remove_quietly(client, previous.id)
+        _discard_superseded_deps(client, (previous.labels or {}).get(DEPS_LABEL), deps_image)
     elapsed = time.monotonic() - started
     emit(BuildEvent("done", f"built {image} in {elapsed:.0f}s", elapsed=elapsed))
     return BuildResult(image, image_id, base, deps_image, deps_reused, log_path, elapsed, deps.wheels, steps)
@@ -300,10 +305,10 @@ def _remove_quietly(client: DockerClient, image: str) -> None:
         client.images.remove(image)
 
 
-def _discard_leftovers(client: DockerClient, device: Device, deps_image: str, steps: list[BuildStep]) -> None:
-    """After a deps build: the older deps images, and the intermediate stages (the one holding
-    the wheels is several GiB). Docker keeps stages as build cache, but the deps image is
-    reused by tag, so that cache would only ever be read for an identical build."""
+def _discard_stages(client: DockerClient, steps: list[BuildStep]) -> None:
+    """After a deps build: its intermediate stages (the one holding the wheels is several GiB).
+    Docker keeps stages as build cache, but the deps image is reused by tag, so that cache
+    would only ever be read for an identical build."""
     stage_ends = [
         steps[i].image_id
         for i in range(len(steps) - 1)
@@ -311,10 +316,19 @@ def _discard_leftovers(client: DockerClient, device: Device, deps_image: str, st
     ]
     for stage in stage_ends:
         _remove_quietly(client, stage)
-    for old in client.images.list(name=f"{IMAGE_REPOS[device]}-deps"):
-        for tag in old.tags:
-            if tag != deps_image:
-                _remove_quietly(client, tag)
+
+
+def _discard_superseded_deps(client: DockerClient, old_deps: str | None, deps_image: str) -> None:
+    """The deps image the replaced app image was built on, once no image is built on it any more.
+
+    Only that one: another tag's deps image (a test's, or the CUDA deps image on a GPU machine)
+    is not this build's to remove, whatever its repository.
+    """
+    if not old_deps or old_deps == deps_image:
+        return
+    if client.images.list(filters={"label": f"{DEPS_LABEL}={old_deps}"}):
+        return  # another app image still stands on it
+    _remove_quietly(client, old_deps)
 
 
 def _failure(
