@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -11,10 +17,14 @@ from nimctl.cli._common import output
 
 if TYPE_CHECKING:
     from nimctl.output import Output
+    from nimctl.runtime.instances import Stopped
     from nimctl.runtime.manage import Started
     from nimctl.runtime.spec import RunSpec
 
 DEFAULT_TIMEOUT_S = 1800.0  # NIM's Helm chart allows model start-up 30 minutes
+# Handled like Ctrl-C while an instance may be running: a closed terminal (SIGHUP) or a
+# `kill` (SIGTERM) must not leave a foreground container or host process behind.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def run(
@@ -85,8 +95,9 @@ def run(
 ) -> None:
     """Start a NIM for MODEL and wait until it is ready; arguments after -- go to the engine."""
     from nimctl.errors import UsageError
+    from nimctl.runtime.dry_run import docker_run_line, local_run_line
     from nimctl.runtime.manage import choose_runtime
-    from nimctl.runtime.spec import docker_run_line, local_run_line, plan_run
+    from nimctl.runtime.spec import plan_run
 
     out = output(ctx)
     engine_args = list(ctx.args)
@@ -99,6 +110,11 @@ def run(
         raise UsageError("--timeout must be positive")
     choice = choose_runtime(runtime)  # type: ignore[arg-type]
     chosen, note = choice.runtime, choice.note
+    if image and runtime == "auto" and chosen == "local":
+        raise UsageError(
+            "--image needs Docker, and no Docker daemon answers here",
+            hint="start Docker (--runtime docker says why it does not answer), or leave --image out",
+        )
     spec = plan_run(
         model=model,
         runtime=chosen,
@@ -125,24 +141,95 @@ def run(
     _start_and_wait(out, spec, detach=detach, timeout=timeout, docker_answers=choice.docker_answers)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that one path stops the instance."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _exit_code(exc: KeyboardInterrupt) -> int:
+    """The shell's code for a death by that signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # signal handlers: main thread only
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    if not _in_main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _shielded(name: str) -> Iterator[None]:
+    """While an instance is being stopped, another Ctrl-C (or SIGTERM, SIGHUP) must not cut the
+    stop short and leave it unremoved: each is acknowledged and otherwise ignored."""
+
+    def acknowledge(_signum: int, _frame: FrameType | None) -> None:
+        # Not through Rich: a signal handler may run in the middle of one of its writes.
+        with contextlib.suppress(OSError):
+            os.write(2, f"{name}: still stopping, please wait\n".encode())
+
+    if not _in_main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, acknowledge) for signum in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _say(out: Output, message: str) -> None:
+    """A progress line that may find no terminal any more (SIGHUP): losing it must not stop the stop."""
+    with contextlib.suppress(OSError):
+        out.info(message)
+
+
+def _stop(started: Started) -> Stopped:
+    from nimctl.runtime.manage import stop_handle
+
+    with _shielded(started.spec.name):
+        return stop_handle(started)
+
+
 def _start_and_wait(
     out: Output, spec: RunSpec, *, detach: bool, timeout: float, docker_answers: bool | None
 ) -> None:
     from nimctl.cli.runtime import BuildView
     from nimctl.runtime.manage import start_instance
 
-    with BuildView(out) as build_view:
-        started = start_instance(spec, on_build=build_view, docker_answers=docker_answers)
-    try:
-        _wait_and_follow(out, started, detach=detach, timeout=timeout)
-    finally:
-        started.close()
+    with _stop_signals_interrupt():
+        try:
+            with BuildView(out) as build_view:
+                started = start_instance(spec, on_build=build_view, docker_answers=docker_answers)
+        except KeyboardInterrupt as exc:  # nothing runs yet: a half-created container is removed
+            raise typer.Exit(_exit_code(exc)) from None
+        try:
+            _wait_and_follow(out, started, detach=detach, timeout=timeout)
+        finally:
+            started.close()
 
 
 def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: float) -> None:
     from nimctl.cli.runtime import ReadinessView, format_duration
     from nimctl.errors import RuntimeFailure, TimeoutError_
-    from nimctl.runtime.manage import stop_handle, wait_for
+    from nimctl.runtime.manage import wait_for
 
     spec = started.spec
     where = f"image {spec.image}" if spec.runtime == "docker" else "a host process"
@@ -150,14 +237,14 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
     try:
         with ReadinessView(out, spec.name) as ready_view:
             took = wait_for(started, timeout=timeout, on_event=ready_view)
-    except KeyboardInterrupt:
-        out.info(f"interrupted: stopping {spec.name}")
-        stop_handle(started)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        _say(out, f"interrupted: stopping {spec.name}")
+        _stop(started)
+        raise typer.Exit(_exit_code(exc)) from None
     except BaseException as exc:
         # Whatever went wrong, a foreground instance must not outlive this command.
         if not detach:
-            stop_handle(started)
+            _stop(started)
         elif isinstance(exc, TimeoutError_):
             exc.hint = f"it is still starting: nimctl logs -f {spec.name}; nimctl stop {spec.name} to give up"
         raise
@@ -175,14 +262,16 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
         for line in started.handle.follow():
             out.text(line)
     except KeyboardInterrupt:
-        out.info(f"stopping {spec.name}")
-        stop_handle(started)
-        out.info(f"{spec.name}: stopped and removed")
+        # Asked to stop once ready (Ctrl-C, SIGTERM, SIGHUP): a clean stop is a success, as
+        # nim-serve's own exit on SIGTERM is.
+        _say(out, f"stopping {spec.name}")
+        _stop(started)
+        _say(out, f"{spec.name}: stopped and removed")
         return
     except BaseException:
-        stop_handle(started)
+        _stop(started)
         raise
-    final = stop_handle(started).instance
+    final = _stop(started).instance
     if final.exit_code:
         raise RuntimeFailure(
             f"{spec.name} exited with code {final.exit_code}", hint="its last log lines are above"

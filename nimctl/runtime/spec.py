@@ -42,6 +42,11 @@ def is_secret(name: str) -> bool:
     return name in PASSTHROUGH_SECRETS or bool(_SECRET_NAME.search(name))
 
 
+def url_host(host: str) -> str:
+    """A host as it goes into a URL or ``-p HOST:PORT:PORT``: an IPv6 literal in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 @dataclass(frozen=True)
 class GpuRequest:
     """``--gpus``: ``all``, ``none``, a count (``2``) or device ids (``0,1``, ``device=1``)."""
@@ -79,6 +84,19 @@ class GpuRequest:
         if self.kind == "count":
             return str(self.count)
         return f'"device={",".join(self.ids)}"'
+
+    def cuda_visible_devices(self, visible: Inventory) -> str | None:
+        """``CUDA_VISIBLE_DEVICES`` for a host process, the GPUs a container would be given
+        (``visible``: the part of the inventory this request selected); None leaves the caller's.
+
+        UUIDs where NVML gave them: an index would be read against whatever
+        ``CUDA_VISIBLE_DEVICES`` the caller already has, and could name another GPU.
+        """
+        if self.kind == "all":
+            return None
+        if self.kind == "none":
+            return ""
+        return ",".join(gpu.uuid or str(gpu.index) for gpu in visible.gpus)
 
     def visible(self, inventory: Inventory) -> Inventory:
         """The part of ``inventory`` the container will see, for profile selection."""
@@ -136,8 +154,9 @@ class RunSpec:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
-        return f"http://{host}:{self.port}"
+        # A wildcard address is reached through the loopback of its own family.
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{url_host(host)}:{self.port}"
 
     @property
     def labels(self) -> dict[str, str]:
@@ -154,9 +173,6 @@ class RunSpec:
         if self.profile_name:
             labels[f"{LABEL}.profile-name"] = self.profile_name
         return labels
-
-    def masked_env(self) -> dict[str, str]:
-        return {key: ("***" if is_secret(key) else value) for key, value in self.env.items()}
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -256,6 +272,12 @@ def plan_run(
 
     if not 1 <= port <= 65535:
         raise UsageError(f"bad --port {port}: use 1-65535")
+    if image and runtime == "local":
+        raise UsageError(
+            "--image needs the Docker runtime",
+            hint="leave --image out with --runtime local: a host process runs this nimctl's own nim-serve",
+        )
+    host = host.strip().removeprefix("[").removesuffix("]")  # [::1] as people write it in URLs
     model = model or DEFAULT_MODEL
     restart = check_restart(restart, runtime)
     user_env = parse_env(env_pairs or [])
@@ -293,6 +315,10 @@ def plan_run(
         env["NIM_CACHE_PATH"] = str(cache)
         if resolved.manifest is not None and Path(model).expanduser().is_file():
             env["NIMCTL_PROFILES_DIR"] = str(Path(model).expanduser().resolve().parent)
+        # What --gpus gives a container, for a host process: the engine sees only these GPUs.
+        devices = request.cuda_visible_devices(visible)
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices
     if profile_id:
         env["NIM_MODEL_PROFILE"] = profile_id
     for secret in PASSTHROUGH_SECRETS:
@@ -323,37 +349,3 @@ def plan_run(
         restart=restart,
         user=f"{os.getuid()}:{os.getgid()}",
     )
-
-
-def docker_run_line(spec: RunSpec, *, detach: bool) -> str:
-    """The ``docker run`` command equivalent to what nimctl does, secrets shown as ``***``."""
-    import shlex
-
-    args = ["docker", "run", "-d" if detach else "--rm", "--name", spec.name]
-    args += ["--user", spec.user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    if spec.shm_size:
-        args += ["--shm-size", spec.shm_size]
-    flag = spec.gpus.docker_flag()
-    if flag:
-        args += ["--gpus", flag]
-    if spec.restart != "no":
-        args += ["--restart", spec.restart]
-    args += ["-p", f"{spec.host}:{spec.port}:{CONTAINER_PORT}"]
-    args += ["-v", f"{spec.cache_dir}:{CONTAINER_CACHE}"]
-    for mount in spec.mounts:
-        args += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
-    for key, value in spec.masked_env().items():
-        args += ["-e", f"{key}={value}"]
-    for key, value in spec.labels.items():
-        args += ["--label", f"{key}={value}"]
-    args.append(spec.image or "")
-    args += spec.engine_args
-    return shlex.join(args)
-
-
-def local_run_line(spec: RunSpec) -> str:
-    """The shell command equivalent to ``--runtime local``, secrets shown as ``***``."""
-    import shlex
-
-    env = [f"{key}={value}" for key, value in spec.masked_env().items()]
-    return shlex.join(["env", *env, "nim-serve", *spec.engine_args])

@@ -9,6 +9,7 @@ import pytest
 
 from nimctl.errors import ProfileError, UsageError
 from nimctl.gpu import parse_gpu_spec
+from nimctl.runtime.dry_run import docker_run_line, local_run_line, masked_args
 from nimctl.runtime.images import default_image
 from nimctl.runtime.spec import (
     CONTAINER_MODEL,
@@ -17,7 +18,6 @@ from nimctl.runtime.spec import (
     GpuRequest,
     check_name,
     check_restart,
-    docker_run_line,
     parse_env,
     plan_run,
 )
@@ -218,3 +218,94 @@ def test_secrets_pass_through_and_are_masked(tmp_path: Path, monkeypatch: pytest
 def test_bad_port(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="bad --port"):
         plan_run(model="tiny-vlm", runtime="docker", port=70000, cache_dir=tmp_path, inventory=NO_GPU)
+
+
+def test_ipv6_hosts_are_bracketed(tmp_path: Path) -> None:
+    spec = plan_run(model="tiny-vlm", runtime="docker", host="::1", cache_dir=tmp_path, inventory=NO_GPU)
+    assert spec.url == "http://[::1]:8000"
+    assert spec.labels["ai.nimctl.url"] == "http://[::1]:8000"
+    assert "-p '[::1]:8000:8000'" in docker_run_line(spec, detach=True)
+    # As people write it in URLs; the server binds the bare address.
+    written = plan_run(model="tiny-vlm", runtime="local", host="[::1]", cache_dir=tmp_path, inventory=NO_GPU)
+    assert written.host == "::1" and written.env["NIMCTL_SERVER_HOST"] == "::1"
+    wildcard = plan_run(model="tiny-vlm", runtime="docker", host="::", cache_dir=tmp_path, inventory=NO_GPU)
+    assert wildcard.url == "http://[::1]:8000"
+
+
+def test_local_gpus_become_cuda_visible_devices(tmp_path: Path) -> None:
+    gpus = tuple(
+        replace(gpu, uuid=f"GPU-{index:08X}-AAAA-BBBB-CCCC-DDDDDDDDDDDD")
+        for index, gpu in enumerate(TWO_H100.gpus)
+    )
+    inventory = replace(TWO_H100, gpus=gpus)
+
+    def devices(request: str | None, model: str = "qwen2.5-vl-7b-instruct") -> str | None:
+        spec = plan_run(model=model, runtime="local", gpus=request, cache_dir=tmp_path, inventory=inventory)
+        return spec.env.get("CUDA_VISIBLE_DEVICES")
+
+    # UUIDs, not indices: an index would be read against the caller's own CUDA_VISIBLE_DEVICES.
+    assert devices("device=1") == gpus[1].uuid
+    assert devices("1") == gpus[0].uuid  # a count: the first N
+    assert devices("all") is None and devices(None) is None  # the caller's own visibility stays
+    assert devices(None, model="tiny-vlm") == ""  # a CPU profile: no GPU, as in a container
+    # Without UUIDs (an assumed inventory) the CUDA index is all there is.
+    assumed = plan_run(
+        model="qwen2.5-vl-7b-instruct",
+        runtime="local",
+        gpus="device=1",
+        cache_dir=tmp_path,
+        inventory=TWO_H100,
+    )
+    assert assumed.env["CUDA_VISIBLE_DEVICES"] == "1"
+    # An explicit -e wins, and the Docker runtime gets device requests instead.
+    explicit = plan_run(
+        model="qwen2.5-vl-7b-instruct",
+        runtime="local",
+        gpus="1",
+        env_pairs=["CUDA_VISIBLE_DEVICES=7"],
+        cache_dir=tmp_path,
+        inventory=inventory,
+    )
+    assert explicit.env["CUDA_VISIBLE_DEVICES"] == "7"
+    container = plan_run(
+        model="qwen2.5-vl-7b-instruct", runtime="docker", gpus="1", cache_dir=tmp_path, inventory=inventory
+    )
+    assert "CUDA_VISIBLE_DEVICES" not in container.env
+
+
+def test_image_needs_docker(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--image needs the Docker runtime"):
+        plan_run(model="tiny-vlm", runtime="local", image="x:1", cache_dir=tmp_path, inventory=NO_GPU)
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["--api-key", "sk-1", "--max-model-len", "512"], ["--api-key", "***", "--max-model-len", "512"]),
+        (["--api-key=sk-1"], ["--api-key=***"]),
+        (["--hf-token", "hf_1", "--enforce-eager"], ["--hf-token", "***", "--enforce-eager"]),
+        # Not secrets: a key file's path, token counts, the tokenizer.
+        (
+            ["--ssl-keyfile", "k.pem", "--max-num-batched-tokens", "8", "--tokenizer", "t"],
+            ["--ssl-keyfile", "k.pem", "--max-num-batched-tokens", "8", "--tokenizer", "t"],
+        ),
+    ],
+)
+def test_secret_engine_args_are_masked(args: list[str], shown: list[str]) -> None:
+    assert masked_args(args) == shown
+
+
+def test_masked_engine_args_in_both_dry_runs(tmp_path: Path) -> None:
+    for runtime in ("docker", "local"):
+        spec = plan_run(
+            model="tiny-vlm",
+            runtime=runtime,
+            cache_dir=tmp_path,
+            inventory=NO_GPU,
+            engine_args=["--api-key", "sk-hidden"],
+            env_pairs=["NIM_PASSTHROUGH_ARGS=--api-key sk-env --enforce-eager"],
+        )
+        line = docker_run_line(spec, detach=True) if runtime == "docker" else local_run_line(spec)
+        assert "sk-hidden" not in line and "sk-env" not in line
+        assert "--api-key '***'" in line and "--enforce-eager" in line
+        assert spec.engine_args == ["--api-key", "sk-hidden"]  # masked in print only
