@@ -3,8 +3,8 @@
 Its real base (vllm/vllm-openai) needs a registry and its engine a GPU; neither exists here.
 The CPU deps image stands in for the base: a Python with pip and vLLM installed, as in the
 official image. What is checked is everything this Dockerfile adds on top: tini, the uid 1000
-user, nimctl's server installed without touching what the base pinned, the manifests, the
-entry point, the health check; `nim-serve --dry-run` then chooses a GPU profile for an
+user, nimctl's server installed without touching what the base pinned (and without the wheels
+in any layer), the manifests, the entry point, the health check; `nim-serve --dry-run` then chooses a GPU profile for an
 assumed H100.
 """
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.docker
 
+# A tag of its own; its deps image is named by a digest of its inputs (the stand-in base among
+# them), so it cannot be a real CUDA deps image, and the build discards no other deps image.
 TAG = "nimctl/nim-cuda:e2e-stand-in"
 
 
@@ -39,6 +41,9 @@ def test_cuda_image_on_a_stand_in_base(docker_client: DockerClient, cpu_build: B
         assert config["Entrypoint"] == ["/usr/bin/tini", "-g", "--", "nim-serve"]
         assert "8000/tcp" in config["ExposedPorts"]
         assert "/v1/health/live" in " ".join(config["Healthcheck"]["Test"])
+        # The wheels were copied into a throwaway stage only: no layer of the image holds them.
+        history = [str(layer.get("CreatedBy") or "") for layer in docker_client.images.get(TAG).history()]
+        assert not [line for line in history if "/tmp/wheels" in line], history
         output = docker_client.containers.run(
             TAG,
             command=["--dry-run"],
@@ -54,4 +59,5 @@ def test_cuda_image_on_a_stand_in_base(docker_client: DockerClient, cpu_build: B
         assert plan["config"]["cache_path"] == "/opt/nim/.cache"
     finally:
         docker_client.images.remove(TAG, force=True)
-        docker_client.images.remove(result.deps_image, force=True)
+        if not result.deps_reused:  # only what this test built: never someone's real CUDA deps image
+            docker_client.images.remove(result.deps_image, force=True)
