@@ -2,8 +2,9 @@
 # Build nimctl's CPU image without any container registry (CI, air-gapped sites):
 #   1. a Debian bookworm base image from Debian's packages (mmdebstrap | docker import),
 #      tagged by a hash of its recipe and reused while the recipe is unchanged;
-#   2. a wheelhouse of every Python package the image needs (pip wheel), reused while
-#      pyproject.toml, constraints.txt and pip's configuration are unchanged;
+#   2. a wheelhouse of every Python package the image needs (pip wheel with $PYTHON, which
+#      must be the image's Python version: bookworm's 3.11), reused while pyproject.toml,
+#      constraints.txt, pip's configuration and that Python are unchanged;
 #   3. the CPU image on top, installed from the wheelhouse only (`nimctl build --wheelhouse`).
 # A second run with nothing changed takes seconds; a change to nimctl's code rebuilds only
 # the image's last layers.
@@ -19,6 +20,9 @@ DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_SECURITY="${DEBIAN_SECURITY:-http://deb.debian.org/debian-security}"
 WHEELHOUSE="${WHEELHOUSE:-container/context/wheels}"
 SUITE=bookworm
+# The image runs Debian bookworm's python3. pip wheel builds for the Python that runs it, so
+# the wheelhouse is only installable in the image when that one has the same version.
+IMAGE_PYTHON=3.11
 BASE_REPO=nimctl/base
 # Bump when the recipe below changes in a way the package list does not show.
 RECIPE_VERSION=1
@@ -29,7 +33,7 @@ while (($#)); do
     case "$1" in
         --base-only) base_only=1 ;;
         --tag) tag_args=(--tag "$2"); shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "build-images: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -39,6 +43,18 @@ log() { printf 'build-images: %s\n' "$*" >&2; }
 now() { date +%s; }
 
 docker info >/dev/null 2>&1 || { log "Docker does not answer: run scripts/ensure-docker.sh first"; exit 1; }
+if [[ $base_only == 0 ]]; then
+    # Checked first: finding it out after the base image was built, or at the offline install
+    # inside the image (pip: "no matching distribution"), wastes minutes and says little.
+    python_version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
+        || { log "PYTHON=$PYTHON does not run: make .venv with scripts/setup.sh, or set PYTHON"; exit 2; }
+    if [[ "$python_version" != "$IMAGE_PYTHON" ]]; then
+        log "PYTHON=$PYTHON is Python $python_version, but the image runs Debian $SUITE's Python $IMAGE_PYTHON:"
+        log "the wheels it builds would not install there. Set PYTHON to a Python $IMAGE_PYTHON with nimctl"
+        log "installed (e.g. PYTHON=python$IMAGE_PYTHON scripts/setup.sh, then run this again)."
+        exit 2
+    fi
+fi
 
 # --- 1. the base image --------------------------------------------------------------------------
 packages="$(grep -v '^#' container/os-packages.txt | xargs)"
@@ -49,9 +65,14 @@ if docker image inspect "$base_image" >/dev/null 2>&1; then
     log "base image $base_image is up to date"
 else
     if ! command -v mmdebstrap >/dev/null 2>&1; then
-        log "installing mmdebstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null \
-            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
+        if [[ $(id -u) -ne 0 ]]; then
+            log "mmdebstrap is missing: install it (sudo apt-get install mmdebstrap), or run this as root"
+            exit 1
+        fi
+        log "installing mmdebstrap (apt-get)"
+        # Its output stays visible: a failing mirror or a held package is explained there.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap \
+            || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mmdebstrap; }
     fi
     log "building $base_image from Debian $SUITE packages: ${packages// /, }"
     start=$(now)
@@ -82,9 +103,11 @@ docker tag "$base_image" "$BASE_REPO:$SUITE"
 # --- 2. the wheelhouse --------------------------------------------------------------------------
 mkdir -p "$WHEELHOUSE"
 requirements="$("$PYTHON" -m nimctl.runtime.source cpu)"
-# pip's own configuration (here: find-links and constraints) changes what it resolves.
-wheel_hash="$( { printf '%s\n' "$requirements"; cat constraints.txt 2>/dev/null; "$PYTHON" -m pip config list 2>/dev/null;
-    cat /etc/xdg/pip/constraints.txt 2>/dev/null; } | sha256sum | cut -c1-12)"
+# pip's own configuration (here: find-links and constraints) changes what it resolves, and the
+# interpreter (version, ABI, machine) which wheels it picks or builds.
+interpreter="$("$PYTHON" -c 'import platform, sys; print(sys.implementation.cache_tag, platform.machine(), *platform.libc_ver())')"
+wheel_hash="$( { printf '%s\n' "$requirements" "$interpreter"; cat constraints.txt 2>/dev/null;
+    "$PYTHON" -m pip config list 2>/dev/null; cat /etc/xdg/pip/constraints.txt 2>/dev/null; } | sha256sum | cut -c1-12)"
 if [[ -f "$WHEELHOUSE/.stamp" && "$(cat "$WHEELHOUSE/.stamp")" == "$wheel_hash" ]]; then
     log "wheelhouse $WHEELHOUSE is up to date ($(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels)"
 else

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 port="${NIMCTL_DEMO_PORT:-8000}"
 name="nimctl-demo"
 
-bash scripts/setup.sh cpu,test
+bash scripts/setup.sh cpu  # the engine; the test tools are scripts/test.sh's
 runtime="${NIMCTL_DEMO_RUNTIME:-}"
 if [[ -z "$runtime" ]]; then
     if docker info >/dev/null 2>&1; then runtime=docker; else runtime=local; fi
