@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -42,7 +43,16 @@ def test_local_instance_lifecycle(tmp_path: Path, tmp_path_factory: pytest.TempP
         code, out, _ = nimctl("ps", "--format", "json")
         [row] = [row for row in json.loads(out) if row["name"] == NAME]
         assert row["runtime"] == "local" and row["state"] == "running" and row["ready"] is True
-        pid = int(row["id"])
+        # The id is the launcher's; nim-serve runs under it and vLLM under nim-serve, in a
+        # session of its own (so the launcher's process group does not reach it).
+        launcher = psutil.Process(int(row["id"]))
+        tree = [launcher, *launcher.children(recursive=True)]
+        commands = [" ".join(process.cmdline()) for process in tree]
+        assert any("nim-serve" in c or "nimctl.cli.serve" in c for c in commands), commands
+        engines = [
+            p for p, c in zip(tree, commands, strict=True) if "vllm.entrypoints.openai.api_server" in c
+        ]
+        assert engines and os.getsid(engines[0].pid) != os.getsid(launcher.pid), commands
 
         from openai import OpenAI
 
@@ -70,11 +80,12 @@ def test_local_instance_lifecycle(tmp_path: Path, tmp_path_factory: pytest.TempP
     assert code == 0, err
     assert out.strip() == f"{NAME}: stopped and removed"
     assert not (state / "instances" / NAME).exists()
-    assert not _alive(pid), "nim-serve outlived nimctl stop"
+    survivors = [" ".join(p.cmdline()) for p in tree if _alive(p)]
+    assert survivors == [], f"outlived nimctl stop: {survivors}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+def _alive(process: psutil.Process) -> bool:
+    try:  # is_running also checks the start time: a reused pid is not the process
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
