@@ -123,7 +123,10 @@ class LocalHandle:
             chunk = handle.read(_BLOCK)
             if chunk:
                 yield chunk
-            elif not follow or self.state()[0] != "running":
+            elif not follow:
+                return
+            elif self.state()[0] != "running":
+                yield handle.read()  # what it wrote between the last read and its end
                 return
             else:
                 time.sleep(0.2)
