@@ -6,7 +6,9 @@
     manage.list_instances(), manage.instance_logs(name), manage.stop_instance(name)
 
 Modules: ``images`` (build with progress events), ``context`` (build contexts), ``spec``
-(what to run, ``--dry-run``), ``docker_runtime`` / ``local_runtime`` (the two runtimes),
+(what to run), ``dry_run`` (``--dry-run``'s command line), ``docker_client`` (connecting, and
+the SDK's errors as nimctl's), ``docker_runtime`` / ``local_runtime`` (the two runtimes),
+``processes`` (a local instance's process tree), ``instances`` (what both share),
 ``readiness`` (the wait), ``manage`` (both runtimes behind one API), ``launcher`` (the parent
 of a local instance's server).
 """
