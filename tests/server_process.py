@@ -124,3 +124,9 @@ def engine_process(front_pid: int) -> psutil.Process:
         if "vllm.entrypoints.openai.api_server" in " ".join(child.cmdline()):
             return child
     raise LookupError(f"no engine child under pid {front_pid}")
+
+
+def engine_metric(url: str, name: str) -> float:
+    """The sum of an engine metric's samples (all label sets), read through the front's /v1/metrics."""
+    text = httpx.get(url + "/v1/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))

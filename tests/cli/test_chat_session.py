@@ -7,12 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pexpect
 import pytest
 
 from tests.images import png_bytes
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, engine_metric
 
 pytestmark = pytest.mark.engine
 
@@ -20,10 +19,7 @@ PROMPT = ">>>"  # prompt_toolkit draws the trailing space as a cursor move
 
 
 def requests_running(url: str) -> float:
-    text = httpx.get(url + "/v1/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:num_requests_running")
-    )
+    return engine_metric(url, "vllm:num_requests_running")
 
 
 def spawn_session(url: str, tmp_path: Path, *args: str) -> pexpect.spawn:
