@@ -38,10 +38,13 @@ class ContainerHandle:
     def state(self) -> tuple[str, int | None]:
         from docker.errors import NotFound
 
-        try:
-            self.container.reload()
-        except NotFound:
-            return "removed", None
+        from nimctl.runtime.docker_client import translated
+
+        with translated("watching it", self.name):
+            try:
+                self.container.reload()
+            except NotFound:
+                return "removed", None
         state = self.container.attrs.get("State", {})
         status = str(state.get("Status", "unknown"))
         return status, (state.get("ExitCode") if status in {"exited", "dead"} else None)
@@ -49,10 +52,13 @@ class ContainerHandle:
     def last_lines(self, count: int) -> list[str]:
         from docker.errors import NotFound
 
-        try:
-            raw = self.container.logs(tail=count)
-        except NotFound:
-            return []
+        from nimctl.runtime.docker_client import translated
+
+        with translated("reading its log", self.name):
+            try:
+                raw = self.container.logs(tail=count)
+            except NotFound:
+                return []
         return raw.decode("utf-8", "replace").splitlines()[-count:]
 
     def follow(self) -> Iterator[str]:

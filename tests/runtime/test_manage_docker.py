@@ -226,3 +226,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_daemon_error_while_waiting_is_a_runtime_failure() -> None:
+    container = FakeContainer("box")
+    handle = docker_runtime.ContainerHandle(container, "http://127.0.0.1:1")  # type: ignore[arg-type]
+    container.fail["reload"] = api_error("daemon hiccup")
+    with pytest.raises(RuntimeFailure, match="Docker failed while watching it: daemon hiccup"):
+        handle.state()
+    container.fail.clear()
+    container.removed = True
+    assert handle.state() == ("removed", None) and handle.last_lines(5) == []
