@@ -21,8 +21,9 @@ same for every command.
     ├── RuntimeFailure                9  container or engine failed (exited while starting, build failed)
     └── RuntimeUnavailableError      10  Docker daemon (or the chosen runtime) not reachable
 
-Two codes come from no exception: 130 for Ctrl-C, and 141 when the reader of stdout went
-away (``nimctl metrics --raw | head``), as for a command killed by SIGPIPE.
+Some codes come from no exception, and follow the shell's 128 + signal number: 130 for
+Ctrl-C, 129 and 143 for a foreground ``nimctl run`` stopped by SIGHUP or SIGTERM, and 141
+when the reader of stdout went away (``nimctl metrics --raw | head``), as for SIGPIPE.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ EXIT_SERVER_ERROR = 7
 EXIT_NO_PROFILE = 8
 EXIT_RUNTIME_FAILED = 9
 EXIT_RUNTIME_UNAVAILABLE = 10
+EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143
 
 # code -> meaning: the README's table, written by hand; tests/cli/test_exit_codes.py checks they agree.
 EXIT_CODES: dict[int, str] = {
@@ -54,8 +57,10 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NO_PROFILE: "no runnable profile for this machine, or the pinned one cannot run",
     EXIT_RUNTIME_FAILED: "container or engine failed (exited while starting, image build failed)",
     EXIT_RUNTIME_UNAVAILABLE: "container runtime unavailable (Docker daemon not reachable)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_HANGUP: "a foreground `nimctl run` stopped by SIGHUP (its terminal closed); the instance is stopped",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a foreground `nimctl run` stops its instance first",
     EXIT_BROKEN_PIPE: "the reader of the output went away (a closed pipe, as with SIGPIPE)",
+    EXIT_TERMINATED: "a foreground `nimctl run` stopped by SIGTERM; the instance is stopped",
 }
 
 
