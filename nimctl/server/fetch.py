@@ -33,7 +33,7 @@ log = logging.getLogger("nimctl.fetch")
 
 # Progress bars redraw their line (ending it with \r) many times a second: log one such a while.
 PROGRESS_EVERY_S = 5.0
-_LINE_END = re.compile(rb"[\r\n]")
+_LINE_END = re.compile(rb"\r\n|\n|\r")
 _LONGEST_LINE = 1 << 16
 
 
@@ -70,14 +70,20 @@ async def fetch_model(source: ModelSource, cache: Path) -> Path:
 
 
 async def _relay_output(stream: asyncio.StreamReader) -> None:
-    """Log the child's stderr line by line; a line ends at \n, or at \r where a bar redraws it."""
+    """Log the child's stderr line by line; a line ends at \n or \r\n, or at a lone \r where a
+    progress bar redraws it (those are logged once every PROGRESS_EVERY_S)."""
     buffer = b""
     last_redraw = 0.0
     while chunk := await stream.read(_LONGEST_LINE):
         buffer += chunk
-        while (end := _LINE_END.search(buffer)) is not None or len(buffer) > _LONGEST_LINE:
-            cut = end.start() if end is not None else len(buffer)
-            line, redraw, buffer = buffer[:cut], buffer[cut : cut + 1] == b"\r", buffer[cut + 1 :]
+        while True:
+            end = _LINE_END.search(buffer)
+            if end is None and len(buffer) <= _LONGEST_LINE:
+                break
+            if end is not None and end.group() == b"\r" and end.end() == len(buffer):
+                break  # perhaps the first half of a \r\n split between two reads
+            cut, rest = (end.start(), end.end()) if end is not None else (len(buffer), len(buffer))
+            line, redraw, buffer = buffer[:cut], end is not None and end.group() == b"\r", buffer[rest:]
             text = line.decode(errors="replace").strip()
             if not text:
                 continue

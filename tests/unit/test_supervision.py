@@ -129,7 +129,8 @@ def test_the_fetch_childs_output_is_logged_line_by_line_with_progress_thinned(
     async def relay() -> None:
         stream = asyncio.StreamReader()
         stream.feed_data(b"a warning\n 10%|#   \r 20%|##  \r 30%|### ")
-        stream.feed_data(b"\r100%|####\ndone")
+        stream.feed_data(b"\r100%|####\nwarn one\r\nwarn two\r")  # CRLF lines are lines, not redraws,
+        stream.feed_data(b"\nwarn three\r\ndone")  # also when a read splits one
         stream.feed_eof()
         await _relay_output(stream)
 
@@ -139,6 +140,9 @@ def test_the_fetch_childs_output_is_logged_line_by_line_with_progress_thinned(
         "a warning",
         "10%|#",
         "100%|####",
+        "warn one",
+        "warn two",
+        "warn three",
         "done",
     ]
 
@@ -146,7 +150,7 @@ def test_the_fetch_childs_output_is_logged_line_by_line_with_progress_thinned(
 _FETCHING_FRONT = """
 import asyncio, sys
 from pathlib import Path
-from nimctl.server.fetch import _relay_output, fetch_model
+from nimctl.server.fetch import fetch_model
 from nimctl.server.model_source import parse_model_source
 asyncio.run(fetch_model(parse_model_source(sys.argv[1]), Path(sys.argv[2])))
 """
