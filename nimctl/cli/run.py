@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nimctl.cli._common import output
+from nimctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 if TYPE_CHECKING:
     from nimctl.output import Output
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
     from nimctl.runtime.spec import RunSpec
 
 DEFAULT_TIMEOUT_S = 1800.0  # NIM's Helm chart allows model start-up 30 minutes
-# Handled like Ctrl-C while an instance may be running: a closed terminal (SIGHUP) or a
-# `kill` (SIGTERM) must not leave a foreground container or host process behind.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def run(
@@ -142,52 +140,46 @@ def run(
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that one path stops the instance."""
+    """SIGINT, SIGTERM or SIGHUP, raised as a KeyboardInterrupt so that one path stops the instance."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
+# Handled alike while an instance may be running: a closed terminal (SIGHUP) or a `kill`
+# (SIGTERM) must not leave a foreground container or host process behind, any more than Ctrl-C.
+_EXIT_FOR_SIGNAL = {
+    signal.SIGINT: EXIT_INTERRUPTED,
+    signal.SIGTERM: EXIT_TERMINATED,
+    signal.SIGHUP: EXIT_HANGUP,
+}
+
+
 def _exit_code(exc: KeyboardInterrupt) -> int:
-    """The shell's code for a death by that signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
-    return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()  # signal handlers: main thread only
+    return _EXIT_FOR_SIGNAL[exc.signum if isinstance(exc, Interrupted) else signal.SIGINT]
 
 
 @contextlib.contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    def interrupt(signum: int, _frame: FrameType | None) -> None:
-        raise Interrupted(signum)
+def _stop_signals(name: str) -> Iterator[None]:
+    """The first SIGINT, SIGTERM or SIGHUP raises :class:`Interrupted`; every later one is only
+    acknowledged, so that nothing cuts short the stop the first one started (or leaves the
+    instance running because it came between the interruption and the stop)."""
+    interrupted = False
 
-    if not _in_main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _shielded(name: str) -> Iterator[None]:
-    """While an instance is being stopped, another Ctrl-C (or SIGTERM, SIGHUP) must not cut the
-    stop short and leave it unremoved: each is acknowledged and otherwise ignored."""
-
-    def acknowledge(_signum: int, _frame: FrameType | None) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise Interrupted(signum)
         # Not through Rich: a signal handler may run in the middle of one of its writes.
         with contextlib.suppress(OSError):
             os.write(2, f"{name}: still stopping, please wait\n".encode())
 
-    if not _in_main_thread():
+    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
         yield
         return
-    previous = {signum: signal.signal(signum, acknowledge) for signum in (signal.SIGINT, *STOP_SIGNALS)}
+    previous = {signum: signal.signal(signum, on_signal) for signum in _EXIT_FOR_SIGNAL}
     try:
         yield
     finally:
@@ -204,8 +196,7 @@ def _say(out: Output, message: str) -> None:
 def _stop(started: Started) -> Stopped:
     from nimctl.runtime.manage import stop_handle
 
-    with _shielded(started.spec.name):
-        return stop_handle(started)
+    return stop_handle(started)
 
 
 def _start_and_wait(
@@ -214,7 +205,7 @@ def _start_and_wait(
     from nimctl.cli.runtime import BuildView
     from nimctl.runtime.manage import start_instance
 
-    with _stop_signals_interrupt():
+    with _stop_signals(spec.name):
         try:
             with BuildView(out) as build_view:
                 started = start_instance(spec, on_build=build_view, docker_answers=docker_answers)

@@ -9,6 +9,7 @@ elsewhere it prints one plain line per finished step or phase change.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -66,8 +67,11 @@ class _View:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self.live is not None:
-            self.live.stop()
-            self.live = None
+            live, self.live = self.live, None
+            # After a SIGHUP the terminal is gone: the last redraw must not replace the
+            # interruption that is unwinding through here (the instance still has to stop).
+            with contextlib.suppress(OSError):
+                live.stop()
 
     def print(self, message: str, style: str | None = None) -> None:
         console = self.live.console if self.live is not None else self.out.err

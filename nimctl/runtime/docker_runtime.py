@@ -129,6 +129,10 @@ def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
         )
     except APIError as exc:
         raise _start_error(exc, spec) from None
+    except BaseException:
+        # Interrupted while the daemon may have created it already: it must not stay behind.
+        _remove_created(client, spec.name)
+        raise
     try:
         container.start()
     except BaseException as exc:  # Ctrl-C included: a created container must not stay behind
@@ -138,6 +142,15 @@ def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
             raise _start_error(exc, spec) from None
         raise
     return ContainerHandle(container, spec.url)
+
+
+def _remove_created(client: DockerClient, name: str) -> None:
+    from docker.errors import DockerException
+
+    with contextlib.suppress(DockerException, OSError):
+        container = client.containers.get(name)
+        if container.labels.get(MANAGED_LABEL) == "true" and container.status == "created":
+            container.remove(force=True)
 
 
 def _start_error(exc: Exception, spec: RunSpec) -> Exception:

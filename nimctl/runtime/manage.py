@@ -104,14 +104,14 @@ def start_instance(
             local_runtime.check_name_free(spec.name)
             check_port_free(spec.host, spec.port)
             ensure_image(client, spec.image, device=spec.device, on_event=on_build)
+            # An ended local instance of this name would otherwise hide the container from
+            # `logs` and `stop`; one started meanwhile keeps its record (and its name check).
+            with contextlib.suppress(UsageError):
+                local_runtime.clear_ended(spec.name)
             handle = docker_runtime.start(client, spec)
         except BaseException:
             client.close()
             raise
-        # An ended local instance of this name would otherwise hide the container from
-        # `logs` and `stop`; one started meanwhile keeps its record (and its name check).
-        with contextlib.suppress(UsageError):
-            local_runtime.clear_ended(spec.name)
         return Started(spec, handle, client=client)
     if docker_answers is not False and may_answer():
         try:
