@@ -107,12 +107,7 @@ def run(
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
     choice = choose_runtime(runtime)  # type: ignore[arg-type]
-    chosen, note = choice.runtime, choice.note
-    if image and runtime == "auto" and chosen == "local":
-        raise UsageError(
-            "--image needs Docker, and no Docker daemon answers here",
-            hint="start Docker (--runtime docker says why it does not answer), or leave --image out",
-        )
+    chosen = choice.runtime
     spec = plan_run(
         model=model,
         runtime=chosen,
@@ -126,9 +121,10 @@ def run(
         image=image,
         engine_args=engine_args,
         restart=restart,
+        runtime_note=choice.note,
     )
-    if note:
-        out.info(note)
+    if choice.note:
+        out.info(choice.note)
     if spec.profile_id:
         out.info(f"profile: {spec.selection} [{spec.profile_id[:12]}]")
     else:

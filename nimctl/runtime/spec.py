@@ -263,8 +263,12 @@ def plan_run(
     engine_args: list[str] | None = None,
     restart: str = "no",
     inventory: Inventory | None = None,
+    runtime_note: str | None = None,
 ) -> RunSpec:
-    """Resolve the model and choose the profile on this host; nothing is started."""
+    """Resolve the model and choose the profile on this host; nothing is started.
+
+    ``runtime_note`` says why ``auto`` chose the runtime it did, for the errors that follow from it.
+    """
     from nimctl.gpu import detect_inventory
     from nimctl.profiles import select_profile
     from nimctl.runtime.images import default_image
@@ -274,8 +278,9 @@ def plan_run(
         raise UsageError(f"bad --port {port}: use 1-65535")
     if image and runtime == "local":
         raise UsageError(
-            "--image needs the Docker runtime",
-            hint="leave --image out with --runtime local: a host process runs this nimctl's own nim-serve",
+            "--image needs the Docker runtime, and this run would be a host process"
+            + (f"; {runtime_note}" if runtime_note else ""),
+            hint="a host process runs this nimctl's own nim-serve: leave --image out, or use Docker",
         )
     host = host.strip().removeprefix("[").removesuffix("]")  # [::1] as people write it in URLs
     model = model or DEFAULT_MODEL
