@@ -51,7 +51,7 @@ if [[ $base_only == 0 ]]; then
     if [[ "$python_version" != "$IMAGE_PYTHON" ]]; then
         log "PYTHON=$PYTHON is Python $python_version, but the image runs Debian $SUITE's Python $IMAGE_PYTHON:"
         log "the wheels it builds would not install there. Set PYTHON to a Python $IMAGE_PYTHON with nimctl"
-        log "installed (e.g. PYTHON=python$IMAGE_PYTHON scripts/setup.sh, then run this again)."
+        log "installed: e.g. rm -rf .venv && PYTHON=python$IMAGE_PYTHON scripts/setup.sh, then run this again."
         exit 2
     fi
 fi
