@@ -59,29 +59,29 @@ def may_answer() -> bool:
     return True
 
 
-PERMISSION_DENIED = "Permission denied"
 PERMISSION_HINT = "add yourself to the docker group (then log in again), or run with --runtime local"
 
 
+class DockerPermissionError(RuntimeUnavailableError):
+    """A daemon is there, but its socket refuses this user."""
+
+
 def unavailable(exc: BaseException) -> RuntimeUnavailableError:
-    where = daemon_address()
-    hint = (
-        "start Docker (`sudo scripts/ensure-docker.sh` or `sudo systemctl start docker`), "
-        "or run with --runtime local"
+    reason = _reason(exc)
+    message = f"Docker daemon not reachable at {daemon_address()}: {reason}"
+    if reason == "Permission denied":
+        return DockerPermissionError(message, hint=PERMISSION_HINT)
+    return RuntimeUnavailableError(
+        message,
+        hint="start Docker (`sudo scripts/ensure-docker.sh` or `sudo systemctl start docker`), "
+        "or run with --runtime local",
     )
-    if _reason(exc) == PERMISSION_DENIED:
-        hint = PERMISSION_HINT
-    return RuntimeUnavailableError(f"Docker daemon not reachable at {where}: {_reason(exc)}", hint=hint)
-
-
-def is_permission_denied(exc: RuntimeUnavailableError) -> bool:
-    return exc.message.endswith(f": {PERMISSION_DENIED}")
 
 
 def probe_daemon() -> RuntimeUnavailableError | None:
     """None when a Docker daemon answers, else why not; for ``--runtime auto``, so it is quick."""
     if not may_answer():
-        return unavailable(FileNotFoundError("No such file or directory"))
+        return unavailable(FileNotFoundError("No such file or directory"))  # no socket: said as the SDK would
     try:
         client = connect(timeout=5)
     except RuntimeUnavailableError as exc:

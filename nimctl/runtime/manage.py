@@ -11,9 +11,9 @@ from nimctl.errors import NimctlError, RuntimeUnavailableError, UsageError
 from nimctl.runtime import docker_runtime, local_runtime
 from nimctl.runtime.docker_client import (
     PERMISSION_HINT,
+    DockerPermissionError,
     connect,
     daemon_address,
-    is_permission_denied,
     may_answer,
     probe_daemon,
     translated,
@@ -57,7 +57,7 @@ def choose_runtime(requested: RuntimeChoice) -> Choice:
     problem = probe_daemon()
     if problem is None:
         return Choice("docker", "runtime: Docker (its daemon answers)", True)
-    if is_permission_denied(problem):
+    if isinstance(problem, DockerPermissionError):
         # A daemon is there, but this user may not use it: say so rather than "no daemon".
         why = f"Docker's socket {daemon_address()} refused permission; to use Docker: {PERMISSION_HINT}"
     else:
