@@ -126,11 +126,11 @@ def _cuda_version(nvml: ModuleType) -> str | None:
     return f"{version // 1000}.{version % 1000 // 10}"
 
 
-def _visible_order(
-    uuids: list[str], env: Any, migs: list[list[str]] | None = None
-) -> tuple[list[int], list[str]]:
-    """NVML indices in the order CUDA numbers them, after both visibility variables, and notes."""
-    migs = migs if migs is not None else [[] for _ in uuids]
+def _visible_order(uuids: list[str], env: Any, migs: list[list[str]]) -> tuple[list[int], list[str]]:
+    """NVML indices in the order CUDA numbers them, after both visibility variables, and notes.
+
+    ``migs`` holds each GPU's MIG instance UUIDs, so that a MIG-... entry finds its parent.
+    """
     notes: list[str] = []
     order = list(range(len(uuids)))
     nvidia = (env.get("NVIDIA_VISIBLE_DEVICES") or "all").strip()

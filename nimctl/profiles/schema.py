@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     StringConstraints,
@@ -31,6 +29,7 @@ from nimctl.profiles.tags import (  # re-exported: the schema's public names
     QUALIFIERS,
     Precision,
     ProfileTags,
+    StrictModel,
     profile_name,
 )
 
@@ -71,17 +70,12 @@ def _parse_count(value: Any) -> Any:
 ParameterCount = Annotated[int, BeforeValidator(_parse_count), Field(gt=0)]
 
 
-class _Strict(BaseModel):
-    # Unknown fields are refused: a typo in a manifest must not pass silently.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class License(_Strict):
+class License(StrictModel):
     name: str = Field(min_length=1)
     url: str | None = None
 
 
-class ModelInfo(_Strict):
+class ModelInfo(StrictModel):
     """The model, and the figures of its language model that the memory estimate needs."""
 
     name: Slug
@@ -114,7 +108,7 @@ class ModelInfo(_Strict):
         return self
 
 
-class Profile(_Strict):
+class Profile(StrictModel):
     """One engine configuration. ``tags`` is kept as the plain ``dict[str, str]`` it was written as."""
 
     id: Annotated[str, StringConstraints(pattern=_HEX64)]
@@ -235,7 +229,7 @@ def _yaml_scalar(value: Any) -> str:
     return str(value)
 
 
-class Manifest(_Strict):
+class Manifest(StrictModel):
     """A parsed manifest; ``path`` and ``text`` (the raw YAML) are kept beside the fields."""
 
     schema_version: Literal[1] = 1

@@ -50,10 +50,13 @@ _POSITIVE_INT = r"^[1-9][0-9]*$"
 _PCI_ID = r"^[0-9a-f]{4}:[0-9a-f]{4}$"
 
 
-class ProfileTags(BaseModel):
-    """The tags nimctl understands; their values are strings as in NIM's manifests."""
+class StrictModel(BaseModel):
+    # Unknown fields are refused: a typo in a manifest (a tag included) must not pass silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)  # an unknown tag is a typo: refuse it
+
+class ProfileTags(StrictModel):
+    """The tags nimctl understands; their values are strings as in NIM's manifests."""
 
     llm_engine: Literal["vllm"]
     precision: Precision
