@@ -19,6 +19,8 @@ from nimctl.errors import NimctlError, UsageError
 if TYPE_CHECKING:
     from nimctl.client.http import NimClient
 
+NAMED_AT_MOST = 3  # running instances named in the "several" error
+
 UrlOption = Annotated[
     str | None,
     typer.Option(
@@ -62,12 +64,13 @@ def find_running_instance_url() -> str | None:
     from nimctl.runtime.manage import running_instance_urls
 
     try:
-        urls = running_instance_urls()
+        urls = running_instance_urls(limit=NAMED_AT_MOST + 1)
     except NimctlError:
         return None  # no runtime to ask: the default URL is as good a guess as any
     if len(urls) > 1:
+        more = ", ..." if len(urls) > NAMED_AT_MOST else ""
         raise UsageError(
-            f"several nimctl instances are running ({', '.join(urls)}, ...); which one?",
+            f"several nimctl instances are running ({', '.join(urls[:NAMED_AT_MOST])}{more}); which one?",
             hint="pass --url (or set NIMCTL_URL); `nimctl ps` lists them",
         )
     return urls[0] if urls else None

@@ -100,7 +100,7 @@ def stop(
     if result.note:
         out.warn(result.note)
     if not result.stopped and not result.failed:
-        out.info("no instances to stop")
+        out.info("no local instances to stop" if result.note else "no instances to stop")
     for stopped in result.stopped:
         _report_stopped(out, stopped)
     for failed_name, error in result.failed:

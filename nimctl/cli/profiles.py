@@ -19,7 +19,7 @@ from nimctl.errors import ProfileError, UsageError
 from nimctl.output import Format
 
 if TYPE_CHECKING:
-    from nimctl.profiles import Classified, Manifest
+    from nimctl.profiles import Manifest, Profile
     from nimctl.profiles.report import ProfileReport
 
 ModelArgument = Annotated[
@@ -166,18 +166,17 @@ def show_profile(
             raise UsageError(
                 "which profile? give ID|NAME or --profile, or --model MODEL for the one chosen automatically"
             )
-        manifest = _find(model, profiles_dir)
-        wanted = None
+        manifest, chosen = _find(model, profiles_dir), None
     else:
-        manifest = _manifest_with_profile(wanted, model, profiles_dir)
+        manifest, chosen = _manifest_with_profile(wanted, model, profiles_dir)
     report = profile_report(
         manifest, inventory, requested=None, prefer=prefer.value, lora=lora, max_model_len=max_model_len
     )
-    if wanted is None:
+    if chosen is None:
         if report.selection is None:  # nothing runnable: the selection's own error, exit 8
             raise report.error or ProfileError(f"no runnable profile for {manifest.name}")
-        wanted = report.selection.profile.id
-    item = _item(manifest, report.classification, wanted)
+        chosen = report.selection.profile
+    item = next(c for c in report.classification if c.profile.id == chosen.id)
     data = {
         **item.profile.to_public_dict(),
         "model": manifest.model.name,
@@ -258,18 +257,6 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-def _item(manifest: Manifest, classification: list[Classified], ref: str) -> Classified:
-    """The classified profile ``ref`` names (an id, a 6+ digit id prefix or a name)."""
-    profile = manifest.profile_by_id_or_name(ref)
-    item = next((c for c in classification if profile is not None and c.profile.id == profile.id), None)
-    if item is None:
-        raise UsageError(
-            f"no profile {ref!r} in the {manifest.name} manifest",
-            hint=f"its profiles: {', '.join(p.name for p in manifest.profiles)}",
-        )
-    return item
-
-
 def _dir(profiles_dir: Path | None) -> str | None:
     return None if profiles_dir is None else str(profiles_dir)
 
@@ -307,32 +294,35 @@ def _server_default_model() -> str:
     return DEFAULT_MODEL
 
 
-def _manifest_with_profile(ref: str, model: str | None, profiles_dir: Path | None) -> Manifest:
-    """The manifest holding profile ``ref``; a name found in several manifests needs --model."""
+def _manifest_with_profile(
+    ref: str, model: str | None, profiles_dir: Path | None
+) -> tuple[Manifest, Profile]:
+    """The manifest holding profile ``ref``, and the profile; a name in several manifests needs --model."""
     from nimctl.errors import ManifestError
     from nimctl.profiles import load_manifest, manifest_files
 
     if model is not None:
         manifest = _find(model, profiles_dir)
-        if manifest.profile_by_id_or_name(ref) is None:
+        profile = manifest.profile_by_id_or_name(ref)
+        if profile is None:
             raise UsageError(
                 f"no profile {ref!r} in the {manifest.name} manifest",
                 hint=f"its profiles: {', '.join(p.name for p in manifest.profiles)}",
             )
-        return manifest
+        return manifest, profile
     found = []
     for path in manifest_files(_dir(profiles_dir)):
         try:
             manifest = load_manifest(path)
         except ManifestError:
             continue  # `nimctl profiles list` reports broken manifests; here they just cannot match
-        if manifest.profile_by_id_or_name(ref) is not None:
-            found.append(manifest)
+        if (profile := manifest.profile_by_id_or_name(ref)) is not None:
+            found.append((manifest, profile))
     if not found:
         raise UsageError(
             f"no profile {ref!r} in any manifest", hint="`nimctl profiles list MODEL` shows the ids"
         )
     if len(found) > 1:
-        names = ", ".join(m.name for m in found)
+        names = ", ".join(m.name for m, _ in found)
         raise UsageError(f"{ref!r} is a profile of several models ({names})", hint="add --model MODEL")
     return found[0]

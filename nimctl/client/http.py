@@ -330,7 +330,7 @@ def _tls_context(base_url: str) -> ssl.SSLContext:
     third of a `nimctl health` run, and this client follows no redirects, so no TLS
     connection can happen (one would fail verification, not go unchecked).
     """
-    if base_url.startswith("http://"):
+    if httpx.URL(base_url).scheme == "http":
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return httpx.create_ssl_context(trust_env=True)
 

@@ -64,7 +64,7 @@ class LaunchPlan:
         known = self.source.local_dir(self.config.cache_path)
         return str(known) if known else self.source.name
 
-    def command(self, model_dir: Path | str, port: int) -> list[str]:
+    def command(self, model_dir: Path | str, port: int | str) -> list[str]:
         return engine_command(str(model_dir), self.served_name, port, self.engine_args)
 
     def describe(self) -> dict[str, Any]:
@@ -80,9 +80,7 @@ class LaunchPlan:
             "engine_env": self.engine_env,
             "engine_port": self.engine_port,
             **({} if self.engine_port else {"engine_port_note": _PORT_NOTE}),
-            "engine_command": engine_command(
-                self.model_argument(), self.served_name, self.engine_port or PORT_AT_LAUNCH, self.engine_args
-            ),
+            "engine_command": self.command(self.model_argument(), self.engine_port or PORT_AT_LAUNCH),
         }
 
 

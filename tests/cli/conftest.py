@@ -91,7 +91,7 @@ def loading_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = ServerConfig.from_env(
         {}, model_path="builtin://tiny-vlm", cache_path=tmp_path_factory.mktemp("cache"), engine_port=free_port()
     )
-    state = ServerState(build_plan(config))
+    state = ServerState(build_plan(config, environ={}))  # a developer's VLLM_API_KEY must not matter
     state.set_phase(Phase.loading)
     port = free_port()
     server = uvicorn.Server(

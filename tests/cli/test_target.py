@@ -12,7 +12,7 @@ from nimctl.errors import RuntimeUnavailableError, UsageError
 @pytest.fixture
 def running(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     urls: list[str] = []
-    monkeypatch.setattr("nimctl.runtime.manage.running_instance_urls", lambda: list(urls))
+    monkeypatch.setattr("nimctl.runtime.manage.running_instance_urls", lambda limit=3: list(urls)[:limit])
     return urls
 
 
@@ -35,7 +35,7 @@ def test_several_running_instances_ask_for_a_url(running: list[str]) -> None:
 
 
 def test_no_runtime_to_ask_falls_back_to_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unavailable() -> list[str]:
+    def unavailable(limit: int = 3) -> list[str]:
         raise RuntimeUnavailableError("no docker")
 
     monkeypatch.setattr("nimctl.runtime.manage.running_instance_urls", unavailable)
