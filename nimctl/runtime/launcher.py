@@ -3,7 +3,8 @@
 ``python -m nimctl.runtime.launcher STATE_DIR -- COMMAND...`` runs COMMAND as its child and
 writes the child's exit code to ``STATE_DIR/exit_code`` when it ends, so that ``nimctl ps``
 can show how a detached instance exited. ``nimctl stop`` signals the launcher, which passes
-the signal on and waits; only when that takes too long is the whole process group killed.
+the signal on and waits; whatever of the instance's process tree outlives it, or the stop's
+timeout, is killed by ``nimctl stop`` (:mod:`nimctl.runtime.processes`).
 """
 
 from __future__ import annotations

@@ -274,7 +274,7 @@ def stop_instance(name: str, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
         stopped = docker_runtime.stop(found.container, timeout)
     finally:
         found.close()
-    # An ended local record of the same name goes too: `stop NAME` leaves nothing called NAME.
+    # An ended local record of the same name goes too, so that it cannot shadow the name later.
     with contextlib.suppress(UsageError):
         local_runtime.clear_ended(name)
     return stopped

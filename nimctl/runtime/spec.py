@@ -89,8 +89,9 @@ class GpuRequest:
         """``CUDA_VISIBLE_DEVICES`` for a host process, the GPUs a container would be given
         (``visible``: the part of the inventory this request selected); None leaves the caller's.
 
-        UUIDs where NVML gave them: an index would be read against whatever
-        ``CUDA_VISIBLE_DEVICES`` the caller already has, and could name another GPU.
+        UUIDs where NVML gave them: the value replaces the caller's, and CUDA reads an index
+        in its own device order (fastest first, unless CUDA_DEVICE_ORDER=PCI_BUS_ID), which
+        need not be NVML's, so an index could name another GPU.
         """
         if self.kind == "all":
             return None
