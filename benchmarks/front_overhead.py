@@ -134,9 +134,10 @@ def main() -> None:
     parser.add_argument("--engine", help="URL of its engine (the loopback port nim-serve started vLLM on)")
     parser.add_argument("--model-path", default="builtin://tiny-vlm", help="model when starting a server")
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per path and concurrency")
+    # Short rounds are at the mercy of one stall of a 2-core machine: a round lasts seconds.
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per path and concurrency")
     parser.add_argument(
-        "--requests", type=int, default=0, help="requests per round (default 4 x concurrency)"
+        "--requests", type=int, default=0, help="requests per round (default 8 x concurrency, at least 64)"
     )
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
@@ -162,7 +163,7 @@ def main() -> None:
 def measure(front: str, engine: str, model: str, args: argparse.Namespace) -> dict[int, dict[str, Samples]]:
     results: dict[int, dict[str, Samples]] = {}
     for concurrency in (int(c) for c in args.concurrency.split(",")):
-        requests = args.requests or 4 * concurrency
+        requests = args.requests or max(64, 8 * concurrency)
         totals = {"direct": Samples(), "front": Samples()}
         for round_index in range(args.rounds):
             order = ["direct", "front"] if round_index % 2 == 0 else ["front", "direct"]
