@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -47,6 +48,16 @@ def chat(
         float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature.", show_default=False)
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed.", show_default=False)] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            metavar="KEY=VALUE",
+            help="Another request field, its value read as JSON (repeatable): top_k=40, stop='[\"END\"]', "
+            "ignore_eos=true...",
+            show_default=False,
+        ),
+    ] = None,
     stream: Annotated[
         bool, typer.Option("--stream/--no-stream", help="Print the reply as it arrives.")
     ] = True,
@@ -74,7 +85,9 @@ def chat(
             client,
             model or "",
             system=system,
-            params={"max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+            params=request_params(
+                {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}, param or []
+            ),
         )
         # Bad images are refused before anything is sent, even before the model is looked up.
         for ref in image or []:
@@ -87,6 +100,38 @@ def chat(
             run_session(out, talk, stream=stream, show_stats=stats)
         else:
             _answer_once(out, talk, question, stream=stream, show_stats=stats)
+
+
+# Fields nimctl fills itself (a --param for one would break the request or the printing), and what sets them.
+_OWN_FIELDS = {
+    "model": "--model chooses the model",
+    "messages": "the prompt, --system and --image make the messages",
+    "stream": "--stream/--no-stream chooses streaming",
+    "stream_options": "a streamed reply always asks for its token counts",
+    "n": "nimctl chat prints one reply per question",
+}
+
+
+def request_params(options: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """The options that were given, plus each ``--param KEY=VALUE`` (the value read as JSON, else as text)."""
+    params = {key: value for key, value in options.items() if value is not None}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--param {pair!r} is not KEY=VALUE", hint="e.g. --param top_k=40")
+        if key in _OWN_FIELDS:
+            message = f"--param cannot set {key!r}: nimctl chat fills it itself"
+            raise UsageError(message, hint=_OWN_FIELDS[key])
+        if key in params:
+            flag = "--" + key.replace("_", "-")
+            source = flag if key in options else f"an earlier --param {key}"
+            raise UsageError(f"--param {key} repeats {source}", hint="give each field once")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw  # a bare word such as stop=END is meant as text
+    return params
 
 
 def _one_shot_text(prompt: str | None) -> str:

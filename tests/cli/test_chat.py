@@ -54,6 +54,17 @@ def test_json_is_the_whole_response(nim_server: ServerProcess) -> None:
     assert "stats" not in body
 
 
+def test_param_reaches_the_engine(nim_server: ServerProcess) -> None:
+    def completion_tokens(*args: str) -> int:
+        out, _ = chat("hi", *args, "--format", "json", "--url", nim_server.url)
+        return int(json.loads(out)["usage"]["completion_tokens"])
+
+    # vLLM's own sampling field ignore_eos runs the reply to its limit, whatever the weights sample.
+    assert completion_tokens("--max-tokens", "24", "--param", "ignore_eos=true") == 24
+    # Any request field goes through, max_tokens itself included; JSON values keep their types.
+    assert completion_tokens("--param", "max_tokens=5", "--param", "ignore_eos=true") == 5
+
+
 def test_stats(nim_server: ServerProcess) -> None:
     _, err = chat("hi", "--max-tokens", "6", "--stats", "--url", nim_server.url)
     assert "time to first token" in err and "tokens/s" in err

@@ -131,6 +131,24 @@ def test_not_an_image_is_refused(closed_url: str, tmp_path: Path) -> None:
     assert "not an image type" in error_line(result)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--param", "top_k"], "Error: --param 'top_k' is not KEY=VALUE"),
+        (["--param", "=3"], "Error: --param '=3' is not KEY=VALUE"),
+        (["--param", "stream=false"], "Error: --param cannot set 'stream': nimctl chat fills it itself"),
+        (["--param", "messages=[]"], "Error: --param cannot set 'messages': nimctl chat fills it itself"),
+        (["--max-tokens", "4", "--param", "max_tokens=8"], "Error: --param max_tokens repeats --max-tokens"),
+        (["--param", "top_k=1", "--param", "top_k=2"], "Error: --param top_k repeats an earlier --param top_k"),
+    ],
+)
+def test_bad_param_is_refused_before_sending(closed_url: str, args: list[str], message: str) -> None:
+    result = nimctl("chat", "hi", *args, "--url", closed_url)
+    assert result.exit_code == EXIT_USAGE, result.stderr
+    assert error_line(result) == message
+    assert "Hint:" in result.stderr
+
+
 def test_empty_prompt_is_a_usage_error(closed_url: str) -> None:
     result = nimctl("chat", "--url", closed_url, input="")
     assert result.exit_code == EXIT_USAGE
