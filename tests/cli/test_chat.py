@@ -27,8 +27,10 @@ def chat(*args: str, input: str | None = None) -> tuple[str, str]:
 
 
 def test_one_shot_argument(nim_server: ServerProcess) -> None:
-    out, _ = chat("hello there", "--max-tokens", "8", "--seed", "1", "--url", nim_server.url)
-    again, _ = chat("hello there", "--max-tokens", "8", "--seed", "1", "--no-stream", "--url", nim_server.url)
+    # ignore_eos: eight tokens of text even if the random weights would stop at once.
+    args = ("hello there", "--max-tokens", "8", "--seed", "1", "--param", "ignore_eos=true", "--url", nim_server.url)
+    out, _ = chat(*args)
+    again, _ = chat(*args, "--no-stream")
     assert out.endswith("\n") and len(out) > 1
     assert again == out  # the same seed: streamed and whole replies agree
 
