@@ -118,7 +118,8 @@ def _alive(process: psutil.Process) -> bool:
 def test_signals_stop_and_remove_the_foreground_instance(
     mode: str, signals: list[signal.Signals], expected_code: int, tmp_path: Path
 ) -> None:
-    cli = Cli(tmp_path, mode, stop_delay=1.0)
+    # The fake takes this long to stop, so that a second signal surely lands while it stops.
+    cli = Cli(tmp_path, mode, stop_delay=3.0 if len(signals) > 1 else 1.0)
     try:
         cli.wait_for("fg: ready at" if mode == "ok" else "fg: loading the model")
         processes = cli.instance_processes()
@@ -126,7 +127,7 @@ def test_signals_stop_and_remove_the_foreground_instance(
         cli.process.send_signal(signals[0])
         if len(signals) > 1:
             cli.wait_for("stopping fg")
-            time.sleep(0.3)  # the fake takes a second to stop: this lands in the middle
+            time.sleep(0.3)  # lets the stop begin; the fake's 3 s stop leaves a wide margin after it
             cli.process.send_signal(signals[1])
         code = cli.process.wait(timeout=30)
     finally:
