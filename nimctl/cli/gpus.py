@@ -14,8 +14,7 @@ GpusOption = Annotated[
     typer.Option(
         "--gpus",
         metavar="SPEC",
-        # "\\[" keeps Rich from reading "[@FREE]" as markup (it would drop it from the help).
-        help="Describe the GPUs instead of reading them: NAME\\[:COUNT]\\[@FREE],... with FREE in GiB "
+        help="Describe the GPUs instead of reading them: NAME[:COUNT][@FREE],... with FREE in GiB "
         "(6, 6GiB) or GB (6GB), e.g. H100-80GB:8, L40S:2, A100-80GB:1@6GiB, none "
         "(also $NIMCTL_ASSUME_GPUS). `nimctl gpus --catalog` lists the names.",
     ),

@@ -7,21 +7,35 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from nimctl import __version__
-from nimctl.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_UNEXPECTED, NimctlError
+from nimctl.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, NimctlError
+
+# Help text is plain: Rich markup would eat the "[env NIMCTL_URL; default: ...]" in option help.
+HELP_MARKUP = None
+# Typer 0.29 vendors click and older ones use click itself; either way this is its UsageError.
+UsageError: type[Exception] = typer.BadParameter.__base__
 
 
 class ErrorHandlingGroup(TyperGroup):
     """Turns nimctl's exceptions into ``Error:``/``Hint:`` lines and documented exit codes."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        # The root's own options are parsed here, before invoke() can see their errors.
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as exc:
+            _report_usage_error(exc)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            _report_usage_error(exc)
         except NimctlError as exc:
             _report(ctx, exc, exc.hint)
             raise typer.Exit(exc.exit_code) from None
@@ -41,7 +55,22 @@ class ErrorHandlingGroup(TyperGroup):
 
 def standalone_app() -> typer.Typer:
     """A one-command app for the container's own console scripts, with nimctl's error handling."""
-    return typer.Typer(cls=ErrorHandlingGroup, add_completion=False, pretty_exceptions_enable=False)
+    return typer.Typer(
+        cls=ErrorHandlingGroup,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=HELP_MARKUP,
+    )
+
+
+def _report_usage_error(exc: Any) -> NoReturn:
+    """A bad command line, said as nimctl says every error: ``Error:`` and ``Hint:`` lines, exit 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc  # `nimctl` alone: the help is the answer
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "nimctl"
+    _report(ctx, exc.format_message(), f"see '{where} --help'")
+    raise typer.Exit(EXIT_USAGE) from None
 
 
 def _is_cli_control_flow(exc: Exception) -> bool:
@@ -49,13 +78,17 @@ def _is_cli_control_flow(exc: Exception) -> bool:
     return type(exc).__module__.split(".")[0] in {"typer", "click"}
 
 
-def _report(ctx: Any, exc: BaseException, hint: str | None) -> None:
+def _report(ctx: Any, exc: BaseException | str, hint: str | None) -> None:
     from nimctl.output import Output
 
-    debug = bool(ctx.obj and ctx.obj.get("debug"))
-    if debug:
-        traceback.print_exception(exc, file=sys.stderr)
-    message = str(exc) or type(exc).__name__
+    root = ctx.find_root() if ctx is not None else None
+    debug = bool(root is not None and root.obj and root.obj.get("debug"))
+    if isinstance(exc, str):
+        message = exc
+    else:
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        message = str(exc) or type(exc).__name__
     Output(debug=debug).error(message.splitlines()[0], hint)
 
 
@@ -102,6 +135,7 @@ def build_app(argv: Sequence[str] | None = None) -> typer.Typer:
         help="Run and talk to a NIM-style LLM/VLM server on your own machine.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
+        rich_markup_mode=HELP_MARKUP,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)

@@ -158,3 +158,34 @@ def test_empty_prompt_is_a_usage_error(closed_url: str) -> None:
 def test_bad_argument_type_is_a_usage_error(closed_url: str) -> None:
     result = nimctl("detokenize", "12", "not-a-number", "--url", closed_url)
     assert result.exit_code == EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (["health", "--bogus"], "Error: No such option: --bogus", "Hint: see 'nimctl health --help'"),
+        (["--bogus"], "Error: No such option: --bogus", "Hint: see 'nimctl --help'"),
+        (["no-such-command"], "Error: No such command 'no-such-command'.", "Hint: see 'nimctl --help'"),
+        (["profiles", "nope"], "Error: No such command 'nope'.", "Hint: see 'nimctl profiles --help'"),
+        (
+            ["chat", "hi", "--max-tokens", "0"],
+            "Error: Invalid value for '--max-tokens': Input should be greater than or equal to 1",
+            "Hint: see 'nimctl chat --help'",
+        ),
+    ],
+)
+def test_a_bad_command_line_gets_error_and_hint_lines(args: list[str], message: str, hint: str) -> None:
+    # Typer's own parsing errors look like nimctl's: no box, the same two lines, exit 2.
+    result = nimctl(*args)
+    assert result.exit_code == EXIT_USAGE
+    assert result.stderr.splitlines() == [message, hint]
+    assert result.stdout == ""
+
+
+def test_help_keeps_bracketed_text() -> None:
+    # Rich markup would read "[env NIMCTL_URL; ...]" as a tag and drop it from the help.
+    result = nimctl("health", "--help")
+    assert result.exit_code == EXIT_OK
+    text = " ".join(result.stdout.split())
+    assert "[env NIMCTL_URL; default: the one running instance, else http://127.0.0.1:8000]" in text
+    assert "[env NIMCTL_API_KEY]" in text
