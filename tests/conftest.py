@@ -39,7 +39,13 @@ def nim_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses the real server is an engine test, marked or not (`-m "not engine"`)."""
+    """A test that uses the real server is an engine test, marked or not (`-m "not engine"`).
+
+    With ``NIMCTL_SKIP_DOCKER=1`` (scripts/test.sh then sets up no Docker) the container tests skip.
+    """
+    skip_docker = os.environ.get("NIMCTL_SKIP_DOCKER") == "1"
     for item in items:
         if "nim_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.engine)
+        if skip_docker and item.get_closest_marker("docker") is not None:
+            item.add_marker(pytest.mark.skip(reason="NIMCTL_SKIP_DOCKER=1: no Docker set-up in this run"))

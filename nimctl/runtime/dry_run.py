@@ -57,7 +57,9 @@ def masked_env(spec: RunSpec) -> dict[str, str]:
 
 def docker_run_line(spec: RunSpec, *, detach: bool) -> str:
     """The ``docker run`` command equivalent to what nimctl does, secrets shown as ``***``."""
-    args = ["docker", "run", "-d" if detach else "--rm", "--name", spec.name]
+    # docker refuses --rm with a restart policy; nimctl removes a foreground instance itself anyway.
+    remove = not detach and spec.restart == "no"
+    args = ["docker", "run", *(["-d"] if detach else []), *(["--rm"] if remove else []), "--name", spec.name]
     args += ["--user", spec.user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     if spec.shm_size:
         args += ["--shm-size", spec.shm_size]
