@@ -5,7 +5,6 @@ Thin: parse, call :mod:`nimctl.profiles`, print. Pydantic and NVML load inside t
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -46,15 +45,24 @@ MaxModelLenOption = Annotated[
     int | None,
     typer.Option("--max-model-len", min=1, help="Estimate memory for this context instead of the profile's."),
 ]
-# The commands that stand for what nim-serve would do (select, list-model-profiles) read its variable.
+# The commands that stand for what nim-serve would do (select, list-model-profiles) default to what
+# it derives from its variables (nimctl.profiles.serving); given here, a value wins, as after nim-serve.
+ServeLoraOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--lora/--no-lora",
+        help="Choose among the LoRA-capable profiles only (or not). Default: LoRA when $NIM_PEFT_SOURCE "
+        "is set, as nim-serve.",
+        show_default=False,
+    ),
+]
 ServeMaxModelLenOption = Annotated[
     int | None,
     typer.Option(
         "--max-model-len",
         min=1,
-        envvar="NIM_MAX_MODEL_LEN",
-        show_envvar=False,
-        help="Estimate memory for this context instead of the profile's. Default: $NIM_MAX_MODEL_LEN.",
+        help="Estimate memory for this context instead of the profile's. Default: as nim-serve, the last "
+        "--max-model-len in $NIM_PASSTHROUGH_ARGS, else $NIM_MAX_MODEL_LEN.",
     ),
 ]
 ProfileOption = Annotated[
@@ -197,22 +205,29 @@ def select(
     profile: ProfileOption = None,
     gpus: GpusOption = None,
     prefer: PreferOption = Preference.throughput,
-    lora: LoraOption = False,
+    lora: ServeLoraOption = None,
     max_model_len: ServeMaxModelLenOption = None,
     profiles_dir: ProfilesDirOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Print only the id of the profile that would run (for scripts); exit 8 with the reason when none."""
+    """Print only the id of the profile that would run (for scripts); exit 8 with the reason when none.
+
+    What nim-serve would choose: MODEL, --profile, --lora and --max-model-len default to what it
+    derives from NIM_MODEL_PATH (else its default model), NIM_MODEL_PROFILE, NIM_PEFT_SOURCE and
+    NIM_PASSTHROUGH_ARGS / NIM_MAX_MODEL_LEN."""
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
-    from nimctl.profiles import select_profile
+    from nimctl.profiles import select_profile, serve_inputs
 
-    ref = model or os.environ.get("NIM_MODEL_PATH")
-    if not ref:
-        raise UsageError("which model? give MODEL (e.g. tiny-vlm) or set NIM_MODEL_PATH")
-    manifest = _find(ref, profiles_dir)
+    inputs = serve_inputs(model=model, profile=profile, lora=lora, max_model_len=max_model_len)
+    manifest = _find(inputs.model, profiles_dir)
     selection = select_profile(
-        manifest, detect_inventory(gpus), profile, prefer.value, lora, max_model_len=max_model_len
+        manifest,
+        detect_inventory(gpus),
+        inputs.profile,
+        prefer.value,
+        inputs.lora,
+        max_model_len=inputs.max_model_len,
     )
     out.result(selection.to_dict(), lambda: out.text(selection.profile.id))
 
@@ -230,19 +245,29 @@ def list_model_profiles_main() -> None:
         profile: ProfileOption = None,
         gpus: GpusOption = None,
         prefer: PreferOption = Preference.throughput,
-        lora: LoraOption = False,
+        lora: ServeLoraOption = None,
         max_model_len: ServeMaxModelLenOption = None,
         profiles_dir: ProfilesDirOption = None,
         fmt: FormatOption = Format.table,
     ) -> None:
-        """List the model's profiles grouped by what this system can run (default model: $NIM_MODEL_PATH)."""
+        """List the model's profiles grouped by what this system can run, the one nim-serve would choose
+        marked (default model: $NIM_MODEL_PATH, else nim-serve's)."""
         ctx.obj = {"debug": False}
         out = output(ctx, fmt)
         from nimctl.gpu import detect_inventory
+        from nimctl.profiles import serve_inputs
         from nimctl.profiles.report import nim_text
 
-        ref = model or os.environ.get("NIM_MODEL_PATH") or _server_default_model()
-        report = _report(ref, detect_inventory(gpus), profile, prefer, lora, max_model_len, profiles_dir)
+        inputs = serve_inputs(model=model, profile=profile, lora=lora, max_model_len=max_model_len)
+        report = _report(
+            inputs.model,
+            detect_inventory(gpus),
+            inputs.profile,
+            prefer,
+            inputs.lora,
+            inputs.max_model_len,
+            profiles_dir,
+        )
         out.result(report.to_dict(), lambda: out.text(nim_text(report)))
 
     standalone(args=sys.argv[1:], prog_name="list-model-profiles")
@@ -286,12 +311,6 @@ def _report(
         lora=lora,
         max_model_len=max_model_len,
     )
-
-
-def _server_default_model() -> str:
-    from nimctl.server.config import DEFAULT_MODEL
-
-    return DEFAULT_MODEL
 
 
 def _manifest_with_profile(

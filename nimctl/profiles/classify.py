@@ -10,12 +10,17 @@
   are sized for whole GPUs (the reason says so when that leaves too few).
 - **runnable**: everything fits; CPU profiles are always runnable (vLLM's CPU backend reserves
   the fixed KV space the profile sets).
+
+Each verdict but runnable has a ``fix``: what would make the profile runnable. For too few GPUs it
+is judged on ``tp x pp`` idle cards like the largest capable one present: "N more GPUs" only if the
+profile would then fit, "N more GPUs, then --max-model-len=..." if only a shorter context would,
+else the cards it needs ("2 GPUs with more memory than NVIDIA L4: needs 36.5 GiB/GPU ...").
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from nimctl.gpu.inventory import GPU, Inventory
@@ -44,7 +49,9 @@ class Classified:
     fix: str | None = None  # what would make it runnable
     usable_per_gpu: int | None = None  # bytes the engine may use on each of its GPUs
     # How far from runnable, for "closest" lists: 0 runnable, 1 low memory, 2 too large for the
-    # card, 3 too few GPUs, 4 compute capability, 5 other GPU type, 6 no GPU at all.
+    # card, 3 too few GPUs (more of the card would run it), 4 too few GPUs and then only with a
+    # shorter context, 5 too few GPUs and too large for the card anyway, 6 compute capability,
+    # 7 other GPU type, 8 no GPU at all.
     distance: int = 0
 
     @property
@@ -91,7 +98,7 @@ def classify_profile(
             f"needs {_gpus(needed)}; {inventory.reason or 'no GPU found'}",
             memory,
             fix=f"a machine with {_gpus(needed, _wanted_type(profile))}",
-            distance=6,
+            distance=8,
         )
     candidates = [gpu for gpu in inventory.gpus if _matches_type(profile, gpu)]
     if not candidates:
@@ -102,7 +109,7 @@ def classify_profile(
             f"built for {_wanted_type(profile)}; this machine has {here}",
             memory,
             fix=f"run on {_gpus(needed, _wanted_type(profile))}",
-            distance=5,
+            distance=7,
         )
     # A GPU in MIG mode has handed its memory to its instances: not a whole card to plan for.
     in_mig = [gpu for gpu in candidates if gpu.mig_mode]
@@ -133,13 +140,16 @@ def classify_profile(
             f"{cc_text(strongest.compute_capability or (0, 0))}",
             memory,
             fix=f"a GPU with compute capability >= {need_cc}",
-            distance=4,
+            distance=6,
         )
     if len(capable) < needed:
         kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
         missing = needed - len(capable)
         more = f"{missing} more{kind} GPU" + ("s" if missing > 1 else "")
         if len(capable) < len(candidates):  # some GPUs are there but lack the precision
+            more += f" with compute capability >= {need_cc}"
+        fix, distance = _fix_with_more_gpus(manifest, profile, memory, capable, more)
+        if len(capable) < len(candidates):
             verb = "has" if len(capable) == 1 else "have"
             return Classified(
                 profile,
@@ -147,16 +157,16 @@ def classify_profile(
                 f"needs {needed}{kind} GPUs with compute capability >= {need_cc} ({profile.precision}); "
                 f"{len(capable)} of {len(candidates)} {verb} it{mig_note}",
                 memory,
-                fix=f"{more} with compute capability >= {need_cc}",
-                distance=3,
+                fix=fix,
+                distance=distance,
             )
         return Classified(
             profile,
             INCOMPATIBLE,
             f"needs {needed}{kind} GPUs, {len(capable)} available{mig_note}",
             memory,
-            fix=more,
-            distance=3,
+            fix=fix,
+            distance=distance,
         )
     # The GPUs with the most free memory: what the engine will get when this is the profile run.
     chosen = sorted(capable, key=lambda g: (-g.memory_free, g.index))[:needed]
@@ -239,6 +249,32 @@ def _classify_memory(
         fix=f"a lower precision or tp{more}" if more else "a GPU with more memory or a lower precision",
         usable_per_gpu=usable,
         distance=2,
+    )
+
+
+def _fix_with_more_gpus(
+    manifest: Manifest, profile: Profile, memory: MemoryEstimate, present: list[GPU], more: str
+) -> tuple[str, int]:
+    """What would make a profile that lacks GPUs runnable, and how far it is (see ``Classified``).
+
+    More GPUs help only if the profile then fits: it is judged on ``tp x pp`` idle cards like the
+    largest one present (what is in use now is for the free-memory advice, once the GPUs are
+    there). When even those could not hold it, the card is the problem: say what each GPU needs.
+    """
+    card = max(present, key=lambda g: (g.memory_total, -g.index))
+    idle = replace(card, memory_free=card.memory_total, memory_used=0)
+    then = _classify_memory(manifest, profile, memory, (idle,) * profile.gpu_count)
+    if then.runnable:
+        return more, 3
+    if then.status == LOW_MEMORY:  # only with a shorter context
+        return f"{more}, then {then.fix}", 4
+    shortest = min(MIN_USEFUL_CONTEXT, memory.context)
+    budget = int(card.memory_total * gpu_memory_utilization(profile))
+    kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
+    return (
+        f"{profile.gpu_count}{kind} GPUs with more memory than {card.name}: needs "
+        f"{gib(memory.total_for(shortest))} GiB/GPU even at {shortest} tokens, {gib(budget)} GiB usable",
+        5,
     )
 
 

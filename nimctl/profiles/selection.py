@@ -19,8 +19,10 @@ as the tables show 12), a name, or ``default``. A profile that is not in the man
 runnable here, is refused with its reason and the list of runnable ones, in the order the
 automatic choice takes them (LoRA ones last, labelled, unless LoRA was asked for).
 
-When nothing is runnable, the error lists the closest profiles (low memory first, then those
-needing more GPUs, a newer GPU, another GPU type, any GPU) and what would make each runnable.
+When nothing is runnable, the error lists the closest profiles (low memory first, then those too
+large for the card, those needing more GPUs -- that more of the card present would run, then those
+it would run only at a shorter context, then those it never would --, a newer GPU, another GPU
+type, any GPU) and what would make each runnable (see :mod:`nimctl.profiles.classify`).
 """
 
 from __future__ import annotations

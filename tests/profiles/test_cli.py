@@ -27,6 +27,9 @@ ENV = {
     "NIMCTL_ASSUME_GPUS": "",
     "NIM_MODEL_PROFILE": "",
     "NIM_MAX_MODEL_LEN": "",
+    "NIM_MODEL_PATH": "",
+    "NIM_PEFT_SOURCE": "",
+    "NIM_PASSTHROUGH_ARGS": "",
 }
 
 
@@ -167,7 +170,7 @@ def test_select_pinned_and_not_runnable_exits_8() -> None:
     [
         (["profiles", "list", "no-such-model"], "Error: no manifest for 'no-such-model' (known models: "),
         (["profiles", "list", "tiny-llm", "--gpus", "H900"], "Error: unknown GPU 'H900' in --gpus"),
-        (["profiles", "select"], "Error: which model? give MODEL (e.g. tiny-vlm) or set NIM_MODEL_PATH"),
+        (["profiles", "select", "no-such-model"], "Error: no manifest for 'no-such-model' (known models: "),
         (["gpus", "--gpus", "L4:0"], "Error: bad GPU count in 'L4:0'"),
     ],
 )

@@ -37,7 +37,12 @@ EXPECTED: dict[str, dict[str, tuple[str | None, str]]] = {
     },
     "qwen2.5-vl-72b-instruct": {
         NONE: (NO_PROFILE, "closest: vllm-fp8-tp2-pp1-h100: a machine with 2 H100 PCI 2330:10de GPUs; "),
-        L4: (NO_PROFILE, "closest: vllm-fp8-tp2-pp1: 1 more GPU; "),
+        # 2 x L4 cannot hold fp8 tp2 at any context; 4 x L4 hold fp8 tp4 at a shorter one
+        L4: (
+            NO_PROFILE,
+            "closest: vllm-fp8-tp4-pp1: 3 more GPUs, then try --max-model-len=32768 to reduce to "
+            ">=21.6 GiB/GPU; ",
+        ),
         A100: (NO_PROFILE, "closest: vllm-bf16-tp4-pp1: 3 more GPUs; "),
         # fp8 tp2 fits only with a shorter context: low memory
         L40S2: (
@@ -147,6 +152,52 @@ def test_low_memory_names_the_largest_context_that_fits(manifests: dict[str, Man
     # The hint is right: at that context the profile is runnable.
     shorter = select_profile(manifests["qwen2.5-vl-7b-instruct"], parse_gpu_spec("A10G"), max_model_len=77824)
     assert shorter.profile.name == "vllm-bf16-tp1-pp1"
+
+
+def test_more_gpus_are_suggested_only_if_the_profile_would_then_fit(manifests: dict[str, Manifest]) -> None:
+    manifest = manifests["qwen2.5-vl-72b-instruct"]
+
+    def fix(gpus: str, name: str) -> str | None:
+        return next(c for c in classify(manifest, parse_gpu_spec(gpus)) if c.profile.name == name).fix
+
+    # fp8 tp2 needs 36.5 GiB/GPU at the shortest useful context: no number of L4s holds it.
+    assert fix("L4", "vllm-fp8-tp2-pp1") == (
+        "2 GPUs with more memory than NVIDIA L4: needs 36.5 GiB/GPU even at 2048 tokens, 21.6 GiB usable"
+    )
+    two_l4 = next(
+        c for c in classify(manifest, parse_gpu_spec("L4:2")) if c.profile.name == "vllm-fp8-tp2-pp1"
+    )
+    assert two_l4.status == "incompatible" and two_l4.reason.startswith("too large: needs 36.5 GiB/GPU")
+    # On 2 x L40S it runs only with a shorter context: the advice says so, with the figure 2 x L40S get.
+    assert fix("L40S", "vllm-fp8-tp2-pp1") == (
+        "1 more GPU, then try --max-model-len=45056 to reduce to >=43.1 GiB/GPU"
+    )
+    assert fix("L40S:2", "vllm-fp8-tp2-pp1") == "try --max-model-len=45056 to reduce to >=43.1 GiB/GPU"
+    # Where it would then fit, just the count (judged on idle cards: a busy one has its own advice).
+    assert fix("L40S", "vllm-fp8-tp4-pp1") == "3 more GPUs"
+    assert fix("A100-80GB@6GiB", "vllm-bf16-tp4-pp1") == "3 more GPUs"
+    # Closest first: what more L4s would run (at a shorter context) before what they never would.
+    with pytest.raises(ProfileError) as caught:
+        select_profile(manifest, parse_gpu_spec("L4"))
+    assert caught.value.hint == (
+        "closest: vllm-fp8-tp4-pp1: 3 more GPUs, then try --max-model-len=32768 to reduce to >=21.6 GiB/GPU; "
+        "vllm-bf16-tp8-pp1: 7 more GPUs, then try --max-model-len=65536 to reduce to >=21.6 GiB/GPU; "
+        "vllm-fp8-tp2-pp1: 2 GPUs with more memory than NVIDIA L4: needs 36.5 GiB/GPU even at 2048 tokens, "
+        "21.6 GiB usable"
+    )
+
+
+def test_more_gpus_with_the_precision_are_judged_on_the_capable_card(manifests: dict[str, Manifest]) -> None:
+    # An L4 (fp8) beside an A100 (no fp8): fp8 tp2 needs 2 L4-class cards, and no L4 holds it.
+    items = classify(manifests["qwen2.5-vl-72b-instruct"], parse_gpu_spec("L4,A100-80GB"))
+    item = next(c for c in items if c.profile.name == "vllm-fp8-tp2-pp1")
+    assert item.reason.startswith("needs 2 GPUs with compute capability >= 8.9 (fp8); 1 of 2 has it")
+    assert item.fix == (
+        "2 GPUs with more memory than NVIDIA L4: needs 36.5 GiB/GPU even at 2048 tokens, 21.6 GiB usable"
+    )
+    items = classify(manifests["qwen2.5-vl-72b-instruct"], parse_gpu_spec("L40S,A100-80GB"))
+    item = next(c for c in items if c.profile.name == "vllm-fp8-tp4-pp1")
+    assert item.fix == "3 more GPUs with compute capability >= 8.9"
 
 
 def test_busy_gpu_is_low_memory_with_the_utilisation_that_would_fit(manifests: dict[str, Manifest]) -> None:

@@ -1,0 +1,67 @@
+"""What ``nim-serve`` selects a profile with, so that ``nimctl profiles select`` and
+``list-model-profiles`` choose what it would.
+
+``nim-serve`` (:mod:`nimctl.server.plan`) reads its :class:`~nimctl.server.config.ServerConfig`
+and selects with:
+
+- the model: ``NIM_MODEL_PATH``, else its default model (``builtin://tiny-vlm``);
+- the pinned profile: ``NIM_MODEL_PROFILE``;
+- LoRA: asked for when ``NIM_PEFT_SOURCE`` is set;
+- the context: the last ``--max-model-len`` in ``NIM_PASSTHROUGH_ARGS`` (argparse keeps the
+  last one), else ``NIM_MAX_MODEL_LEN``, else the profile's own.
+
+:func:`serve_inputs` derives the same four through the same code (``ServerConfig.from_env`` and
+``requested_context_length``). What a command gives explicitly wins, as arguments after
+``nim-serve`` win over the variables. Only the variables above are read, so one the selection
+does not use (a bad ``NIM_SERVER_PORT``, say) does not stop a listing; a bad one of these is
+the one-line ``ConfigError`` ``nim-serve`` would give.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# The variables nim-serve's profile selection depends on (see ENV_FIELDS in nimctl.server.config).
+SELECTION_VARIABLES = (
+    "NIM_MODEL_PATH",
+    "NIM_MODEL_PROFILE",
+    "NIM_PEFT_SOURCE",
+    "NIM_MAX_MODEL_LEN",
+    "NIM_PASSTHROUGH_ARGS",
+)
+
+
+@dataclass(frozen=True)
+class ServeInputs:
+    """The inputs of ``nim-serve``'s profile selection."""
+
+    model: str
+    profile: str | None
+    lora: bool
+    max_model_len: int | None
+
+
+def serve_inputs(
+    environ: Mapping[str, str] | None = None,
+    *,
+    model: str | None = None,
+    profile: str | None = None,
+    lora: bool | None = None,
+    max_model_len: int | None = None,
+) -> ServeInputs:
+    """What ``nim-serve`` would select with in ``environ`` (default: this process's environment);
+    a keyword that is not None replaces the value derived from the environment."""
+    from nimctl.server.config import ServerConfig
+    from nimctl.server.engine_args import requested_context_length
+
+    env = os.environ if environ is None else environ
+    config = ServerConfig.from_env({name: env[name] for name in SELECTION_VARIABLES if name in env})
+    return ServeInputs(
+        model=model or config.model_path,
+        profile=config.model_profile if profile is None else profile,
+        lora=bool(config.peft_source) if lora is None else lora,
+        max_model_len=max_model_len
+        or requested_context_length(config.passthrough_args, config.max_model_len),
+    )

@@ -1,0 +1,162 @@
+"""`nimctl profiles select` and `list-model-profiles` choose what `nim-serve --dry-run` chooses.
+
+Both read nim-serve's variables (NIM_MODEL_PATH and its default model, NIM_MODEL_PROFILE,
+NIM_PEFT_SOURCE, NIM_MAX_MODEL_LEN, NIM_PASSTHROUGH_ARGS); the GPUs are described by
+NIMCTL_ASSUME_GPUS, which both read too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nimctl.cli.main import app
+from nimctl.errors import ConfigError
+from nimctl.profiles import find_manifest, serve_inputs
+from nimctl.profiles.loader import REPO_PROFILES_DIR
+
+BASE = {
+    "NO_COLOR": "1",
+    "TERM": "dumb",
+    "NIMCTL_PROFILES_DIR": str(REPO_PROFILES_DIR),
+    "NIMCTL_ASSUME_GPUS": "",
+    "NIMCTL_ENGINE_PORT": "",
+    "VLLM_API_KEY": "",
+    "NIM_MODEL_PATH": "",
+    "NIM_MODEL_PROFILE": "",
+    "NIM_PEFT_SOURCE": "",
+    "NIM_MAX_MODEL_LEN": "",
+    "NIM_PASSTHROUGH_ARGS": "",
+}
+QWEN7B = "hf://Qwen/Qwen2.5-VL-7B-Instruct"
+NO_PROFILE = None  # nothing runnable: nim-serve and select both exit 8
+
+# name -> (environment, expected profile name or NO_PROFILE)
+CASES: dict[str, tuple[dict[str, str], str | None]] = {
+    "lora-not-asked": ({"NIM_MODEL_PATH": QWEN7B, "NIMCTL_ASSUME_GPUS": "A100-80GB"}, "vllm-bf16-tp1-pp1"),
+    "nim-peft-source": (
+        {"NIM_MODEL_PATH": QWEN7B, "NIMCTL_ASSUME_GPUS": "A100-80GB", "NIM_PEFT_SOURCE": "/adapters"},
+        "vllm-bf16-tp1-pp1-lora",
+    ),
+    "no-model-gpu": ({"NIMCTL_ASSUME_GPUS": "L4"}, "vllm-fp32-tp1-pp1-cpu"),  # builtin://tiny-vlm
+    "no-model-cpu": ({"NIMCTL_ASSUME_GPUS": "none"}, "vllm-fp32-tp1-pp1-cpu"),
+    # bf16 does not fit an A10G at the model's 128k context, at 32k it does
+    "full-context": ({"NIM_MODEL_PATH": QWEN7B, "NIMCTL_ASSUME_GPUS": "A10G"}, NO_PROFILE),
+    "passthrough-max-model-len": (
+        {
+            "NIM_MODEL_PATH": QWEN7B,
+            "NIMCTL_ASSUME_GPUS": "A10G",
+            "NIM_PASSTHROUGH_ARGS": "--max-num-seqs 4 --max-model-len 32768",
+        },
+        "vllm-bf16-tp1-pp1",
+    ),
+    "passthrough-max-model-len=": (
+        {
+            "NIM_MODEL_PATH": QWEN7B,
+            "NIMCTL_ASSUME_GPUS": "A10G",
+            "NIM_PASSTHROUGH_ARGS": "--max-model-len=32k",
+        },
+        "vllm-bf16-tp1-pp1",
+    ),
+    # the engine gets --max-model-len from NIM_MAX_MODEL_LEN first, then the passthrough one: it wins
+    "passthrough-beats-nim-max-model-len": (
+        {
+            "NIM_MODEL_PATH": QWEN7B,
+            "NIMCTL_ASSUME_GPUS": "A10G",
+            "NIM_MAX_MODEL_LEN": "32768",
+            "NIM_PASSTHROUGH_ARGS": "--max-model-len 128000",
+        },
+        NO_PROFILE,
+    ),
+    "pinned-with-lora": (
+        {
+            "NIM_MODEL_PATH": QWEN7B,
+            "NIMCTL_ASSUME_GPUS": "A100-80GB",
+            "NIM_PEFT_SOURCE": "/adapters",
+            "NIM_MODEL_PROFILE": "vllm-bf16-tp1-pp1",
+        },
+        "vllm-bf16-tp1-pp1",
+    ),
+}
+
+
+def _id(model: str, name: str) -> str:
+    profile = find_manifest(model, profiles_dir=REPO_PROFILES_DIR).profile_by_id_or_name(name)
+    assert profile is not None
+    return profile.id
+
+
+def serve_choice(env: dict[str, str], cache: Path) -> str | None:
+    """The profile id `nim-serve --dry-run` (the same command as `nimctl serve`) resolves."""
+    result = CliRunner().invoke(
+        app, ["serve", "--dry-run"], env={**BASE, "NIM_CACHE_PATH": str(cache), **env}
+    )
+    if result.exit_code == 8:
+        assert result.stderr.startswith("Error: no runnable ")
+        return None
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["profile_id"]
+
+
+def select_choice(env: dict[str, str], *args: str) -> str | None:
+    result = CliRunner().invoke(app, ["profiles", "select", *args], env={**BASE, **env})
+    if result.exit_code == 8:
+        assert (result.stdout, result.stderr.startswith("Error: no runnable ")) == ("", True)
+        return None
+    assert (result.exit_code, result.stderr) == (0, ""), result.output
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize(("env", "expected"), CASES.values(), ids=CASES.keys())
+def test_select_agrees_with_nim_serve(tmp_path: Path, env: dict[str, str], expected: str | None) -> None:
+    model = env.get("NIM_MODEL_PATH") or "builtin://tiny-vlm"
+    wanted = None if expected is None else _id(model, expected)
+    assert serve_choice(env, tmp_path) == wanted
+    assert select_choice(env) == wanted
+
+
+@pytest.mark.parametrize(("env", "expected"), CASES.values(), ids=CASES.keys())
+def test_list_model_profiles_agrees_with_nim_serve(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    expected: str | None,
+) -> None:
+    from nimctl.cli.profiles import list_model_profiles_main
+
+    for key, value in {**BASE, **env}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["list-model-profiles"])
+    with pytest.raises(SystemExit) as done:
+        list_model_profiles_main()
+    assert done.value.code == 0
+    selected = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("SELECTED: "))
+    wanted = serve_choice(env, tmp_path)
+    assert selected.startswith("SELECTED: <None>" if wanted is None else f"SELECTED: {wanted} ")
+
+
+def test_what_is_given_on_the_command_line_wins() -> None:
+    env = {"NIM_MODEL_PATH": QWEN7B, "NIMCTL_ASSUME_GPUS": "A10G", "NIM_PEFT_SOURCE": "/adapters"}
+    # As after nim-serve: --max-model-len beats NIM_PASSTHROUGH_ARGS; --no-lora beats NIM_PEFT_SOURCE.
+    env["NIM_PASSTHROUGH_ARGS"] = "--max-model-len 128000"
+    assert select_choice(env, "--max-model-len", "32768", "--no-lora") == _id(QWEN7B, "vllm-bf16-tp1-pp1")
+    assert select_choice(env, "--max-model-len", "32768") == _id(QWEN7B, "vllm-bf16-tp1-pp1-lora")
+    assert select_choice(env, "tiny-llm") is None  # no LoRA profile, as nim-serve would say
+    assert select_choice(env, "tiny-llm", "--no-lora") == _id("tiny-llm", "vllm-fp32-tp1-pp1-cpu")
+
+
+def test_serve_inputs_reads_only_the_selection_variables() -> None:
+    inputs = serve_inputs({"NIM_SERVER_PORT": "eighty", "NIM_PASSTHROUGH_ARGS": "--max-model-len=4k"})
+    assert (inputs.model, inputs.profile, inputs.lora, inputs.max_model_len) == (
+        "builtin://tiny-vlm",
+        None,
+        False,
+        4000,
+    )
+    with pytest.raises(ConfigError, match="NIM_MAX_MODEL_LEN"):
+        serve_inputs({"NIM_MAX_MODEL_LEN": "zero"})
