@@ -55,7 +55,7 @@ class Cli:
             "FAKE_NIM_STOP_DELAY": str(stop_delay),
         }
         argv = ["run", "--runtime", "local", "--name", "fg", "--port", str(_free_port())]
-        argv += ["--cache", str(tmp_path / "cache"), "-e", f"FAKE_NIM_MODE={mode}", "--timeout", "60"]
+        argv += ["--cache", str(tmp_path / "cache"), "-e", f"FAKE_NIM_MODE={mode}", "--timeout", "90"]
         # FAKE_NIM_STOP_DELAY reaches the fake through the launcher's environment (the CLI's own).
         self.process = subprocess.Popen(
             [sys.executable, "-c", DRIVER, *argv],
@@ -77,7 +77,7 @@ class Cli:
                 self.err.append(line)
                 self.lines.put(line)
 
-    def wait_for(self, text: str, timeout: float = 30) -> None:
+    def wait_for(self, text: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -129,7 +129,7 @@ def test_signals_stop_and_remove_the_foreground_instance(
             cli.wait_for("stopping fg")
             time.sleep(0.3)  # lets the stop begin; the fake's 3 s stop leaves a wide margin after it
             cli.process.send_signal(signals[1])
-        code = cli.process.wait(timeout=30)
+        code = cli.process.wait(timeout=90)
     finally:
         cli.stop()
     err = "".join(cli.err)
