@@ -59,6 +59,36 @@ def may_answer() -> bool:
     return True
 
 
+def running_container_urls(timeout: float) -> list[str] | None:
+    """The URLs of nimctl's running containers, asked over the daemon's Unix socket with httpx.
+
+    For the client commands' default target: importing the docker SDK would cost them more than
+    the rest of their start-up. None when the daemon is not on a Unix socket (ask the SDK); an
+    empty list when it could not be asked in ``timeout`` seconds.
+    """
+    address = daemon_address()
+    if not address.startswith("unix://"):
+        return None
+    import json
+
+    import httpx
+
+    from nimctl.runtime.spec import LABEL, MANAGED_LABEL
+
+    # What `docker ps --filter label=ai.nimctl.managed=true` asks: running containers, newest first.
+    filters = json.dumps({"label": [f"{MANAGED_LABEL}=true"]})
+    transport = httpx.HTTPTransport(uds=address.removeprefix("unix://"))
+    try:
+        with httpx.Client(transport=transport, base_url="http://docker", timeout=timeout) as client:
+            response = client.get("/containers/json", params={"filters": filters})
+            response.raise_for_status()
+            containers = response.json()
+    except (httpx.HTTPError, ValueError):  # ValueError: not JSON
+        return []
+    labels = [c.get("Labels") or {} for c in containers if isinstance(c, dict)]
+    return [str(label[f"{LABEL}.url"]) for label in labels if label.get(f"{LABEL}.url")]
+
+
 PERMISSION_HINT = "add yourself to the docker group (then log in again), or run with --runtime local"
 
 

@@ -16,6 +16,7 @@ from nimctl.runtime.docker_client import (
     daemon_address,
     may_answer,
     probe_daemon,
+    running_container_urls,
     translated,
 )
 from nimctl.runtime.instances import (
@@ -167,12 +168,15 @@ def running_instance_urls(*, limit: int = 2) -> list[str]:
     """URLs of running instances, at most ``limit``: enough for the client's default target.
 
     Local instances are read first (files only); Docker is asked only while fewer than
-    ``limit`` are found and a daemon may answer, with a short timeout, and any failure there
-    leaves the local answer.
+    ``limit`` are found and a daemon may answer, with a short timeout (over its Unix socket
+    without the SDK), and any failure there leaves the local answer.
     """
     urls = [i.url for i in local_runtime.list_instances(all_states=False) if i.url]
     if len(urls) >= limit or not may_answer():
         return urls[:limit]
+    quick = running_container_urls(QUICK_DOCKER_TIMEOUT_S)
+    if quick is not None:
+        return (urls + quick)[:limit]
     from docker.errors import DockerException
 
     try:

@@ -85,6 +85,13 @@ def test_ps_shows_it_ready(started: dict[str, str], nimctl: Cli) -> None:
     assert row["url"] == started["url"] and row["uptime_s"] >= 0
 
 
+def test_client_commands_find_it_without_a_url(started: dict[str, str], nimctl: Cli) -> None:
+    code, out, err = nimctl("health", "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["url"] == started["url"] and report["ready"] is True
+
+
 def test_container_is_locked_down(
     started: dict[str, str], docker_client: DockerClient, session_dirs: dict
 ) -> None:
