@@ -99,6 +99,18 @@ class GpuRequest:
             return ""
         return ",".join(gpu.uuid or str(gpu.index) for gpu in visible.gpus)
 
+    def by_uuid(self, visible: Inventory) -> GpuRequest:
+        """The GPUs ``visible`` holds (this request's choice), named by UUID for Docker.
+
+        Docker numbers GPUs as the host does, while nimctl's indices and "the first N" follow the
+        caller's CUDA_VISIBLE_DEVICES, so the same index could be another GPU in the container.
+        Unchanged without UUIDs (an assumed inventory) and for ``all`` and ``none``.
+        """
+        uuids = tuple(gpu.uuid for gpu in visible.gpus if gpu.uuid)
+        if self.kind in {"ids", "count"} and uuids and len(uuids) == len(visible.gpus):
+            return GpuRequest("ids", ids=uuids)
+        return self
+
     def visible(self, inventory: Inventory) -> Inventory:
         """The part of ``inventory`` the container will see, for profile selection."""
         from dataclasses import replace
@@ -111,6 +123,13 @@ class GpuRequest:
             if self.count > len(inventory.gpus):
                 raise UsageError(f"--gpus {self.count}: only {len(inventory.gpus)} GPU(s) visible")
             return replace(inventory, gpus=inventory.gpus[: self.count])
+        migs = [part for part in self.ids if part.upper().startswith("MIG-")]
+        if migs:
+            # A slice's memory and compute are not in the inventory, so no profile could be checked.
+            raise UsageError(
+                f"--gpus {migs[0]}: a MIG instance; nimctl runs profiles on whole GPUs",
+                hint="give the GPU's index or its GPU- UUID (nimctl gpus lists them)",
+            )
         # NVML reports UUIDs upper-case ("GPU-3f..."); people copy them from anywhere.
         wanted = {part.lower() for part in self.ids}
         chosen = tuple(
@@ -307,6 +326,8 @@ def plan_run(
         request = GpuRequest("all") if device == "cuda" else GpuRequest("none")
     elif device == "cpu":
         request = GpuRequest("none")
+    elif runtime == "docker":
+        request = request.by_uuid(visible)
     cache = (cache_dir or default_cache_dir()).expanduser().resolve()
 
     env: dict[str, str] = {}

@@ -92,6 +92,35 @@ def test_gpu_uuid_selects_its_gpu_whatever_the_case() -> None:
         GpuRequest.parse(UUID).visible(inventory)
 
 
+def test_a_mig_instance_is_refused_with_what_to_give_instead() -> None:
+    with pytest.raises(UsageError, match="a MIG instance; nimctl runs profiles on whole GPUs") as caught:
+        GpuRequest.parse(f"MIG-{UUID[4:]}/1/0").visible(TWO_H100)
+    assert "index or its GPU- UUID" in (caught.value.hint or "")
+
+
+def test_docker_gets_the_chosen_gpus_by_uuid(tmp_path: Path) -> None:
+    # nimctl numbers GPUs after CUDA_VISIBLE_DEVICES, Docker as the host does: a UUID means one GPU to both.
+    gpus = tuple(
+        replace(gpu, uuid=f"GPU-{index:08X}-AAAA-BBBB-CCCC-DDDDDDDDDDDD")
+        for index, gpu in enumerate(TWO_H100.gpus)
+    )
+    inventory = replace(TWO_H100, gpus=gpus)
+
+    def docker_gpus(request: str | None) -> GpuRequest:
+        return plan_run(
+            model="qwen2.5-vl-7b-instruct", runtime="docker", gpus=request, cache_dir=tmp_path, inventory=inventory
+        ).gpus
+
+    assert docker_gpus("device=0") == GpuRequest("ids", ids=(gpus[0].uuid or "",))
+    assert docker_gpus("1") == GpuRequest("ids", ids=(gpus[0].uuid or "",))  # a count: the first one
+    assert docker_gpus("all") == GpuRequest("all") and docker_gpus(None) == GpuRequest("all")
+    # Without UUIDs (an assumed inventory) the request goes as typed.
+    assumed = plan_run(
+        model="qwen2.5-vl-7b-instruct", runtime="docker", gpus="device=1", cache_dir=tmp_path, inventory=TWO_H100
+    )
+    assert assumed.gpus == GpuRequest("ids", ids=("1",))
+
+
 def test_env_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FROM_HOST", "here")
     assert parse_env(["A=1", "B=x=y", "FROM_HOST"]) == {"A": "1", "B": "x=y", "FROM_HOST": "here"}
