@@ -41,6 +41,15 @@ PreferOption = Annotated[
     Preference, typer.Option("--prefer", help="throughput: the fewest GPUs; latency: the most.")
 ]
 LoraOption = Annotated[bool, typer.Option("--lora", help="Choose among the LoRA-capable profiles only.")]
+ServePreferOption = Annotated[
+    Preference | None,
+    typer.Option(
+        "--prefer",
+        help="throughput: the fewest GPUs; latency: the most. Default: $NIMCTL_PROFILE_PREFERENCE, "
+        "else throughput, as nim-serve.",
+        show_default=False,
+    ),
+]
 MaxModelLenOption = Annotated[
     int | None,
     typer.Option("--max-model-len", min=1, help="Estimate memory for this context instead of the profile's."),
@@ -204,7 +213,7 @@ def select(
     model: ModelArgument = None,
     profile: ProfileOption = None,
     gpus: GpusOption = None,
-    prefer: PreferOption = Preference.throughput,
+    prefer: ServePreferOption = None,
     lora: ServeLoraOption = None,
     max_model_len: ServeMaxModelLenOption = None,
     profiles_dir: ProfilesDirOption = None,
@@ -219,13 +228,15 @@ def select(
     from nimctl.gpu import detect_inventory
     from nimctl.profiles import select_profile, serve_inputs
 
-    inputs = serve_inputs(model=model, profile=profile, lora=lora, max_model_len=max_model_len)
+    inputs = serve_inputs(
+        model=model, profile=profile, lora=lora, max_model_len=max_model_len, prefer=prefer and prefer.value
+    )
     manifest = _find(inputs.model, profiles_dir)
     selection = select_profile(
         manifest,
         detect_inventory(gpus),
         inputs.profile,
-        prefer.value,
+        inputs.prefer,
         inputs.lora,
         max_model_len=inputs.max_model_len,
     )
@@ -244,7 +255,7 @@ def list_model_profiles_main() -> None:
         model: ModelArgument = None,
         profile: ProfileOption = None,
         gpus: GpusOption = None,
-        prefer: PreferOption = Preference.throughput,
+        prefer: ServePreferOption = None,
         lora: ServeLoraOption = None,
         max_model_len: ServeMaxModelLenOption = None,
         profiles_dir: ProfilesDirOption = None,
@@ -258,12 +269,18 @@ def list_model_profiles_main() -> None:
         from nimctl.profiles import serve_inputs
         from nimctl.profiles.report import nim_text
 
-        inputs = serve_inputs(model=model, profile=profile, lora=lora, max_model_len=max_model_len)
+        inputs = serve_inputs(
+            model=model,
+            profile=profile,
+            lora=lora,
+            max_model_len=max_model_len,
+            prefer=prefer and prefer.value,
+        )
         report = _report(
             inputs.model,
             detect_inventory(gpus),
             inputs.profile,
-            prefer,
+            Preference(inputs.prefer),
             inputs.lora,
             inputs.max_model_len,
             profiles_dir,

@@ -47,6 +47,16 @@ def run(
             show_default=False,
         ),
     ] = None,
+    prefer: Annotated[
+        str,
+        typer.Option(
+            "--prefer",
+            envvar="NIMCTL_PROFILE_PREFERENCE",
+            show_envvar=False,
+            help="Between runnable profiles: throughput (the fewest GPUs) or latency (the most) "
+            "[env NIMCTL_PROFILE_PREFERENCE].",
+        ),
+    ] = "throughput",
     port: Annotated[int, typer.Option("--port", help="Host port of the server.")] = 8000,
     host: Annotated[
         str, typer.Option("--host", help="Host address to publish on (0.0.0.0 exposes it to the network).")
@@ -113,6 +123,7 @@ def run(
         runtime=chosen,
         profile=profile,
         gpus=gpus,
+        prefer=prefer,
         port=port,
         host=host,
         name=name,

@@ -8,9 +8,10 @@ and selects with:
 - the pinned profile: ``NIM_MODEL_PROFILE``;
 - LoRA: asked for when ``NIM_PEFT_SOURCE`` is set;
 - the context: the last ``--max-model-len`` in ``NIM_PASSTHROUGH_ARGS`` (argparse keeps the
-  last one), else ``NIM_MAX_MODEL_LEN``, else the profile's own.
+  last one), else ``NIM_MAX_MODEL_LEN``, else the profile's own;
+- the preference between runnable profiles: ``NIMCTL_PROFILE_PREFERENCE``, else throughput.
 
-:func:`serve_inputs` derives the same four through the same code (``ServerConfig.from_env`` and
+:func:`serve_inputs` derives the same five through the same code (``ServerConfig.from_env`` and
 ``requested_context_length``). What a command gives explicitly wins, as arguments after
 ``nim-serve`` win over the variables. Only the variables above are read, so one the selection
 does not use (a bad ``NIM_SERVER_PORT``, say) does not stop a listing; a bad one of these is
@@ -22,6 +23,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nimctl.profiles.selection import Prefer
 
 # The variables nim-serve's profile selection depends on (see ENV_FIELDS in nimctl.server.config).
 SELECTION_VARIABLES = (
@@ -30,6 +35,7 @@ SELECTION_VARIABLES = (
     "NIM_PEFT_SOURCE",
     "NIM_MAX_MODEL_LEN",
     "NIM_PASSTHROUGH_ARGS",
+    "NIMCTL_PROFILE_PREFERENCE",
 )
 
 
@@ -41,6 +47,7 @@ class ServeInputs:
     profile: str | None
     lora: bool
     max_model_len: int | None
+    prefer: Prefer = "throughput"
 
 
 def serve_inputs(
@@ -50,6 +57,7 @@ def serve_inputs(
     profile: str | None = None,
     lora: bool | None = None,
     max_model_len: int | None = None,
+    prefer: Prefer | None = None,
 ) -> ServeInputs:
     """What ``nim-serve`` would select with in ``environ`` (default: this process's environment);
     a keyword that is not None replaces the value derived from the environment."""
@@ -64,4 +72,5 @@ def serve_inputs(
         lora=bool(config.peft_source) if lora is None else lora,
         max_model_len=max_model_len
         or requested_context_length(config.passthrough_args, config.max_model_len),
+        prefer=prefer or config.profile_preference,
     )

@@ -38,6 +38,7 @@ ENV_FIELDS: dict[str, str] = {
     "NIMCTL_ENGINE_PORT": "engine_port",
     "NIMCTL_SHUTDOWN_TIMEOUT": "shutdown_timeout",
     "NIMCTL_PROFILES_DIR": "profiles_dir",
+    "NIMCTL_PROFILE_PREFERENCE": "profile_preference",
 }
 
 
@@ -74,11 +75,18 @@ class ServerConfig(BaseModel):
     engine_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_timeout: float = Field(default=30.0, gt=0)
     profiles_dir: Path | None = None
+    # The automatic choice between runnable profiles: throughput (fewest GPUs) or latency (most).
+    profile_preference: Literal["throughput", "latency"] = "throughput"
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("profile_preference", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("passthrough_args", mode="before")
     @classmethod

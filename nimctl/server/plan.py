@@ -172,6 +172,7 @@ def _select(
         manifest,
         detect_inventory(),
         requested=config.model_profile,
+        prefer=config.profile_preference,
         lora=bool(config.peft_source),
         max_model_len=max_model_len,
     )

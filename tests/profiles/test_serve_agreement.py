@@ -1,7 +1,7 @@
 """`nimctl profiles select` and `list-model-profiles` choose what `nim-serve --dry-run` chooses.
 
 Both read nim-serve's variables (NIM_MODEL_PATH and its default model, NIM_MODEL_PROFILE,
-NIM_PEFT_SOURCE, NIM_MAX_MODEL_LEN, NIM_PASSTHROUGH_ARGS); the GPUs are described by
+NIM_PEFT_SOURCE, NIM_MAX_MODEL_LEN, NIM_PASSTHROUGH_ARGS, NIMCTL_PROFILE_PREFERENCE); the GPUs are described by
 NIMCTL_ASSUME_GPUS, which both read too.
 """
 
@@ -31,6 +31,7 @@ BASE = {
     "NIM_PEFT_SOURCE": "",
     "NIM_MAX_MODEL_LEN": "",
     "NIM_PASSTHROUGH_ARGS": "",
+    "NIMCTL_PROFILE_PREFERENCE": "",
 }
 QWEN7B = "hf://Qwen/Qwen2.5-VL-7B-Instruct"
 NO_PROFILE = None  # nothing runnable: nim-serve and select both exit 8
@@ -71,6 +72,18 @@ CASES: dict[str, tuple[dict[str, str], str | None]] = {
             "NIM_PASSTHROUGH_ARGS": "--max-model-len 128000",
         },
         NO_PROFILE,
+    ),
+    "throughput-by-default": (
+        {"NIM_MODEL_PATH": "hf://Qwen/Qwen2.5-VL-72B-Instruct", "NIMCTL_ASSUME_GPUS": "H100-80GB:8"},
+        "vllm-fp8-tp2-pp1-h100",
+    ),
+    "latency-preferred": (
+        {
+            "NIM_MODEL_PATH": "hf://Qwen/Qwen2.5-VL-72B-Instruct",
+            "NIMCTL_ASSUME_GPUS": "H100-80GB:8",
+            "NIMCTL_PROFILE_PREFERENCE": "Latency",
+        },
+        "vllm-fp8-tp4-pp1-h100",
     ),
     "pinned-with-lora": (
         {
@@ -160,3 +173,5 @@ def test_serve_inputs_reads_only_the_selection_variables() -> None:
     )
     with pytest.raises(ConfigError, match="NIM_MAX_MODEL_LEN"):
         serve_inputs({"NIM_MAX_MODEL_LEN": "zero"})
+    with pytest.raises(ConfigError, match="NIMCTL_PROFILE_PREFERENCE"):
+        serve_inputs({"NIMCTL_PROFILE_PREFERENCE": "fastest"})

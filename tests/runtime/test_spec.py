@@ -158,6 +158,19 @@ def test_tiny_vlm_on_a_cpu_machine(tmp_path: Path) -> None:
     assert spec.url == "http://127.0.0.1:8000"
 
 
+def test_prefer_latency_takes_more_gpus(tmp_path: Path) -> None:
+    eight = parse_gpu_spec("H100-80GB:8")
+
+    def chosen(prefer: str) -> str | None:
+        model = "qwen2.5-vl-72b-instruct"
+        return plan_run(model=model, runtime="docker", prefer=prefer, cache_dir=tmp_path, inventory=eight).profile_name
+
+    assert chosen("throughput") == "vllm-fp8-tp2-pp1-h100"
+    assert chosen("LATENCY") == "vllm-fp8-tp4-pp1-h100"
+    with pytest.raises(UsageError, match="bad --prefer 'fast'"):
+        chosen("fast")
+
+
 def test_gpu_profile_gets_the_gpus_and_multi_gpu_gets_shared_memory(tmp_path: Path) -> None:
     single = plan_run(
         model="qwen2.5-vl-7b-instruct", runtime="docker", cache_dir=tmp_path, inventory=TWO_H100

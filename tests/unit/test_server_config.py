@@ -23,6 +23,7 @@ from nimctl.server.plan import build_plan
         ({"NIM_MAX_MODEL_LEN": "-1"}, "NIM_MAX_MODEL_LEN"),
         ({"NIM_TENSOR_PARALLEL_SIZE": "0"}, "NIM_TENSOR_PARALLEL_SIZE"),
         ({"NIM_PASSTHROUGH_ARGS": "--foo 'unterminated"}, "NIM_PASSTHROUGH_ARGS"),
+        ({"NIMCTL_PROFILE_PREFERENCE": "fastest"}, "NIMCTL_PROFILE_PREFERENCE"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -45,6 +46,8 @@ def test_values_and_defaults() -> None:
     assert config.log_level == "DEBUG"
     assert config.jsonl_logging is True
     assert config.model_path == "builtin://tiny-vlm"
+    assert config.profile_preference == "throughput"
+    assert ServerConfig.from_env({"NIMCTL_PROFILE_PREFERENCE": " Latency"}).profile_preference == "latency"
 
 
 @pytest.mark.parametrize(
