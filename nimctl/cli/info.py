@@ -117,15 +117,12 @@ def metrics(
     fmt: FormatOption = Format.table,
 ) -> None:
     """A summary of the engine's metrics: load, KV cache, latency, tokens (--raw: Prometheus text)."""
-    from nimctl.client.metrics import summarize_metrics
-
     out = output(ctx, fmt)
     with make_client(url, api_key, timeout=timeout) as client:
-        text = client.metrics_text()
-    if raw:
-        out.text(text)
-        return
-    summary = summarize_metrics(text)
+        if raw:
+            out.text(client.metrics_text())
+            return
+        summary = client.metrics()
     out.result(summary.as_dict(), lambda: out.table(["METRIC", "VALUE"], _metric_rows(summary)))
 
 

@@ -24,6 +24,7 @@ from nimctl.errors import ServerNotReadyError, ServerUnreachableError, TimeoutEr
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from nimctl.client.metrics import MetricsSummary
     from nimctl.client.types import (
         ChatCompletion,
         DetokenizeResult,
@@ -235,7 +236,14 @@ class NimClient:
         return self._get(Manifest, "/v1/manifest")
 
     def metrics_text(self) -> str:
+        """``/v1/metrics`` as the server sent it: Prometheus text."""
         return self._send("GET", "/v1/metrics").text
+
+    def metrics(self) -> MetricsSummary:
+        """``/v1/metrics`` read: load, KV cache, token totals, latency percentiles."""
+        from nimctl.client.metrics import summarize_metrics
+
+        return summarize_metrics(self.metrics_text())
 
     # -- inference -------------------------------------------------------------------
     def models(self) -> list[ModelCard]:

@@ -1,14 +1,16 @@
-"""Image references and the metrics summary (pure functions)."""
+"""Image references and the metrics summary (pure functions, and the client method that reads it)."""
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
 
+import httpx
 import pytest
 
+from nimctl.client import NimClient
 from nimctl.client.images import image_to_url, sniff_media_type, user_message
-from nimctl.client.metrics import histogram_quantile, summarize_metrics
+from nimctl.client.metrics import MetricsSummary, histogram_quantile, summarize_metrics
 from nimctl.errors import ClientError, UsageError
 
 HEADS = {
@@ -171,3 +173,15 @@ def test_front_metrics_in_summary() -> None:
     assert summary.engine_starts_total == 1.0
     assert summary.front_requests_in_flight is None
     assert summarize_metrics(METRICS).ready is None
+
+
+def test_client_reads_the_metrics_endpoint_into_a_summary() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/metrics"
+        return httpx.Response(200, text=METRICS, headers={"content-type": "text/plain; version=0.0.4"})
+
+    with NimClient("http://nim.test:8000", transport=httpx.MockTransport(handler)) as client:
+        assert client.metrics_text() == METRICS
+        summary = client.metrics()
+    assert isinstance(summary, MetricsSummary)
+    assert summary.requests_running == 1.0 and summary.requests_finished == {"length": 3.0, "stop": 1.0}
