@@ -8,10 +8,12 @@ import typer
 
 from nimctl.cli._common import FormatOption, output
 from nimctl.cli._target import ApiKeyOption, TimeoutOption, UrlOption, make_client
+from nimctl.errors import UsageError
 from nimctl.output import Format
 
 if TYPE_CHECKING:
     from nimctl.client.metrics import LatencySummary, MetricsSummary
+    from nimctl.output import Output
 
 RawOption = Annotated[bool, typer.Option("--raw", help="Print the server's text as it is.")]
 
@@ -89,6 +91,7 @@ def manifest(
 ) -> None:
     """The model's profiles (--raw: the manifest YAML)."""
     out = output(ctx, fmt)
+    _check_raw(raw, out)
     with make_client(url, api_key, timeout=timeout) as client:
         found = client.manifest()
     if raw:
@@ -118,6 +121,7 @@ def metrics(
 ) -> None:
     """A summary of the engine's metrics: load, KV cache, latency, tokens (--raw: Prometheus text)."""
     out = output(ctx, fmt)
+    _check_raw(raw, out)
     with make_client(url, api_key, timeout=timeout) as client:
         if raw:
             out.text(client.metrics_text())
@@ -159,3 +163,10 @@ def _latency(latency: LatencySummary | None) -> str:
         f"mean {s(latency.mean_s)} s, p50 {s(latency.p50_s)} s, p90 {s(latency.p90_s)} s, "
         f"p99 {s(latency.p99_s)} s ({latency.count} requests)"
     )
+
+
+def _check_raw(raw: bool, out: Output) -> None:
+    # --raw prints the server's own text; JSON of it would be a string in quotes, so say so instead.
+    if raw and out.is_json:
+        hint = "give --raw or --format json"
+        raise UsageError("--raw prints the server's text as it is, not JSON", hint=hint)

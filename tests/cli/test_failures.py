@@ -189,3 +189,11 @@ def test_help_keeps_bracketed_text() -> None:
     text = " ".join(result.stdout.split())
     assert "[env NIMCTL_URL; default: the one running instance, else http://127.0.0.1:8000]" in text
     assert "[env NIMCTL_API_KEY]" in text
+
+
+@pytest.mark.parametrize("command", ["manifest", "metrics"])
+def test_raw_and_json_together_is_a_usage_error(command: str, closed_url: str) -> None:
+    # Refused before anything is sent: the server is down, and the answer is 2, not 3.
+    result = nimctl(command, "--raw", "--format", "json", "--url", closed_url)
+    assert result.exit_code == EXIT_USAGE
+    assert error_line(result) == "Error: --raw prints the server's text as it is, not JSON"
