@@ -37,7 +37,7 @@ class ErrorHandlingGroup(TyperGroup):
         except UsageError as exc:
             _report_usage_error(exc)
         except NimctlError as exc:
-            _report(ctx, exc, exc.hint)
+            _report(ctx, exc, exc.hint or _default_hint(ctx, exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -61,6 +61,18 @@ def standalone_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode=HELP_MARKUP,
     )
+
+
+def _default_hint(ctx: Any, exc: NimctlError) -> str | None:
+    """For an error raised without a hint: where to read about what was refused."""
+    from nimctl.errors import ManifestError, UsageError
+
+    if isinstance(exc, ManifestError):
+        return "docs/profiles.md describes the manifest format; `nimctl profiles list` checks a file"
+    if isinstance(exc, UsageError):
+        command = " ".join(part for part in (ctx.command_path, ctx.invoked_subcommand) if part)
+        return f"see '{command} --help'"
+    return None
 
 
 def _report_usage_error(exc: Any) -> NoReturn:

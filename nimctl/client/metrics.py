@@ -60,7 +60,10 @@ def summarize_metrics(text: str) -> MetricsSummary:
                 if sample.name == "vllm:request_success_total":
                     finished[sample.labels.get("finished_reason", "unknown")] += sample.value
     except ValueError as exc:
-        raise ClientError(f"the server's /v1/metrics is not valid Prometheus text: {exc}") from None
+        raise ClientError(
+            f"the server's /v1/metrics is not valid Prometheus text: {exc}",
+            hint="nimctl metrics --raw shows what it sent",
+        ) from None
 
     def total(name: str) -> float | None:
         return totals.get(name)

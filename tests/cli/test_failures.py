@@ -197,3 +197,21 @@ def test_raw_and_json_together_is_a_usage_error(command: str, closed_url: str) -
     result = nimctl(command, "--raw", "--format", "json", "--url", closed_url)
     assert result.exit_code == EXIT_USAGE
     assert error_line(result) == "Error: --raw prints the server's text as it is, not JSON"
+
+
+def test_a_usage_error_without_its_own_hint_points_at_the_help(tmp_path: Path) -> None:
+    result = nimctl("stop", env={"NIMCTL_STATE_DIR": str(tmp_path)})
+    assert result.exit_code == EXIT_USAGE
+    assert result.stderr.splitlines() == [
+        "Error: give an instance NAME or --all (not both)",
+        "Hint: see 'nimctl stop --help'",
+    ]
+
+
+def test_a_broken_manifest_points_at_the_format(tmp_path: Path) -> None:
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text("model: [\n")
+    result = nimctl("profiles", "list", str(manifest))
+    assert result.exit_code == EXIT_USAGE
+    assert error_line(result).startswith(f"Error: {manifest}:2: YAML error")
+    assert "Hint: docs/profiles.md describes the manifest format" in result.stderr
