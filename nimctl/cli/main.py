@@ -6,36 +6,37 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from nimctl import __version__
 from nimctl.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_UNEXPECTED, EXIT_USAGE, NimctlError
 
 # Help text is plain: Rich markup would eat the "[env NIMCTL_URL; default: ...]" in option help.
 HELP_MARKUP = None
-# Typer 0.29 vendors click and older ones use click itself; either way this is its UsageError.
-UsageError: type[Exception] = typer.BadParameter.__base__
+# Typer 0.29 vendors click and older ones use click itself; either way this is that click's
+# UsageError (the base of typer.BadParameter), not nimctl's.
+CommandLineError: type[Exception] = typer.BadParameter.__mro__[1]
 
 
-class ErrorHandlingGroup(TyperGroup):
+class _ErrorHandling:
     """Turns nimctl's exceptions into ``Error:``/``Hint:`` lines and documented exit codes."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         # The root's own options are parsed here, before invoke() can see their errors.
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
-        except UsageError as exc:
-            _report_usage_error(exc)
+        except CommandLineError as exc:
+            _report_command_line_error(exc, None, info_name)
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except UsageError as exc:
-            _report_usage_error(exc)
+        except CommandLineError as exc:
+            _report_command_line_error(exc, ctx)
         except NimctlError as exc:
             _report(ctx, exc, exc.hint or _default_hint(ctx, exc))
             raise typer.Exit(exc.exit_code) from None
@@ -53,14 +54,29 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(EXIT_UNEXPECTED) from None
 
 
-def standalone_app() -> typer.Typer:
-    """A one-command app for the container's own console scripts, with nimctl's error handling."""
-    return typer.Typer(
-        cls=ErrorHandlingGroup,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-        rich_markup_mode=HELP_MARKUP,
-    )
+class ErrorHandlingGroup(_ErrorHandling, TyperGroup):
+    """nimctl's root group: every command's errors become Error/Hint lines and exit codes."""
+
+
+class ErrorHandlingCommand(_ErrorHandling, TyperCommand):
+    """A command that is its own console script (``nim-serve``), with the same error handling."""
+
+
+def run_standalone(command: Callable[..., Any], prog_name: str, **settings: Any) -> None:
+    """Run one command function as its own console script (``nim-serve``), with nimctl's error
+    handling; ``settings`` go to ``Typer.command`` (help, context_settings)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=HELP_MARKUP)
+    app.command(cls=ErrorHandlingCommand, **settings)(command)
+    app(args=sys.argv[1:], prog_name=prog_name)
+
+
+def _help_target(ctx: Any) -> str:
+    """The command whose --help a hint points at: ``nimctl stop``, ``nimctl profiles``, ``nim-serve``."""
+    if ctx is None:
+        return "nimctl"
+    if ctx.parent is None and ctx.invoked_subcommand:
+        return f"{ctx.command_path} {ctx.invoked_subcommand}"
+    return str(ctx.command_path)
 
 
 def _default_hint(ctx: Any, exc: NimctlError) -> str | None:
@@ -70,18 +86,22 @@ def _default_hint(ctx: Any, exc: NimctlError) -> str | None:
     if isinstance(exc, ManifestError):
         return "docs/profiles.md describes the manifest format; `nimctl profiles list` checks a file"
     if isinstance(exc, UsageError):
-        command = " ".join(part for part in (ctx.command_path, ctx.invoked_subcommand) if part)
-        return f"see '{command} --help'"
+        return f"see '{_help_target(ctx)} --help'"
     return None
 
 
-def _report_usage_error(exc: Any) -> NoReturn:
-    """A bad command line, said as nimctl says every error: ``Error:`` and ``Hint:`` lines, exit 2."""
+def _report_command_line_error(exc: Any, invoking: Any, name: str | None = None) -> NoReturn:
+    """A command line Typer could not parse, said as nimctl says every error: Error/Hint, exit 2.
+
+    ``invoking`` is the group's context: the parser's error carries none for some mistakes
+    (an option without its value), and the group knows which command it was resolving; before
+    any context exists, ``name`` is the program's.
+    """
     if type(exc).__name__ == "NoArgsIsHelpError":
         raise exc  # `nimctl` alone: the help is the answer
-    ctx = exc.ctx
-    where = ctx.command_path if ctx is not None else "nimctl"
-    _report(ctx, exc.format_message(), f"see '{where} --help'")
+    ctx = exc.ctx or invoking
+    target = _help_target(ctx) if ctx is not None else name or "nimctl"
+    _report(ctx, exc.format_message(), f"see '{target} --help'")
     raise typer.Exit(EXIT_USAGE) from None
 
 

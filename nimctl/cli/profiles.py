@@ -5,7 +5,6 @@ Thin: parse, call :mod:`nimctl.profiles`, print. Pydantic and NVML load inside t
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -243,51 +242,48 @@ def select(
     out.result(selection.to_dict(), lambda: out.text(selection.profile.id))
 
 
+def list_model_profiles(
+    ctx: typer.Context,
+    model: ModelArgument = None,
+    profile: ProfileOption = None,
+    gpus: GpusOption = None,
+    prefer: ServePreferOption = None,
+    lora: ServeLoraOption = None,
+    max_model_len: ServeMaxModelLenOption = None,
+    profiles_dir: ProfilesDirOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List the model's profiles grouped by what this system can run, the one nim-serve would choose
+    marked (default model: $NIM_MODEL_PATH, else nim-serve's)."""
+    out = output(ctx, fmt)
+    from nimctl.gpu import detect_inventory
+    from nimctl.profiles import serve_inputs
+    from nimctl.profiles.report import nim_text
+
+    inputs = serve_inputs(
+        model=model,
+        profile=profile,
+        lora=lora,
+        max_model_len=max_model_len,
+        prefer=prefer and prefer.value,
+    )
+    report = _report(
+        inputs.model,
+        detect_inventory(gpus),
+        inputs.profile,
+        Preference(inputs.prefer),
+        inputs.lora,
+        inputs.max_model_len,
+        profiles_dir,
+    )
+    out.result(report.to_dict(), lambda: out.text(nim_text(report)))
+
+
 def list_model_profiles_main() -> None:
     """``list-model-profiles`` (in the container): NIM's listing for the served model."""
-    from nimctl.cli.main import standalone_app
+    from nimctl.cli.main import run_standalone
 
-    standalone = standalone_app()
-
-    @standalone.command()
-    def list_model_profiles(
-        ctx: typer.Context,
-        model: ModelArgument = None,
-        profile: ProfileOption = None,
-        gpus: GpusOption = None,
-        prefer: ServePreferOption = None,
-        lora: ServeLoraOption = None,
-        max_model_len: ServeMaxModelLenOption = None,
-        profiles_dir: ProfilesDirOption = None,
-        fmt: FormatOption = Format.table,
-    ) -> None:
-        """List the model's profiles grouped by what this system can run, the one nim-serve would choose
-        marked (default model: $NIM_MODEL_PATH, else nim-serve's)."""
-        ctx.obj = {"debug": False}
-        out = output(ctx, fmt)
-        from nimctl.gpu import detect_inventory
-        from nimctl.profiles import serve_inputs
-        from nimctl.profiles.report import nim_text
-
-        inputs = serve_inputs(
-            model=model,
-            profile=profile,
-            lora=lora,
-            max_model_len=max_model_len,
-            prefer=prefer and prefer.value,
-        )
-        report = _report(
-            inputs.model,
-            detect_inventory(gpus),
-            inputs.profile,
-            Preference(inputs.prefer),
-            inputs.lora,
-            inputs.max_model_len,
-            profiles_dir,
-        )
-        out.result(report.to_dict(), lambda: out.text(nim_text(report)))
-
-    standalone(args=sys.argv[1:], prog_name="list-model-profiles")
+    run_standalone(list_model_profiles, "list-model-profiles")
 
 
 # -- helpers ------------------------------------------------------------------------------------

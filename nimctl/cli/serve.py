@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from typing import Annotated
 
 import typer
@@ -48,13 +47,6 @@ def register(app: typer.Typer) -> None:
 
 def main() -> None:
     """``nim-serve``: the same command as ``nimctl serve``, with the same error handling."""
-    from nimctl.cli.main import standalone_app
+    from nimctl.cli.main import run_standalone
 
-    standalone = standalone_app()
-    register(standalone)
-
-    @standalone.callback(invoke_without_command=True)
-    def _root(ctx: typer.Context) -> None:
-        ctx.obj = {"debug": False}
-
-    standalone(args=["serve", *sys.argv[1:]], prog_name="nim-serve")
+    run_standalone(serve, "nim-serve", context_settings=_ENGINE_ARGS, help=_HELP)

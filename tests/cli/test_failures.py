@@ -215,3 +215,33 @@ def test_a_broken_manifest_points_at_the_format(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_USAGE
     assert error_line(result).startswith(f"Error: {manifest}:2: YAML error")
     assert "Hint: docs/profiles.md describes the manifest format" in result.stderr
+
+
+def _console_script(name: str, entry: str, *args: str) -> tuple[int, str]:
+    """A console script (nim-serve, list-model-profiles) as its entry point runs it."""
+    import subprocess
+    import sys
+
+    module, function = entry.split(":")
+    code = f"import sys; sys.argv = {[name, *args]!r}; from {module} import {function}; {function}()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stderr
+
+
+LIST_MODEL_PROFILES = "nimctl.cli.profiles:list_model_profiles_main"
+
+
+@pytest.mark.parametrize(
+    ("name", "entry", "args", "message"),
+    [
+        ("nim-serve", "nimctl.cli.serve:main", ["--dry-run=x"], "Error: Option '--dry-run' does not take a value."),
+        ("list-model-profiles", LIST_MODEL_PROFILES, ["--gpus", "foo:x"], "Error: bad GPU spec 'foo:x'"),
+        ("list-model-profiles", LIST_MODEL_PROFILES, ["--bogus"], "Error: No such option: --bogus"),
+    ],
+)
+def test_console_scripts_report_errors_like_nimctl(name: str, entry: str, args: list[str], message: str) -> None:
+    code, stderr = _console_script(name, entry, *args)
+    assert code == EXIT_USAGE, stderr
+    lines = stderr.splitlines()
+    assert lines[0].startswith(message) and lines[1] == f"Hint: see '{name} --help'"
+    assert "Traceback" not in stderr
