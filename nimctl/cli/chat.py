@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -117,8 +118,8 @@ def request_params(options: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
     params = {key: value for key, value in options.items() if value is not None}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
+        key = key.strip().replace("-", "_")  # max-tokens is max_tokens, as the options spell it
+        if not sep or not key or not raw.strip():
             raise UsageError(f"--param {pair!r} is not KEY=VALUE", hint="e.g. --param top_k=40")
         if key in _OWN_FIELDS:
             message = f"--param cannot set {key!r}: nimctl chat fills it itself"
@@ -128,10 +129,28 @@ def request_params(options: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
             source = flag if key in options else f"an earlier --param {key}"
             raise UsageError(f"--param {key} repeats {source}", hint="give each field once")
         try:
-            params[key] = json.loads(raw)
+            params[key] = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        except _NotFinite:
+            hint = "JSON has no NaN or Infinity"
+            raise UsageError(f"--param {key}: {raw} is not a finite number", hint=hint) from None
         except ValueError:
             params[key] = raw  # a bare word such as stop=END is meant as text
     return params
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise _NotFinite(text)
+    return value
 
 
 def _one_shot_text(prompt: str | None) -> str:

@@ -140,6 +140,10 @@ def test_not_an_image_is_refused(closed_url: str, tmp_path: Path) -> None:
         (["--param", "messages=[]"], "Error: --param cannot set 'messages': nimctl chat fills it itself"),
         (["--max-tokens", "4", "--param", "max_tokens=8"], "Error: --param max_tokens repeats --max-tokens"),
         (["--param", "top_k=1", "--param", "top_k=2"], "Error: --param top_k repeats an earlier --param top_k"),
+        (["--param", "top_k="], "Error: --param 'top_k=' is not KEY=VALUE"),
+        (["--max-tokens", "4", "--param", "max-tokens=8"], "Error: --param max_tokens repeats --max-tokens"),
+        (["--param", "temperature=NaN"], "Error: --param temperature: NaN is not a finite number"),
+        (["--param", "temperature=1e999"], "Error: --param temperature: 1e999 is not a finite number"),
     ],
 )
 def test_bad_param_is_refused_before_sending(closed_url: str, args: list[str], message: str) -> None:
