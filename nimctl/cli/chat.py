@@ -130,7 +130,7 @@ def request_params(options: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
             raise UsageError(f"--param {key} repeats {source}", hint="give each field once")
         try:
             params[key] = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
-        except _NotFinite:
+        except _NotFiniteError:
             hint = "JSON has no NaN or Infinity"
             raise UsageError(f"--param {key}: {raw} is not a finite number", hint=hint) from None
         except ValueError:
@@ -138,18 +138,18 @@ def request_params(options: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-class _NotFinite(ValueError):
+class _NotFiniteError(ValueError):
     pass
 
 
 def _no_constant(name: str) -> float:
-    raise _NotFinite(name)
+    raise _NotFiniteError(name)
 
 
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e999
-        raise _NotFinite(text)
+        raise _NotFiniteError(text)
     return value
 
 
