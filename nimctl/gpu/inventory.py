@@ -71,6 +71,8 @@ class Inventory:
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     notes: tuple[str, ...] = field(default=())
+    # GPUs the machine has that NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES keep from nimctl.
+    hidden: int = 0
 
     @property
     def device(self) -> Literal["cuda", "cpu"]:

@@ -100,6 +100,7 @@ def _read(nvml: ModuleType, env: Any) -> Inventory:
         driver_version=driver,
         cuda_driver_version=cuda_version,
         notes=tuple(notes),
+        hidden=len(uuids) - len(order),
     )
 
 

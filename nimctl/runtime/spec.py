@@ -102,12 +102,15 @@ class GpuRequest:
     def by_uuid(self, visible: Inventory) -> GpuRequest:
         """The GPUs ``visible`` holds (this request's choice), named by UUID for Docker.
 
-        Docker numbers GPUs as the host does, while nimctl's indices and "the first N" follow the
-        caller's CUDA_VISIBLE_DEVICES, so the same index could be another GPU in the container.
-        Unchanged without UUIDs (an assumed inventory) and for ``all`` and ``none``.
+        Docker numbers GPUs as the host does, and ``all`` is every GPU of the host, while
+        nimctl's indices, "the first N" and "all" follow the caller's CUDA_VISIBLE_DEVICES, so
+        the container could get other GPUs than the profile was chosen for. Unchanged without
+        UUIDs (an assumed inventory), for ``none``, and for ``all`` when nothing is hidden.
         """
         uuids = tuple(gpu.uuid for gpu in visible.gpus if gpu.uuid)
-        if self.kind in {"ids", "count"} and uuids and len(uuids) == len(visible.gpus):
+        if not uuids or len(uuids) != len(visible.gpus):
+            return self
+        if self.kind in {"ids", "count"} or (self.kind == "all" and visible.hidden):
             return GpuRequest("ids", ids=uuids)
         return self
 
@@ -335,7 +338,7 @@ def plan_run(
         request = GpuRequest("all") if device == "cuda" else GpuRequest("none")
     elif device == "cpu":
         request = GpuRequest("none")
-    elif runtime == "docker":
+    if runtime == "docker":
         request = request.by_uuid(visible)
     cache = (cache_dir or default_cache_dir()).expanduser().resolve()
 

@@ -103,6 +103,7 @@ def test_visible_devices_variables(environ: dict[str, str], expected_uuids: list
     inventory = read_nvml(FakeNvml(devices=devices), environ=environ)
     assert [gpu.uuid for gpu in inventory.gpus] == expected_uuids
     assert [gpu.index for gpu in inventory.gpus] == list(range(len(expected_uuids)))
+    assert inventory.hidden == len(devices) - len(expected_uuids)  # Docker's "all" would be more
 
 
 @pytest.mark.parametrize(

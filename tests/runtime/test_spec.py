@@ -114,6 +114,13 @@ def test_docker_gets_the_chosen_gpus_by_uuid(tmp_path: Path) -> None:
     assert docker_gpus("device=0") == GpuRequest("ids", ids=(gpus[0].uuid or "",))
     assert docker_gpus("1") == GpuRequest("ids", ids=(gpus[0].uuid or "",))  # a count: the first one
     assert docker_gpus("all") == GpuRequest("all") and docker_gpus(None) == GpuRequest("all")
+    # CUDA_VISIBLE_DEVICES hid one of three GPUs from nimctl: "all" would be all three in Docker.
+    narrowed = replace(inventory, hidden=1)
+    for request in ("all", None):
+        spec = plan_run(
+            model="qwen2.5-vl-7b-instruct", runtime="docker", gpus=request, cache_dir=tmp_path, inventory=narrowed
+        )
+        assert spec.gpus == GpuRequest("ids", ids=tuple(gpu.uuid or "" for gpu in gpus))
     # Without UUIDs (an assumed inventory) the request goes as typed.
     assumed = plan_run(
         model="qwen2.5-vl-7b-instruct", runtime="docker", gpus="device=1", cache_dir=tmp_path, inventory=TWO_H100
