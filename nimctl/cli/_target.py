@@ -4,7 +4,8 @@ Order: ``--url``, else ``NIMCTL_URL`` (both through the option), else the one ru
 instance that ``nimctl ps`` shows, else ``http://127.0.0.1:8000``; several running
 instances and no URL is a usage error rather than a guess. The module itself is cheap;
 the instance lookup reads nimctl's state folder and, when a Docker socket is there, asks
-the daemon (the docker SDK's import, about 0.1 s): scripts that set ``NIMCTL_URL`` never pay it.
+the daemon (one request over the socket; the SDK only for a daemon elsewhere): scripts that
+set ``NIMCTL_URL`` never pay it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def find_running_instance_url() -> str | None:
     """The URL of the one instance ``nimctl ps`` would list; None when none runs.
 
     Called only when neither ``--url`` nor ``NIMCTL_URL`` is given. Local instances are read
-    first; Docker is asked (about a second at most) only when that can still change the
+    first; Docker is asked (given up on after about a second) only when that can still change the
     answer and a daemon may be there. Several running instances raise a UsageError.
     """
     from nimctl.runtime.manage import running_instance_urls

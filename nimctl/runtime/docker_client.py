@@ -70,6 +70,7 @@ def running_container_urls(timeout: float) -> list[str] | None:
     if not address.startswith("unix://"):
         return None
     import json
+    import time
 
     import httpx
 
@@ -78,15 +79,27 @@ def running_container_urls(timeout: float) -> list[str] | None:
     # What `docker ps --filter label=ai.nimctl.managed=true` asks: running containers, newest first.
     filters = json.dumps({"label": [f"{MANAGED_LABEL}=true"]})
     transport = httpx.HTTPTransport(uds=address.removeprefix("unix://"))
+    # httpx's timeout bounds each read; the deadline bounds the whole answer of a daemon that drips.
+    deadline = time.monotonic() + timeout
+    body = bytearray()
     try:
-        with httpx.Client(transport=transport, base_url="http://docker", timeout=timeout) as client:
-            response = client.get("/containers/json", params={"filters": filters})
+        with (
+            httpx.Client(transport=transport, base_url="http://docker", timeout=timeout) as client,
+            client.stream("GET", "/containers/json", params={"filters": filters}) as response,
+        ):
             response.raise_for_status()
-            containers = response.json()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if time.monotonic() > deadline:
+                    return []
+        containers = json.loads(body)
     except (httpx.HTTPError, ValueError):  # ValueError: not JSON
         return []
-    labels = [c.get("Labels") or {} for c in containers if isinstance(c, dict)]
-    return [str(label[f"{LABEL}.url"]) for label in labels if label.get(f"{LABEL}.url")]
+    if not isinstance(containers, list):
+        return []
+    labels = [c.get("Labels") for c in containers if isinstance(c, dict)]
+    urls = [label.get(f"{LABEL}.url") for label in labels if isinstance(label, dict)]
+    return [url for url in urls if isinstance(url, str) and url]
 
 
 PERMISSION_HINT = "add yourself to the docker group (then log in again), or run with --runtime local"
