@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,12 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.docker
 
-NAME = "nimctl-e2e-default-target"
+NAME = f"nimctl-e2e-default-target-{os.getpid()}"  # another checkout's tests may run beside these
+
+
+def _others_running(client: DockerClient) -> list[str]:
+    filters = {"label": "ai.nimctl.managed=true"}
+    return [c.name for c in client.containers.list(filters=filters) if c.name != NAME]
 
 
 @pytest.fixture
@@ -36,7 +42,11 @@ def labelled_container(docker_client: DockerClient, cpu_image: str) -> Iterator[
         container.remove(force=True)
 
 
-def test_health_without_a_url_talks_to_the_running_container(labelled_container: str, nimctl: Cli) -> None:
+def test_health_without_a_url_talks_to_the_running_container(
+    labelled_container: str, nimctl: Cli, docker_client: DockerClient
+) -> None:
+    if others := _others_running(docker_client):
+        pytest.skip(f"other nimctl containers run ({', '.join(others)}): no URL would be a usage error")
     code, _, err = nimctl("health", "--format", "json")
     # Its URL was found (and nothing answers there): the error names it.
     assert code == EXIT_UNREACHABLE, err
@@ -55,5 +65,5 @@ def test_the_lookup_imports_no_docker_sdk(labelled_container: str, tmp_path: Pat
     command = [sys.executable, "-c", script]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=True, cwd=root)
     urls, docker_modules = json.loads(result.stdout)
-    assert urls == [labelled_container]
+    assert labelled_container in urls
     assert docker_modules == []
