@@ -88,9 +88,9 @@ def test_ps_shows_it_ready(started: dict[str, str], nimctl: Cli) -> None:
 def test_client_commands_find_it_without_a_url(
     started: dict[str, str], nimctl: Cli, docker_client: DockerClient
 ) -> None:
-    others = [name for name in labelled(docker_client) if name != NAME]
-    if others:
-        pytest.skip(f"other nimctl containers exist ({', '.join(others)}): no URL could mean several")
+    running = docker_client.containers.list(filters={"label": "ai.nimctl.managed=true"})
+    if others := [c.name for c in running if c.name != NAME]:
+        pytest.skip(f"other nimctl containers run ({', '.join(others)}): no URL would mean several")
     code, out, err = nimctl("health", "--format", "json")
     assert code == 0, err
     report = json.loads(out)
