@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -27,6 +28,13 @@ ImageOption = Annotated[
 SystemOption = Annotated[
     str | None, typer.Option("--system", "-s", help="System prompt.", show_default=False)
 ]
+
+
+class Preference(StrEnum):
+    """Between runnable profiles: the fewest GPUs (throughput) or the most (latency)."""
+
+    throughput = "throughput"
+    latency = "latency"
 
 
 def output(ctx: typer.Context, fmt: Format = Format.table) -> Output:

@@ -5,13 +5,12 @@ Thin: parse, call :mod:`nimctl.profiles`, print. Pydantic and NVML load inside t
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nimctl.cli._common import FormatOption, output
+from nimctl.cli._common import FormatOption, Preference, output
 from nimctl.cli.gpus import GpusOption
 from nimctl.errors import ProfileError, UsageError
 from nimctl.output import Format
@@ -31,19 +30,16 @@ ModelArgument = Annotated[
 ]
 
 
-class Preference(StrEnum):
-    throughput = "throughput"
-    latency = "latency"
-
-
 PreferOption = Annotated[
-    Preference, typer.Option("--prefer", help="throughput: the fewest GPUs; latency: the most.")
+    Preference,
+    typer.Option("--prefer", case_sensitive=False, help="throughput: the fewest GPUs; latency: the most."),
 ]
 LoraOption = Annotated[bool, typer.Option("--lora", help="Choose among the LoRA-capable profiles only.")]
 ServePreferOption = Annotated[
     Preference | None,
     typer.Option(
         "--prefer",
+        case_sensitive=False,
         help="throughput: the fewest GPUs; latency: the most. Default: $NIMCTL_PROFILE_PREFERENCE, "
         "else throughput, as nim-serve.",
         show_default=False,
@@ -54,7 +50,8 @@ MaxModelLenOption = Annotated[
     typer.Option("--max-model-len", min=1, help="Estimate memory for this context instead of the profile's."),
 ]
 # The commands that stand for what nim-serve would do (select, list-model-profiles) default to what
-# it derives from its variables (nimctl.profiles.serving); given here, a value wins, as after nim-serve.
+# it derives from its variables (nimctl.server.selection_inputs); a value given here wins, as after
+# nim-serve.
 ServeLoraOption = Annotated[
     bool | None,
     typer.Option(
@@ -225,7 +222,8 @@ def select(
     NIM_PASSTHROUGH_ARGS / NIM_MAX_MODEL_LEN."""
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
-    from nimctl.profiles import select_profile, serve_inputs
+    from nimctl.profiles import select_profile
+    from nimctl.server.selection_inputs import serve_inputs
 
     inputs = serve_inputs(
         model=model, profile=profile, lora=lora, max_model_len=max_model_len, prefer=prefer and prefer.value
@@ -257,8 +255,8 @@ def list_model_profiles(
     marked (default model: $NIM_MODEL_PATH, else nim-serve's)."""
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
-    from nimctl.profiles import serve_inputs
     from nimctl.profiles.report import nim_text
+    from nimctl.server.selection_inputs import serve_inputs
 
     inputs = serve_inputs(
         model=model,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nimctl.cli._common import output
+from nimctl.cli._common import Preference, output
 from nimctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 if TYPE_CHECKING:
@@ -48,15 +48,16 @@ def run(
         ),
     ] = None,
     prefer: Annotated[
-        str,
+        Preference,
         typer.Option(
             "--prefer",
             envvar="NIMCTL_PROFILE_PREFERENCE",
             show_envvar=False,
+            case_sensitive=False,
             help="Between runnable profiles: throughput (the fewest GPUs) or latency (the most) "
             "[env NIMCTL_PROFILE_PREFERENCE].",
         ),
-    ] = "throughput",
+    ] = Preference.throughput,
     port: Annotated[int, typer.Option("--port", help="Host port of the server.")] = 8000,
     host: Annotated[
         str, typer.Option("--host", help="Host address to publish on (0.0.0.0 exposes it to the network).")
@@ -123,7 +124,7 @@ def run(
         runtime=chosen,
         profile=profile,
         gpus=gpus,
-        prefer=prefer,
+        prefer=prefer.value,
         port=port,
         host=host,
         name=name,

@@ -14,7 +14,6 @@ from nimctl.profiles.loader import find_manifest, load_manifest, manifest_files,
 from nimctl.profiles.memory import MemoryEstimate, estimate
 from nimctl.profiles.schema import License, Manifest, ModelInfo, Profile, profile_name
 from nimctl.profiles.selection import Selection, select_profile
-from nimctl.profiles.serving import ServeInputs, serve_inputs
 
 __all__ = [
     "Classified",
@@ -24,7 +23,6 @@ __all__ = [
     "ModelInfo",
     "Profile",
     "Selection",
-    "ServeInputs",
     "classify",
     "estimate",
     "find_manifest",
@@ -33,5 +31,4 @@ __all__ = [
     "profile_name",
     "search_path",
     "select_profile",
-    "serve_inputs",
 ]

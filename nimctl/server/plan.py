@@ -21,13 +21,9 @@ from typing import TYPE_CHECKING, Any
 from nimctl.errors import ConfigError, ManifestError, UsageError
 from nimctl.server.config import ServerConfig
 from nimctl.server.engine import engine_command
-from nimctl.server.engine_args import (
-    CLI_ORIGIN,
-    PASSTHROUGH_ORIGIN,
-    check_user_engine_args,
-    requested_context_length,
-)
+from nimctl.server.engine_args import CLI_ORIGIN, PASSTHROUGH_ORIGIN, check_user_engine_args
 from nimctl.server.model_source import ModelSource, parse_model_source
+from nimctl.server.selection_inputs import ServeInputs, inputs_from_config
 
 if TYPE_CHECKING:
     from nimctl.profiles import Manifest, Profile
@@ -96,9 +92,7 @@ def build_plan(
     source = parse_model_source(config.model_path)
     source.check()
     manifest = _find_manifest(source, config)
-    # The profile is judged at the context the engine will run with, which the user may shorten.
-    context = requested_context_length([*config.passthrough_args, *cli_engine_args], config.max_model_len)
-    profile, reason = _select(manifest, config, context)
+    profile, reason = _select(manifest, inputs_from_config(config, cli_engine_args))
     served_name = config.served_model_name or (
         manifest.model.served_name if manifest else source.default_served_name
     )
@@ -160,20 +154,19 @@ def _find_manifest(source: ModelSource, config: ServerConfig) -> Manifest | None
         return None  # a model without a manifest runs on the engine's defaults (NIM's model-free mode)
 
 
-def _select(
-    manifest: Manifest | None, config: ServerConfig, max_model_len: int | None
-) -> tuple[Profile | None, str]:
+def _select(manifest: Manifest | None, inputs: ServeInputs) -> tuple[Profile | None, str]:
     if manifest is None:
         return None, "no manifest lists this model: the engine's defaults apply"
     from nimctl.gpu import detect_inventory
     from nimctl.profiles import select_profile
 
+    # The profile is judged at the context the engine will run with, which the user may shorten.
     selection = select_profile(
         manifest,
         detect_inventory(),
-        requested=config.model_profile,
-        prefer=config.profile_preference,
-        lora=bool(config.peft_source),
-        max_model_len=max_model_len,
+        requested=inputs.profile,
+        prefer=inputs.prefer,
+        lora=inputs.lora,
+        max_model_len=inputs.max_model_len,
     )
     return selection.profile, selection.reason

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from nimctl.cli.main import app
 from nimctl.errors import ConfigError
-from nimctl.profiles import find_manifest, serve_inputs
+from nimctl.profiles import find_manifest
 from nimctl.profiles.loader import REPO_PROFILES_DIR
+from nimctl.server.selection_inputs import serve_inputs
 
 BASE = {
     "NO_COLOR": "1",
@@ -161,6 +162,15 @@ def test_what_is_given_on_the_command_line_wins() -> None:
     assert select_choice(env, "--max-model-len", "32768") == _id(QWEN7B, "vllm-bf16-tp1-pp1-lora")
     assert select_choice(env, "tiny-llm") is None  # no LoRA profile, as nim-serve would say
     assert select_choice(env, "tiny-llm", "--no-lora") == _id("tiny-llm", "vllm-fp32-tp1-pp1-cpu")
+
+
+def test_a_given_preference_wins_over_the_variable_even_a_broken_one() -> None:
+    env = {"NIM_MODEL_PATH": "hf://Qwen/Qwen2.5-VL-72B-Instruct", "NIMCTL_ASSUME_GPUS": "H100-80GB:8"}
+    latency = _id("qwen2.5-vl-72b-instruct", "vllm-fp8-tp4-pp1-h100")
+    assert select_choice({**env, "NIMCTL_PROFILE_PREFERENCE": "bogus"}, "--prefer", "Latency") == latency
+    result = CliRunner().invoke(app, ["profiles", "select"], env={**BASE, **env, "NIMCTL_PROFILE_PREFERENCE": "bogus"})
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: invalid NIMCTL_PROFILE_PREFERENCE='bogus'")
 
 
 def test_serve_inputs_reads_only_the_selection_variables() -> None:
