@@ -1,6 +1,7 @@
 """How soon ``nim-serve`` answers ``/v1/health/live`` after it is started (target: within 1 s).
 
-Starts the real server several times with the built-in tiny model and a fresh cache, polls
+Starts the real server (``python -m nimctl serve``, the command behind the ``nim-serve`` script)
+several times with the built-in tiny model and a fresh cache, polls
 ``/v1/health/live`` every 5 ms from the moment the process is spawned, and prints the time to
 the first 200 beside the target, with ``python -c pass`` in the same environment for scale.
 Each server is stopped (SIGTERM) as soon as it is live: the model fetch and the engine that

@@ -49,7 +49,8 @@ class Classified:
     fix: str | None = None  # what would make it runnable
     usable_per_gpu: int | None = None  # bytes the engine may use on each of its GPUs
     # How far from runnable, for "closest" lists: 0 runnable, 1 low memory, 2 too large for the
-    # card, 3 too few GPUs (more of the card would run it), 4 too few GPUs and then only with a
+    # card, 3 too few GPUs (more of the card would run it) or GPUs in MIG mode (turning it off
+    # would), 4 too few GPUs and then only with a
     # shorter context, 5 too few GPUs and too large for the card anyway, 6 compute capability,
     # 7 other GPU type, 8 no GPU at all.
     distance: int = 0
