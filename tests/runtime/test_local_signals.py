@@ -7,6 +7,7 @@ while it is stopping, SIGHUP from a closed terminal, SIGTERM), nothing it starte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -94,9 +95,17 @@ class Cli:
         return [launcher, *launcher.children(recursive=True)]
 
     def stop(self) -> None:
+        """After a failed test too: the CLI, and what it started if it could not stop it itself."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        try:
+            processes = self.instance_processes()
+        except (OSError, ValueError, KeyError, psutil.Error):
+            return  # no record left, or its launcher has gone
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def _alive(process: psutil.Process) -> bool:
