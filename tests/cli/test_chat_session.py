@@ -76,6 +76,12 @@ def test_question_image_cancel_and_exit(nim_server: ServerProcess, tmp_path: Pat
         child.expect_exact("unknown command /nonsense")
         child.expect_exact(PROMPT)
 
+        child.send("first line")
+        child.send("\x1b\r")  # Alt+Enter: a new line in the same question
+        child.send("second line\r")
+        child.expect_exact("time to first token")
+        child.expect_exact(PROMPT)
+
         child.sendline("/exit")
         child.expect(pexpect.EOF)
     finally:
@@ -83,6 +89,7 @@ def test_question_image_cancel_and_exit(nim_server: ServerProcess, tmp_path: Pat
     assert child.exitstatus == 0
     history = (tmp_path / "state" / "chat_history").read_text()
     assert "+hello" in history and "+/nonsense" in history
+    assert "+first line\n+second line\n" in history  # one entry of two lines, sent as one question
 
 
 def test_ctrl_c_cancels_the_reply_and_keeps_the_session(nim_server: ServerProcess, tmp_path: Path) -> None:
