@@ -49,7 +49,7 @@ class _ErrorHandling:
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             if _is_cli_control_flow(exc):
-                raise  # exits, aborts, usage errors and --help: the CLI framework's own to print
+                raise  # exits, aborts and --help: the CLI framework's own to print
             _report(ctx, exc, "this is a bug in nimctl; run again with --debug and report the traceback")
             raise typer.Exit(EXIT_UNEXPECTED) from None
 
