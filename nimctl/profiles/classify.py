@@ -147,10 +147,11 @@ def classify_profile(
         kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
         missing = needed - len(capable)
         more = f"{missing} more{kind} GPU" + ("s" if missing > 1 else "")
-        if len(capable) < len(candidates):  # some GPUs are there but lack the precision
+        lacking_cc = len(capable) < len(candidates)  # some GPUs are there but lack the precision
+        if lacking_cc:
             more += f" with compute capability >= {need_cc}"
         fix, distance = _fix_with_more_gpus(manifest, profile, memory, capable, more)
-        if len(capable) < len(candidates):
+        if lacking_cc:
             verb = "has" if len(capable) == 1 else "have"
             return Classified(
                 profile,
@@ -270,7 +271,7 @@ def _fix_with_more_gpus(
     if then.status == LOW_MEMORY:  # only with a shorter context
         return f"{more}, then {then.fix}", 4
     shortest = min(MIN_USEFUL_CONTEXT, memory.context)
-    budget = int(card.memory_total * gpu_memory_utilization(profile))
+    budget = then.usable_per_gpu or 0  # an idle card: its whole share for the engine
     kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
     return (
         f"{profile.gpu_count}{kind} GPUs with more memory than {card.name}: needs "
