@@ -18,6 +18,7 @@ from nimctl.output import Format
 if TYPE_CHECKING:
     from nimctl.profiles import Manifest, Profile
     from nimctl.profiles.report import ProfileReport
+    from nimctl.profiles.selection import Prefer
 
 ModelArgument = Annotated[
     str | None,
@@ -138,7 +139,7 @@ def list_profiles(
         return
     from nimctl.profiles.render import print_report
 
-    report = _report(model, inventory, profile, prefer, lora, max_model_len, profiles_dir)
+    report = _report(model, inventory, profile, prefer.value, lora, max_model_len, profiles_dir)
     out.result(report.to_dict(), lambda: print_report(out, report))
 
 
@@ -269,7 +270,7 @@ def list_model_profiles(
         inputs.model,
         detect_inventory(gpus),
         inputs.profile,
-        Preference(inputs.prefer),
+        inputs.prefer,
         inputs.lora,
         inputs.max_model_len,
         profiles_dir,
@@ -307,7 +308,7 @@ def _report(
     ref: str,
     inventory: Any,
     requested: str | None,
-    prefer: Preference,
+    prefer: Prefer,
     lora: bool,
     max_model_len: int | None,
     profiles_dir: Path | None,
@@ -318,7 +319,7 @@ def _report(
         _find(ref, profiles_dir),
         inventory,
         requested=requested,
-        prefer=prefer.value,
+        prefer=prefer,
         lora=lora,
         max_model_len=max_model_len,
     )
