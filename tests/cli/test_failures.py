@@ -222,13 +222,18 @@ def test_a_broken_manifest_points_at_the_format(tmp_path: Path) -> None:
 
 
 def _console_script(name: str, entry: str, *args: str) -> tuple[int, str]:
-    """A console script (nim-serve, list-model-profiles) as its entry point runs it."""
+    """A console script (nim-serve, list-model-profiles): the installed one, else its entry point."""
     import subprocess
     import sys
 
-    module, function = entry.split(":")
-    code = f"import sys; sys.argv = {[name, *args]!r}; from {module} import {function}; {function}()"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    script = Path(sys.executable).with_name(name)
+    if script.exists():
+        command = [str(script), *args]
+    else:
+        module, function = entry.split(":")
+        code = f"import sys; sys.argv = {[name, *args]!r}; from {module} import {function}; {function}()"
+        command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     return result.returncode, result.stderr
 
 
