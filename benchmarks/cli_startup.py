@@ -98,7 +98,7 @@ def main() -> None:
     cases: dict[str, tuple[list[str], dict[str, str]]] = {
         "python -c pass": ([sys.executable, "-c", "pass"], env),
         "floor: http.client": ([sys.executable, "-c", "import http.client, json"], env),
-        "floor: typer+httpx": ([sys.executable, "-c", "import typer, nimctl.client._httpx"], env),
+        "floor: typer+httpx": ([sys.executable, "-c", "import typer, nimctl._httpx"], env),
         "nimctl --help": ([*nimctl, "--help"], env),
         "nimctl health": ([*nimctl, "health"], env),
         "nimctl tokenize": ([*nimctl, "tokenize", "hello world"], env),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nimctl.client._httpx import httpx
+from nimctl._httpx import httpx
 from nimctl.errors import (
     ClientError,
     HTTPStatusError,

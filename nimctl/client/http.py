@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nimctl import __version__
+from nimctl._httpx import httpx
 from nimctl.client import DEFAULT_URL
-from nimctl.client._httpx import httpx
 from nimctl.client.answers import NOT_A_NIM_HINT, json_body, parse_answer
 from nimctl.client.errors import map_transport_error, raise_for_status
 from nimctl.client.stream import ChatStream

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from nimctl.client._httpx import httpx
+from nimctl._httpx import httpx
 from nimctl.client.answers import parse_answer
 from nimctl.client.errors import error_from_body, map_transport_error
 from nimctl.errors import UnreadableAnswerError

@@ -72,8 +72,7 @@ def running_container_urls(timeout: float) -> list[str] | None:
     import json
     import time
 
-    import httpx
-
+    from nimctl._httpx import httpx
     from nimctl.runtime.spec import LABEL, MANAGED_LABEL
 
     # What `docker ps --filter label=ai.nimctl.managed=true` asks: running containers, newest first.

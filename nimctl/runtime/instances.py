@@ -102,7 +102,7 @@ def answers(url: str, path: str, *, client: httpx.Client | None = None, timeout:
 
     ``client`` lets the readiness wait reuse one connection pool across its probes.
     """
-    import httpx
+    from nimctl._httpx import httpx
 
     try:
         if client is not None:

@@ -45,7 +45,7 @@ def wait_ready(
     stop_hint: str | None = None,
 ) -> float:
     """Block until ``target`` is ready; returns the seconds it took."""
-    import httpx
+    from nimctl._httpx import httpx
 
     with httpx.Client(timeout=2.0) as client:
         return _wait(client, target, timeout, on_event or (lambda _event: None), stop_hint)

@@ -3,8 +3,9 @@
 httpx's ``__init__`` imports its own CLI (click, rich.progress, pygments: ~90 ms, a third
 of a ``nimctl health`` run) whenever those happen to be installed. A None entry in
 sys.modules makes that optional import fail fast, httpx falls back to its stub ``main``,
-and the entry is removed again. nimctl never runs the httpx CLI. Every module of the
-client imports httpx from here.
+and the entry is removed again. nimctl never runs the httpx CLI. Every nimctl module that
+talks HTTP (the client, and the runtime's readiness probes and Docker socket lookup) imports
+httpx from here.
 """
 
 from __future__ import annotations
