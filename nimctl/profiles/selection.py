@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nimctl.errors import ProfileError
+from nimctl.errors import ProfileError, UsageError
 from nimctl.gpu.inventory import Inventory
 from nimctl.profiles.classify import LOW_MEMORY, Classified, classify
 from nimctl.profiles.schema import PRECISION_BITS, Manifest, Profile
@@ -77,6 +77,7 @@ def rank_key(item: Classified, inventory: Inventory, prefer: Prefer) -> tuple[An
 
 def rank(classification: list[Classified], inventory: Inventory, prefer: Prefer) -> list[Classified]:
     """``classification`` in the order the automatic rule tries it (steps 3-7)."""
+    prefer = _preference(prefer)
     return sorted(classification, key=lambda c: rank_key(c, inventory, prefer))
 
 
@@ -94,6 +95,15 @@ def select_profile(
     return choose(manifest, inventory, classification, requested, prefer, lora)
 
 
+def _preference(prefer: str) -> Prefer:
+    """The preference, case-blind; any other word is a usage error (it comes from --prefer or a variable)."""
+    value = prefer.strip().lower()
+    if value == "throughput" or value == "latency":
+        return value
+    hint = "use throughput (the fewest GPUs) or latency (the most)"
+    raise UsageError(f"bad --prefer {prefer!r}", hint=hint)
+
+
 def choose(
     manifest: Manifest,
     inventory: Inventory,
@@ -105,8 +115,7 @@ def choose(
     ranked: list[Classified] | None = None,
 ) -> Selection:
     """The choice alone, from a classification already made (``ranked`` too, when the caller has it)."""
-    if prefer not in ("throughput", "latency"):
-        raise ProfileError(f"unknown preference {prefer!r}: use throughput or latency")
+    prefer = _preference(prefer)
     if ranked is None:
         ranked = rank(classification, inventory, prefer)
     if requested is not None and requested.strip().lower() not in AUTOMATIC:

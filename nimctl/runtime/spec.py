@@ -222,14 +222,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_prefer(prefer: str) -> Literal["throughput", "latency"]:
-    value = prefer.strip().lower()
-    if value == "throughput" or value == "latency":
-        return value
-    hint = "use throughput (the fewest GPUs) or latency (the most)"
-    raise UsageError(f"bad --prefer {prefer!r}", hint=hint)
-
-
 def check_restart(policy: str, runtime: Runtime) -> str:
     base, _, count = policy.partition(":")
     if base not in RESTART_POLICIES or (count and (base != "on-failure" or not count.isdigit())):
@@ -326,7 +318,7 @@ def plan_run(
     selection = "no manifest lists this model: the engine's defaults apply"
     device = visible.device
     if resolved.manifest is not None:
-        chosen = select_profile(resolved.manifest, visible, requested=profile, prefer=check_prefer(prefer))
+        chosen = select_profile(resolved.manifest, visible, requested=profile, prefer=prefer)
         profile_id, profile_name, selection = chosen.profile.id, chosen.profile.name, chosen.reason
         device = "cuda" if chosen.profile.device == "cuda" else "cpu"
         gpu_count = chosen.profile.gpu_count if device == "cuda" else 0
