@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nimctl.errors import ClientError
+from nimctl.errors import UnreadableAnswerError
 
 
 @dataclass
@@ -60,7 +60,7 @@ def summarize_metrics(text: str) -> MetricsSummary:
                 if sample.name == "vllm:request_success_total":
                     finished[sample.labels.get("finished_reason", "unknown")] += sample.value
     except ValueError as exc:
-        raise ClientError(
+        raise UnreadableAnswerError(
             f"the server's /v1/metrics is not valid Prometheus text: {exc}",
             hint="nimctl metrics --raw shows what it sent",
         ) from None
