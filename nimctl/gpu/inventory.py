@@ -33,10 +33,6 @@ class GPU:
     def memory_total_gib(self) -> float:
         return self.memory_total / GIB
 
-    @property
-    def memory_free_gib(self) -> float:
-        return self.memory_free / GIB
-
     def matches_gpu_tag(self, tag: str) -> bool:
         """Whether a profile's ``gpu`` tag (e.g. ``H100``, ``H100_NVL``, ``A10G``) names this card."""
         wanted = normalise_name(tag)

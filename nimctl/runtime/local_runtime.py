@@ -104,9 +104,7 @@ class LocalHandle:
 
     def follow(self) -> Iterator[str]:
         """Lines as the server writes them from now on, until it has ended and all is read."""
-        with self.log_path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            yield from lines_of(self._chunks(handle, follow=True))
+        return self.read(tail=0, follow=True)
 
     def read(self, *, tail: int | None, follow: bool) -> Iterator[str]:
         """The whole log (or its last ``tail`` lines), streamed, then new lines when following."""
