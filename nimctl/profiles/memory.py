@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from nimctl.engine_flags import requested_context_length
 from nimctl.gpu.units import GIB, gib_number
 from nimctl.profiles.schema import ModelInfo, Profile
 
@@ -88,7 +89,7 @@ def estimate(model: ModelInfo, profile: Profile, context: int | None = None) -> 
     tp, pp = profile.tp, profile.pp
     weights = int(model.parameters * WEIGHT_BYTES[profile.precision] / (tp * pp))
     if context is None:
-        context = _int(profile.engine_arg("--max-model-len")) or model.max_context
+        context = requested_context_length(profile.engine_args, None) or model.max_context
     if profile.device == "cpu":
         kv_space = _float(profile.env.get("VLLM_CPU_KVCACHE_SPACE")) or 4.0  # vLLM's CPU default, GiB
         return MemoryEstimate(
@@ -122,13 +123,6 @@ def estimate(model: ModelInfo, profile: Profile, context: int | None = None) -> 
 
 def gpu_memory_utilization(profile: Profile) -> float:
     return _float(profile.engine_arg("--gpu-memory-utilization")) or DEFAULT_GPU_MEMORY_UTILIZATION
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
 
 
 def _float(value: str | None) -> float | None:

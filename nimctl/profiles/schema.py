@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from nimctl.engine_flags import flag_value
 from nimctl.profiles.tags import (  # re-exported: the schema's public names
     MIN_COMPUTE_CAPABILITY,
     PRECISION_BITS,
@@ -203,13 +204,8 @@ class Profile(StrictModel):
         return bool(self.tags.get("gpu") or self.tags.get("gpu_device"))
 
     def engine_arg(self, flag: str) -> str | None:
-        """The value given to ``flag`` in the engine arguments (``--flag V`` or ``--flag=V``)."""
-        for i, arg in enumerate(self.engine_args):
-            if arg == flag and i + 1 < len(self.engine_args):
-                return self.engine_args[i + 1]
-            if arg.startswith(flag + "="):
-                return arg.split("=", 1)[1]
-        return None
+        """The value ``flag`` gets from the engine arguments, as vLLM reads them (the last one given)."""
+        return flag_value(self.engine_args, flag)
 
     def to_public_dict(self) -> dict[str, Any]:
         """The JSON form served at ``/v1/manifest`` and printed by ``--format json``."""

@@ -1,4 +1,4 @@
-"""Checks on the engine arguments a user gives, and what the front reads out of them.
+"""Checks on the engine arguments a user gives (reading them: :mod:`nimctl.engine_flags`).
 
 The front launches vLLM with flags of its own (``--model``, ``--served-model-name``, ``--host``,
 ``--port``) and relies on the engine answering plain HTTP on that loopback port without a key.
@@ -8,9 +8,9 @@ flags that would break that contract are refused before anything starts.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
+from nimctl.engine_flags import flag_name
 from nimctl.errors import ConfigError
 
 PASSTHROUGH_ORIGIN = "NIM_PASSTHROUGH_ARGS"
@@ -51,14 +51,6 @@ RESERVED_FLAGS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _flag_name(arg: str) -> str | None:
-    """``--flag`` or ``--flag=value`` as vLLM reads the name (underscores become dashes)."""
-    if not arg.startswith("--") or arg == "--":
-        return None
-    name = arg.split("=", 1)[0]
-    return "--" + name[2:].replace("_", "-")
-
-
 def _reserved(name: str) -> str | None:
     if name in RESERVED_FLAGS:
         return name
@@ -72,7 +64,7 @@ def _reserved(name: str) -> str | None:
 def check_user_engine_args(args: Sequence[str], origin: str) -> None:
     """Refuse the flags the front owns; ``origin`` says where ``args`` came from."""
     for arg in args:
-        name = _flag_name(arg)
+        name = flag_name(arg)
         flag = _reserved(name) if name else None
         if flag is None:
             continue
@@ -81,34 +73,3 @@ def check_user_engine_args(args: Sequence[str], origin: str) -> None:
         shown = flag if given == flag else f"{given} (vLLM reads it as {flag})"
         remedy = f"use {instead} instead" if instead else "remove it"
         raise ConfigError(f"{origin} may not set {shown}: {why}; {remedy}")
-
-
-def _flag_values(args: Sequence[str], flag: str) -> Iterator[str]:
-    for index, arg in enumerate(args):
-        name = _flag_name(arg)
-        if name != flag:
-            continue
-        if "=" in arg:
-            yield arg.split("=", 1)[1]
-        elif index + 1 < len(args):
-            yield args[index + 1]
-
-
-_HUMAN_INT = re.compile(r"(\d+(?:\.\d+)?)([kKmMgG]?)")
-_MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
-
-
-def parse_context_length(value: str) -> int | None:
-    """A ``--max-model-len`` value as vLLM reads it (``2048``, ``4k``, ``4K``); None for auto or junk."""
-    match = _HUMAN_INT.fullmatch(value.strip())
-    if not match:
-        return None  # "auto", "-1" or a typo: the engine decides, or reports the typo itself
-    number, suffix = match.groups()
-    length = int(float(number) * _MULTIPLIERS[suffix])
-    return length if length > 0 else None
-
-
-def requested_context_length(args: Sequence[str], default: int | None) -> int | None:
-    """The context length the engine will run with: the last ``--max-model-len`` wins, as in argparse."""
-    values = list(_flag_values(args, "--max-model-len"))
-    return parse_context_length(values[-1]) if values else default

@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nimctl.engine_flags import requested_context_length
 from nimctl.server.config import ServerConfig
-from nimctl.server.engine_args import requested_context_length
 
 if TYPE_CHECKING:
     from nimctl.profiles.selection import Prefer

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from nimctl.engine_flags import parse_context_length, requested_context_length
 from nimctl.errors import ConfigError, ProfileError
 from nimctl.server.config import ServerConfig
-from nimctl.server.engine_args import parse_context_length, requested_context_length
 from nimctl.server.plan import build_plan
 
 QWEN_7B = "hf://Qwen/Qwen2.5-VL-7B-Instruct"  # a shipped manifest whose profiles need GPUs
