@@ -46,7 +46,7 @@ def build(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Build nimctl's image: OS and Python packages first, nimctl's code last."""
-    from nimctl.cli.runtime import BuildView, format_duration
+    from nimctl.cli.progress import BuildView, format_duration
     from nimctl.errors import UsageError
     from nimctl.runtime.docker_client import connect
     from nimctl.runtime.images import build_image

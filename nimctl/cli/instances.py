@@ -23,7 +23,7 @@ def ps(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List nimctl's instances (containers and host processes), readiness asked live."""
-    from nimctl.cli.runtime import format_duration
+    from nimctl.cli.progress import format_duration
     from nimctl.runtime.manage import list_instances
 
     out = output(ctx, fmt)

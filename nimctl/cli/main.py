@@ -145,7 +145,9 @@ def _root(
 # One module per command group; each imports its library code inside the commands.
 COMMAND_MODULES: dict[str, str] = {
     "serve": "serve",
-    **dict.fromkeys(("build", "run", "ps", "logs", "stop"), "runtime"),
+    "build": "build",
+    "run": "run",
+    **dict.fromkeys(("ps", "logs", "stop"), "instances"),
     "chat": "chat",
     "health": "health",
     **dict.fromkeys(("tokenize", "detokenize", "render", "models"), "inspect"),

@@ -210,7 +210,7 @@ def _stop(started: Started) -> Stopped:
 def _start_and_wait(
     out: Output, spec: RunSpec, *, detach: bool, timeout: float, docker_answers: bool | None
 ) -> None:
-    from nimctl.cli.runtime import BuildView
+    from nimctl.cli.progress import BuildView
     from nimctl.runtime.manage import start_instance
 
     with _stop_signals(spec.name):
@@ -226,7 +226,7 @@ def _start_and_wait(
 
 
 def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: float) -> None:
-    from nimctl.cli.runtime import ReadinessView, format_duration
+    from nimctl.cli.progress import ReadinessView, format_duration
     from nimctl.errors import RuntimeFailure, TimeoutError_
     from nimctl.runtime.manage import wait_for
 

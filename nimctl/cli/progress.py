@@ -1,10 +1,10 @@
-"""The container lifecycle commands (build, run, ps, logs, stop) and how their progress looks.
+"""How the container lifecycle commands show progress: the build and readiness views.
 
-The commands live in :mod:`nimctl.cli.build`, :mod:`nimctl.cli.run` and
-:mod:`nimctl.cli.instances`; this module registers them and holds the two progress views
-they share. A view is a listener for the library's events: on a terminal it draws one live
-line (spinner, step or phase, elapsed time, latest log line) above the finished steps;
-elsewhere it prints one plain line per finished step or phase change.
+``nimctl build`` and ``nimctl run`` share them (and ``ps`` its durations). A view is a
+listener for the library's events: on a terminal it draws one live line (spinner, step or
+phase, elapsed time, latest log line) above the finished steps; elsewhere it prints one
+plain line per finished step or phase change. The commands themselves register from
+:mod:`nimctl.cli.main`, so this module imports none of them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import contextlib
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-
-import typer
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -139,11 +137,3 @@ class ReadinessView(_View):
                 self.print(f"{self.name}: {label} ({format_duration(event.elapsed)})")
         last = " ".join(event.last_line.split())[:90]
         self.line.text = f"{self.name}: {_PHASE_LABELS.get(event.phase, event.phase)}  {last}"
-
-
-def register(app: typer.Typer) -> None:
-    from nimctl.cli import build, instances, run
-
-    build.register(app)
-    run.register(app)
-    instances.register(app)
