@@ -17,6 +17,7 @@ from nimctl.cli._common import (
     output,
     read_text_argument,
 )
+from nimctl.cli._reply import print_streamed_reply
 from nimctl.cli._target import ApiKeyOption, TimeoutOption, UrlOption, make_client
 from nimctl.errors import UsageError
 from nimctl.output import Format
@@ -174,20 +175,3 @@ def _answer_once(out: Output, talk: Conversation, question: str, *, stream: bool
         out.text(talk.ask(question).text)
     if show_stats and talk.last_stats is not None:
         out.info(talk.last_stats.summary())
-
-
-def print_streamed_reply(out: Output, talk: Conversation, question: str) -> None:
-    """Print the reply piece by piece; the request is closed however this ends (Ctrl-C included)."""
-    pieces = talk.stream(question)
-    printed = False
-    try:
-        for piece in pieces:
-            out.write(piece)
-            printed = True
-    except BaseException:
-        if printed:
-            out.write("\n")  # end the half line, so the error or the next prompt starts clean
-        raise
-    finally:
-        pieces.close()
-    out.write("\n")

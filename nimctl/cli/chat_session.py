@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nimctl.cli._reply import print_streamed_reply
 from nimctl.errors import ClientError, UsageError
 
 if TYPE_CHECKING:
@@ -81,8 +82,6 @@ def run_session(out: Output, talk: Conversation, *, stream: bool, show_stats: bo
 
 
 def _reply(out: Output, talk: Conversation, text: str, *, stream: bool, show_stats: bool) -> None:
-    from nimctl.cli.chat import print_streamed_reply
-
     try:
         if stream:
             print_streamed_reply(out, talk, text)
