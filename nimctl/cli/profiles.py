@@ -224,9 +224,9 @@ def select(
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
     from nimctl.profiles import select_profile
-    from nimctl.server.selection_inputs import serve_inputs
+    from nimctl.server.selection_inputs import selection_inputs
 
-    inputs = serve_inputs(
+    inputs = selection_inputs(
         model=model, profile=profile, lora=lora, max_model_len=max_model_len, prefer=prefer and prefer.value
     )
     manifest = _find(inputs.model, profiles_dir)
@@ -257,9 +257,9 @@ def list_model_profiles(
     out = output(ctx, fmt)
     from nimctl.gpu import detect_inventory
     from nimctl.profiles.report import nim_text
-    from nimctl.server.selection_inputs import serve_inputs
+    from nimctl.server.selection_inputs import selection_inputs
 
-    inputs = serve_inputs(
+    inputs = selection_inputs(
         model=model,
         profile=profile,
         lora=lora,
@@ -280,7 +280,7 @@ def list_model_profiles(
 
 def list_model_profiles_main() -> None:
     """``list-model-profiles`` (in the container): NIM's listing for the served model."""
-    from nimctl.cli.main import run_standalone
+    from nimctl._entry import run_standalone
 
     run_standalone(list_model_profiles, "list-model-profiles")
 

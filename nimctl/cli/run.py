@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from nimctl import contract
 from nimctl.cli._common import Preference, output
 from nimctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
@@ -58,7 +59,25 @@ def run(
             "[env NIMCTL_PROFILE_PREFERENCE].",
         ),
     ] = Preference.throughput,
-    port: Annotated[int, typer.Option("--port", help="Host port of the server.")] = 8000,
+    lora: Annotated[
+        Path | None,
+        typer.Option(
+            "--lora",
+            help=f"Folder of LoRA adapters: sets {contract.PEFT_SOURCE} (mounted at "
+            f"{contract.CONTAINER_LORA}), so a LoRA profile is chosen.",
+            show_default=False,
+        ),
+    ] = None,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(
+            "--max-model-len",
+            min=1,
+            help=f"Context length: sets {contract.MAX_MODEL_LEN}; profiles are judged at it.",
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Host port of the server.")] = contract.CONTAINER_PORT,
     host: Annotated[
         str, typer.Option("--host", help="Host address to publish on (0.0.0.0 exposes it to the network).")
     ] = "127.0.0.1",
@@ -69,7 +88,7 @@ def run(
         Path | None,
         typer.Option(
             "--cache",
-            help="Host model cache, mounted at /opt/nim/.cache [~/.cache/nimctl].",
+            help=f"Host model cache, mounted at {contract.CONTAINER_CACHE} [~/.cache/nimctl].",
             show_default=False,
         ),
     ] = None,
@@ -124,7 +143,10 @@ def run(
         runtime=chosen,
         profile=profile,
         gpus=gpus,
-        prefer=prefer.value,
+        # Given or from the variable: the container gets it too; the default is nim-serve's own.
+        prefer=_given(ctx, "prefer", prefer.value),
+        lora=lora,
+        max_model_len=max_model_len,
         port=port,
         host=host,
         name=name,
@@ -280,3 +302,11 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
 
 def register(app: typer.Typer) -> None:
     app.command("run", context_settings={"allow_extra_args": True})(run)
+
+
+
+def _given(ctx: typer.Context, name: str, value: str) -> str | None:
+    """``value`` when the user gave the option (or its variable); None when it is the default."""
+    source = ctx.get_parameter_source(name)
+    # By name: Typer's context may carry its own copy of click's ParameterSource enum.
+    return None if source is None or source.name == "DEFAULT" else value

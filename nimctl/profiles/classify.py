@@ -89,6 +89,17 @@ def classify_profile(
     manifest: Manifest, profile: Profile, inventory: Inventory, *, max_model_len: int | None = None
 ) -> Classified:
     memory = estimate(manifest.model, profile, context=max_model_len)
+    longest = manifest.model.max_context
+    if max_model_len is not None and max_model_len > longest:
+        # vLLM refuses a context past the model's own (max_position_embeddings) on any hardware.
+        return Classified(
+            profile,
+            INCOMPATIBLE,
+            f"a context of {max_model_len} tokens is longer than {manifest.model.name}'s {longest}",
+            memory,
+            fix=f"ask for --max-model-len {longest} or less",
+            distance=2,
+        )
     if profile.device == "cpu":
         return Classified(profile, RUNNABLE, "runs on the CPU (vLLM CPU backend)", memory)
     needed = profile.gpu_count

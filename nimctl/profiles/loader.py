@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nimctl import contract
 from nimctl.errors import ManifestError, UsageError
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
     from nimctl.profiles.schema import Manifest
 
-CONTAINER_PROFILES_DIR = Path("/opt/nim/profiles")
+CONTAINER_PROFILES_DIR = Path(contract.CONTAINER_PROFILES)
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_PROFILES_DIR = _PACKAGE_DIR.parent / "profiles"
 PACKAGED_PROFILES_DIR = _PACKAGE_DIR / "data" / "profiles"
@@ -31,7 +32,7 @@ def search_path(profiles_dir: str | os.PathLike[str] | None = None) -> list[Path
     if profiles_dir is not None:
         return [Path(profiles_dir)]
     dirs: list[Path] = []
-    env = os.environ.get("NIMCTL_PROFILES_DIR", "")
+    env = os.environ.get(contract.PROFILES_DIR, "")
     dirs.extend(Path(part) for part in env.split(os.pathsep) if part)
     dirs.extend([CONTAINER_PROFILES_DIR, REPO_PROFILES_DIR, PACKAGED_PROFILES_DIR])
     unique: list[Path] = []

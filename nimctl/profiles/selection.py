@@ -17,7 +17,9 @@ Automatic choice (``NIM_MODEL_PROFILE`` unset or ``default``):
 Manual choice (``NIM_MODEL_PROFILE`` / ``--profile``): an id (or a unique prefix of 6+ hex digits,
 as the tables show 12), a name, or ``default``. A profile that is not in the manifest, or is not
 runnable here, is refused with its reason and the list of runnable ones, in the order the
-automatic choice takes them (LoRA ones last, labelled, unless LoRA was asked for).
+automatic choice takes them (LoRA ones last, labelled, unless LoRA was asked for). A pinned
+profile must also fit the request: one without LoRA is refused when LoRA is asked for, and any
+profile when the requested context is longer than the model's (classified incompatible).
 
 When nothing is runnable, the error lists the closest profiles (low memory first, then those too
 large for the card, those needing more GPUs -- that more of the card present would run, then those
@@ -77,7 +79,7 @@ def rank_key(item: Classified, inventory: Inventory, prefer: Prefer) -> tuple[An
 
 def rank(classification: list[Classified], inventory: Inventory, prefer: Prefer) -> list[Classified]:
     """``classification`` in the order the automatic rule tries it (steps 3-7)."""
-    prefer = _preference(prefer)
+    prefer = parse_preference(prefer)
     return sorted(classification, key=lambda c: rank_key(c, inventory, prefer))
 
 
@@ -95,7 +97,7 @@ def select_profile(
     return choose(manifest, inventory, classification, requested, prefer, lora)
 
 
-def _preference(prefer: str) -> Prefer:
+def parse_preference(prefer: str) -> Prefer:
     """The preference, case-blind; any other word is a usage error (it comes from --prefer or a variable)."""
     value = prefer.strip().lower()
     if value == "throughput" or value == "latency":
@@ -115,7 +117,7 @@ def choose(
     ranked: list[Classified] | None = None,
 ) -> Selection:
     """The choice alone, from a classification already made (``ranked`` too, when the caller has it)."""
-    prefer = _preference(prefer)
+    prefer = parse_preference(prefer)
     if ranked is None:
         ranked = rank(classification, inventory, prefer)
     if requested is not None and requested.strip().lower() not in AUTOMATIC:
@@ -154,6 +156,13 @@ def _pinned(
             f"({label}): {item.reason}; {_PINNED_BY}",
             hint=f"runnable here: {runnable}; or unset NIM_MODEL_PROFILE (or use 'default') "
             "to choose automatically",
+        )
+    if lora and not item.profile.lora:
+        lora_ones = [c for c in ranked if c.runnable and c.profile.lora]
+        raise ProfileError(
+            f"pinned profile {item.profile.name} ({item.profile.id[:12]}) has no LoRA support, and LoRA "
+            f"is asked for (NIM_PEFT_SOURCE or --lora); {_PINNED_BY}",
+            hint=f"runnable LoRA profiles here: {_names(lora_ones) or 'none'}; or drop the LoRA request",
         )
     return Selection(
         item.profile,

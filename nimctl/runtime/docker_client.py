@@ -73,7 +73,7 @@ def running_container_urls(timeout: float) -> list[str] | None:
     import time
 
     from nimctl._httpx import httpx
-    from nimctl.runtime.spec import LABEL, MANAGED_LABEL
+    from nimctl.contract import MANAGED_LABEL, URL_LABEL
 
     # What `docker ps --filter label=ai.nimctl.managed=true` asks: running containers, newest first.
     filters = json.dumps({"label": [f"{MANAGED_LABEL}=true"]})
@@ -97,7 +97,7 @@ def running_container_urls(timeout: float) -> list[str] | None:
     if not isinstance(containers, list):
         return []
     labels = [c.get("Labels") for c in containers if isinstance(c, dict)]
-    urls = [label.get(f"{LABEL}.url") for label in labels if isinstance(label, dict)]
+    urls = [label.get(URL_LABEL) for label in labels if isinstance(label, dict)]
     return [url for url in urls if isinstance(url, str) and url]
 
 

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from nimctl import contract
+from nimctl.contract import MANAGED_LABEL
 from nimctl.errors import RuntimeFailure, RuntimeUnavailableError
 from nimctl.runtime.instances import (
     STOP_TIMEOUT_S,
@@ -16,7 +18,7 @@ from nimctl.runtime.instances import (
     parse_time,
 )
 from nimctl.runtime.ports import check_port_free, port_in_use_error
-from nimctl.runtime.spec import CONTAINER_CACHE, CONTAINER_PORT, LABEL, MANAGED_LABEL, RunSpec
+from nimctl.runtime.spec import RunSpec
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -97,7 +99,7 @@ def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
 
     check_port_free(spec.host, spec.port)
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
-    volumes = {str(spec.cache_dir): {"bind": CONTAINER_CACHE, "mode": "rw"}}
+    volumes = {str(spec.cache_dir): {"bind": contract.CONTAINER_CACHE, "mode": "rw"}}
     for mount in spec.mounts:
         volumes[str(mount.source)] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
     device_requests = []
@@ -117,7 +119,7 @@ def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
             name=spec.name,
             environment=spec.env,
             labels=spec.labels,
-            ports={f"{CONTAINER_PORT}/tcp": (spec.host, spec.port)},
+            ports={f"{contract.CONTAINER_PORT}/tcp": (spec.host, spec.port)},
             volumes=volumes,
             user=spec.user,
             cap_drop=["ALL"],
@@ -184,12 +186,12 @@ def to_instance(container: Container) -> Instance:
     return Instance(
         name=container.name,
         runtime="docker",
-        model=labels.get(f"{LABEL}.model", "?"),
-        profile_id=labels.get(f"{LABEL}.profile"),
-        profile_name=labels.get(f"{LABEL}.profile-name"),
+        model=labels.get(contract.MODEL_LABEL, "?"),
+        profile_id=labels.get(contract.PROFILE_LABEL),
+        profile_name=labels.get(contract.PROFILE_NAME_LABEL),
         state=status,
         exit_code=state.get("ExitCode") if status in {"exited", "dead"} else None,
-        url=labels.get(f"{LABEL}.url", ""),
+        url=labels.get(contract.URL_LABEL, ""),
         started_at=parse_time(state.get("StartedAt")),
         ident=container.short_id,
     )

@@ -11,7 +11,8 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
-from nimctl.runtime.spec import CONTAINER_CACHE, CONTAINER_PORT, is_secret, url_host
+from nimctl import contract
+from nimctl.runtime.spec import is_secret, url_host
 
 if TYPE_CHECKING:
     from nimctl.runtime.spec import RunSpec
@@ -23,7 +24,7 @@ _SECRET_FLAG = re.compile(
     r"^--?(?:[a-z0-9]+[-_])*(?:api[-_]?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE
 )
 # Engine arguments passed through the environment, as NIM does; masked like the command line.
-PASSTHROUGH_ARGS_ENV = "NIM_PASSTHROUGH_ARGS"
+PASSTHROUGH_ARGS_ENV = contract.PASSTHROUGH_ARGS
 
 
 def masked_args(args: list[str]) -> list[str]:
@@ -68,8 +69,8 @@ def docker_run_line(spec: RunSpec, *, detach: bool) -> str:
         args += ["--gpus", flag]
     if spec.restart != "no":
         args += ["--restart", spec.restart]
-    args += ["-p", f"{url_host(spec.host)}:{spec.port}:{CONTAINER_PORT}"]
-    args += ["-v", f"{spec.cache_dir}:{CONTAINER_CACHE}"]
+    args += ["-p", f"{url_host(spec.host)}:{spec.port}:{contract.CONTAINER_PORT}"]
+    args += ["-v", f"{spec.cache_dir}:{contract.CONTAINER_CACHE}"]
     for mount in spec.mounts:
         args += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
     for key, value in masked_env(spec).items():

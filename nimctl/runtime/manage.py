@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from nimctl import contract
 from nimctl.errors import NimctlError, RuntimeUnavailableError, UsageError
 from nimctl.runtime import docker_runtime, local_runtime
 from nimctl.runtime.docker_client import (
@@ -234,7 +235,7 @@ def find_instance(name: str) -> Found:
                 return Found(name, "docker", container=container, client=client)
         elif container is not None and local is None:
             raise UsageError(
-                f"container {name} was not started by nimctl (no {docker_runtime.MANAGED_LABEL} label)",
+                f"container {name} was not started by nimctl (no {contract.MANAGED_LABEL} label)",
                 hint="manage it with docker itself",
             )
     except BaseException:

@@ -22,9 +22,3 @@ def build_logs_dir() -> Path:
 def instances_dir() -> Path:
     """One folder per local (host process) instance."""
     return state_dir() / "instances"
-
-
-def default_cache_dir() -> Path:
-    """The model cache mounted at /opt/nim/.cache; the same folder ``nim-serve`` uses on the host."""
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "nimctl"

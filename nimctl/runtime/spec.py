@@ -12,136 +12,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from nimctl import __version__
+from nimctl import __version__, contract
 from nimctl.errors import UsageError
+from nimctl.runtime.gpu_request import GpuRequest
 
 if TYPE_CHECKING:
     from nimctl.gpu import Inventory
     from nimctl.profiles import Manifest
+    from nimctl.profiles.selection import Selection
 
 Runtime = Literal["docker", "local"]
-DEFAULT_MODEL = "tiny-vlm"
-CONTAINER_PORT = 8000
-CONTAINER_CACHE = "/opt/nim/.cache"
-CONTAINER_PROFILES = "/opt/nim/profiles"
-USER_PROFILES = "/opt/nim/user-profiles"
-CONTAINER_MODEL = "/opt/nim/model"
-LABEL = "ai.nimctl"
-MANAGED_LABEL = f"{LABEL}.managed"
-# Credentials passed through from the caller's environment when set (NIM's own names).
-PASSTHROUGH_SECRETS = ("NGC_API_KEY", "HF_TOKEN")
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# An index, a GPU UUID or a MIG device UUID, in either case.
-_GPU_ID = re.compile(r"[0-9]+|GPU-[0-9a-f-]+|MIG-[0-9a-f-/]+", re.IGNORECASE)
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 
 
 def is_secret(name: str) -> bool:
-    return name in PASSTHROUGH_SECRETS or bool(_SECRET_NAME.search(name))
+    return name in contract.PASSTHROUGH_SECRETS or bool(_SECRET_NAME.search(name))
 
 
 def url_host(host: str) -> str:
     """A host as it goes into a URL or ``-p HOST:PORT:PORT``: an IPv6 literal in brackets."""
     return f"[{host}]" if ":" in host else host
-
-
-@dataclass(frozen=True)
-class GpuRequest:
-    """``--gpus``: ``all``, ``none``, a count (``2``) or device ids (``0,1``, ``device=1``)."""
-
-    kind: Literal["none", "all", "count", "ids"]
-    count: int = 0
-    ids: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> GpuRequest:
-        value = text.strip()
-        keyword = value.lower()
-        if keyword in {"none", "cpu", "0"}:
-            return cls("none")
-        if keyword == "all":
-            return cls("all")
-        if value.isdigit():
-            return cls("count", count=int(value))
-        # Only the keywords are case-blind: UUIDs are kept as typed (Docker passes them on as is).
-        ids = value[len("device=") :] if keyword.startswith("device=") else value
-        parts = tuple(part.strip() for part in ids.strip(",").split(",") if part.strip())
-        if parts and all(_GPU_ID.fullmatch(part) for part in parts):
-            return cls("ids", ids=parts)
-        raise UsageError(
-            f"bad --gpus value {text!r}",
-            hint="use all, none, a count (2) or device ids (0,1 or device=1)",
-        )
-
-    def docker_flag(self) -> str | None:
-        """The ``docker run --gpus`` value (None: no flag)."""
-        if self.kind == "none":
-            return None
-        if self.kind == "all":
-            return "all"
-        if self.kind == "count":
-            return str(self.count)
-        return f'"device={",".join(self.ids)}"'
-
-    def cuda_visible_devices(self, visible: Inventory) -> str | None:
-        """``CUDA_VISIBLE_DEVICES`` for a host process, the GPUs a container would be given
-        (``visible``: the part of the inventory this request selected); None leaves the caller's.
-
-        UUIDs where NVML gave them: the value replaces the caller's, and CUDA reads an index
-        in its own device order (fastest first, unless CUDA_DEVICE_ORDER=PCI_BUS_ID), which
-        need not be NVML's, so an index could name another GPU.
-        """
-        if self.kind == "all":
-            return None
-        if self.kind == "none":
-            return ""
-        return ",".join(gpu.uuid or str(gpu.index) for gpu in visible.gpus)
-
-    def by_uuid(self, visible: Inventory) -> GpuRequest:
-        """The GPUs ``visible`` holds (this request's choice), named by UUID for Docker.
-
-        Docker numbers GPUs as the host does, and ``all`` is every GPU of the host, while
-        nimctl's indices, "the first N" and "all" follow the caller's CUDA_VISIBLE_DEVICES, so
-        the container could get other GPUs than the profile was chosen for. Unchanged without
-        UUIDs (an assumed inventory), for ``none``, and for ``all`` when nothing is hidden.
-        """
-        uuids = tuple(gpu.uuid for gpu in visible.gpus if gpu.uuid)
-        if not uuids or len(uuids) != len(visible.gpus):
-            return self
-        if self.kind in {"ids", "count"} or (self.kind == "all" and visible.hidden):
-            return GpuRequest("ids", ids=uuids)
-        return self
-
-    def visible(self, inventory: Inventory) -> Inventory:
-        """The part of ``inventory`` the container will see, for profile selection."""
-        from dataclasses import replace
-
-        if self.kind == "all":
-            return inventory
-        if self.kind == "none":
-            return replace(inventory, gpus=(), reason="--gpus none")
-        if self.kind == "count":
-            if self.count > len(inventory.gpus):
-                raise UsageError(f"--gpus {self.count}: only {len(inventory.gpus)} GPU(s) visible")
-            return replace(inventory, gpus=inventory.gpus[: self.count])
-        migs = [part for part in self.ids if part.upper().startswith("MIG-")]
-        if migs:
-            # A slice's memory and compute are not in the inventory, so no profile could be checked.
-            raise UsageError(
-                f"--gpus {migs[0]}: a MIG instance; nimctl runs profiles on whole GPUs",
-                hint="give the GPU's index or its GPU- UUID (nimctl gpus lists them)",
-            )
-        # NVML reports UUIDs upper-case ("GPU-3f..."); people copy them from anywhere.
-        wanted = {part.lower() for part in self.ids}
-        chosen = tuple(
-            gpu for gpu in inventory.gpus if str(gpu.index) in wanted or (gpu.uuid or "").lower() in wanted
-        )
-        if len(chosen) != len(self.ids):
-            known = ", ".join(str(gpu.index) for gpu in inventory.gpus) or "none"
-            raise UsageError(f"--gpus {','.join(self.ids)}: no such GPU (visible: {known})")
-        return replace(inventory, gpus=chosen)
 
 
 @dataclass(frozen=True)
@@ -184,17 +77,17 @@ class RunSpec:
     @property
     def labels(self) -> dict[str, str]:
         labels = {
-            MANAGED_LABEL: "true",
-            f"{LABEL}.model": self.model,
-            f"{LABEL}.port": str(self.port),
-            f"{LABEL}.host": self.host,
-            f"{LABEL}.url": self.url,
-            f"{LABEL}.version": __version__,
+            contract.MANAGED_LABEL: "true",
+            contract.MODEL_LABEL: self.model,
+            contract.PORT_LABEL: str(self.port),
+            contract.HOST_LABEL: self.host,
+            contract.URL_LABEL: self.url,
+            contract.VERSION_LABEL: __version__,
         }
         if self.profile_id:
-            labels[f"{LABEL}.profile"] = self.profile_id
+            labels[contract.PROFILE_LABEL] = self.profile_id
         if self.profile_name:
-            labels[f"{LABEL}.profile-name"] = self.profile_name
+            labels[contract.PROFILE_NAME_LABEL] = self.profile_name
         return labels
 
 
@@ -254,8 +147,8 @@ def resolve_model(model: str) -> ResolvedModel:
 
     path = Path(model).expanduser()
     if path.is_dir():
-        mount = Mount(path.resolve(), CONTAINER_MODEL)
-        return ResolvedModel(None, str(path.resolve()), CONTAINER_MODEL, [mount], None)
+        mount = Mount(path.resolve(), contract.CONTAINER_MODEL)
+        return ResolvedModel(None, str(path.resolve()), contract.CONTAINER_MODEL, [mount], None)
     try:
         manifest = find_manifest(model)
     except UsageError:
@@ -265,8 +158,8 @@ def resolve_model(model: str) -> ResolvedModel:
     mounts: list[Mount] = []
     profiles_dir = None
     if path.is_file():  # a manifest outside the image: mount it where the server looks first
-        mounts.append(Mount(path.resolve(), f"{USER_PROFILES}/{path.name}"))
-        profiles_dir = f"{USER_PROFILES}:{CONTAINER_PROFILES}"
+        mounts.append(Mount(path.resolve(), f"{contract.CONTAINER_USER_PROFILES}/{path.name}"))
+        profiles_dir = f"{contract.CONTAINER_USER_PROFILES}:{contract.CONTAINER_PROFILES}"
     source = manifest.model.source
     return ResolvedModel(manifest, source, source, mounts, profiles_dir)
 
@@ -277,8 +170,8 @@ def plan_run(
     runtime: Runtime,
     profile: str | None = None,
     gpus: str | None = None,
-    prefer: str = "throughput",
-    port: int = CONTAINER_PORT,
+    prefer: str | None = None,
+    port: int = contract.CONTAINER_PORT,
     host: str = "127.0.0.1",
     name: str | None = None,
     cache_dir: Path | None = None,
@@ -288,15 +181,21 @@ def plan_run(
     restart: str = "no",
     inventory: Inventory | None = None,
     runtime_note: str | None = None,
+    lora: Path | None = None,
+    max_model_len: int | None = None,
 ) -> RunSpec:
     """Resolve the model and choose the profile on this host; nothing is started.
 
-    ``runtime_note`` says why ``auto`` chose the runtime it did, for the errors that follow from it.
+    The profile is chosen from the environment the server will get, through the function
+    ``nim-serve`` selects with (:func:`nimctl.server.selection_inputs.selection_inputs`), so the
+    profile pinned here is the one the server would choose itself. ``--profile``, ``--lora``,
+    ``--max-model-len`` and ``--prefer`` (None: not given) set their variables over ``-e`` ones,
+    as a flag wins over a variable. ``runtime_note`` says why ``auto`` chose the runtime it did,
+    for the errors that follow from it.
     """
     from nimctl.gpu import detect_inventory
-    from nimctl.profiles import select_profile
+    from nimctl.profiles.selection import parse_preference
     from nimctl.runtime.images import default_image
-    from nimctl.runtime.paths import default_cache_dir
 
     if not 1 <= port <= 65535:
         raise UsageError(f"bad --port {port}: use 1-65535")
@@ -307,18 +206,52 @@ def plan_run(
             hint="a host process runs this nimctl's own nim-serve: leave --image out, or use Docker",
         )
     host = host.strip().removeprefix("[").removesuffix("]")  # [::1] as people write it in URLs
-    model = model or DEFAULT_MODEL
     restart = check_restart(restart, runtime)
     user_env = parse_env(env_pairs or [])
+    if contract.MODEL_PATH in user_env:
+        raise UsageError(
+            f"-e {contract.MODEL_PATH}: nimctl run sets it from the model it resolves",
+            hint=f"name the model as the argument: nimctl run {user_env[contract.MODEL_PATH]}",
+        )
+    resolved = resolve_model(model or contract.DEFAULT_MODEL)
+    # What the user named, for names and labels: the default model by its manifest's name.
+    model = model or (resolved.manifest.model.name if resolved.manifest else contract.DEFAULT_MODEL)
     request = GpuRequest.parse(gpus) if gpus is not None else None
-    resolved = resolve_model(model)
     inventory = inventory if inventory is not None else detect_inventory()
     visible = request.visible(inventory) if request else inventory
+    cache = (cache_dir or contract.host_cache_dir()).expanduser().resolve()
+    mounts = list(resolved.mounts) if runtime == "docker" else []
+
+    options: dict[str, str] = {}  # the flags' variables, over -e ones
+    if lora is not None:
+        options[contract.PEFT_SOURCE] = _lora_source(lora, runtime, mounts)
+    if max_model_len is not None:
+        options[contract.MAX_MODEL_LEN] = str(max_model_len)
+    if prefer is not None:
+        options[contract.PROFILE_PREFERENCE] = parse_preference(prefer)
+    if profile is not None:
+        options[contract.MODEL_PROFILE] = profile
+
+    def server_env(profile_id: str | None = None, devices: str | None = None) -> dict[str, str]:
+        env = _runtime_env(runtime, resolved, model, port, host, cache)
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices
+        if profile_id:
+            env[contract.MODEL_PROFILE] = profile_id
+        for secret in contract.PASSTHROUGH_SECRETS:
+            if os.environ.get(secret) and secret not in user_env:
+                env[secret] = os.environ[secret]
+        env.update(user_env)
+        env.update(options)
+        if profile_id:  # the choice, pinned: what the options and -e asked for chose it
+            env[contract.MODEL_PROFILE] = profile_id
+        return env
+
     profile_id = profile_name = None
     selection = "no manifest lists this model: the engine's defaults apply"
     device = visible.device
     if resolved.manifest is not None:
-        chosen = select_profile(resolved.manifest, visible, requested=profile, prefer=prefer)
+        chosen = _select(resolved.manifest, visible, server_env(), engine_args or [])
         profile_id, profile_name, selection = chosen.profile.id, chosen.profile.name, chosen.reason
         device = "cuda" if chosen.profile.device == "cuda" else "cpu"
         gpu_count = chosen.profile.gpu_count if device == "cuda" else 0
@@ -330,38 +263,19 @@ def plan_run(
         request = GpuRequest("all") if device == "cuda" else GpuRequest("none")
     elif device == "cpu":
         request = GpuRequest("none")
+    devices = None
     if runtime == "docker":
         request = request.by_uuid(visible)
-    cache = (cache_dir or default_cache_dir()).expanduser().resolve()
-
-    env: dict[str, str] = {}
-    if runtime == "docker":
-        env["NIM_MODEL_PATH"] = resolved.container_model_path
-        if resolved.profiles_dir:
-            env["NIMCTL_PROFILES_DIR"] = resolved.profiles_dir
     else:
-        env["NIM_MODEL_PATH"] = resolved.model_path
-        env["NIM_SERVER_PORT"] = str(port)
-        env["NIMCTL_SERVER_HOST"] = host
-        env["NIM_CACHE_PATH"] = str(cache)
-        if resolved.manifest is not None and Path(model).expanduser().is_file():
-            env["NIMCTL_PROFILES_DIR"] = str(Path(model).expanduser().resolve().parent)
         # What --gpus gives a container, for a host process: the engine sees only these GPUs.
         devices = request.cuda_visible_devices(visible)
-        if devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = devices
-    if profile_id:
-        env["NIM_MODEL_PROFILE"] = profile_id
-    for secret in PASSTHROUGH_SECRETS:
-        if os.environ.get(secret) and secret not in user_env:
-            env[secret] = os.environ[secret]
-    env.update(user_env)
+    env = server_env(profile_id, devices)
 
     return RunSpec(
         name=check_name(name) if name else default_name(resolved.manifest, model),
         runtime=runtime,
         model=model,
-        model_path=env["NIM_MODEL_PATH"],
+        model_path=env[contract.MODEL_PATH],
         device=device,
         port=port,
         host=host,
@@ -375,8 +289,55 @@ def plan_run(
         # NIM's guidance: multi-GPU needs a large /dev/shm; Docker's default 64 MiB is too small
         # even for vLLM's own inter-process queues.
         shm_size="16g" if gpu_count > 1 else "1g",
-        mounts=resolved.mounts if runtime == "docker" else [],
+        mounts=mounts,
         engine_args=list(engine_args or []),
         restart=restart,
         user=f"{os.getuid()}:{os.getgid()}",
+    )
+
+
+def _runtime_env(
+    runtime: Runtime, resolved: ResolvedModel, model: str, port: int, host: str, cache: Path
+) -> dict[str, str]:
+    """The variables each runtime sets for the server: a container has its paths and port built
+    in, a host process is told them."""
+    env: dict[str, str] = {}
+    if runtime == "docker":
+        env[contract.MODEL_PATH] = resolved.container_model_path
+        if resolved.profiles_dir:
+            env[contract.PROFILES_DIR] = resolved.profiles_dir
+        return env
+    env[contract.MODEL_PATH] = resolved.model_path
+    env[contract.SERVER_PORT] = str(port)
+    env[contract.SERVER_HOST] = host
+    env[contract.CACHE_PATH] = str(cache)
+    if resolved.manifest is not None and Path(model).expanduser().is_file():
+        env[contract.PROFILES_DIR] = str(Path(model).expanduser().resolve().parent)
+    return env
+
+
+def _lora_source(folder: Path, runtime: Runtime, mounts: list[Mount]) -> str:
+    """``NIM_PEFT_SOURCE`` for ``--lora FOLDER``: the folder itself, mounted in a container."""
+    path = folder.expanduser()
+    if not path.is_dir():
+        raise UsageError(f"--lora {folder}: not a folder", hint="give the folder holding the LoRA adapters")
+    if runtime == "local":
+        return str(path.resolve())
+    mounts.append(Mount(path.resolve(), contract.CONTAINER_LORA))
+    return contract.CONTAINER_LORA
+
+
+def _select(manifest: Manifest, visible: Inventory, env: dict[str, str], engine_args: list[str]) -> Selection:
+    """The profile ``nim-serve`` would choose in ``env`` with ``engine_args`` after it, on ``visible``."""
+    from nimctl.profiles import select_profile
+    from nimctl.server.selection_inputs import selection_inputs
+
+    inputs = selection_inputs(env, engine_args)
+    return select_profile(
+        manifest,
+        visible,
+        requested=inputs.profile,
+        prefer=inputs.prefer,
+        lora=inputs.lora,
+        max_model_len=inputs.max_model_len,
     )

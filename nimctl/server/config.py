@@ -14,44 +14,29 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nimctl import contract
 from nimctl.errors import ConfigError
-
-DEFAULT_MODEL = "builtin://tiny-vlm"
-CONTAINER_CACHE = Path("/opt/nim/.cache")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Environment variable -> field name. Unknown NIM_* variables are ignored, as NIM does.
 ENV_FIELDS: dict[str, str] = {
-    "NIM_MODEL_PATH": "model_path",
-    "NIM_MODEL_PROFILE": "model_profile",
-    "NIM_SERVED_MODEL_NAME": "served_model_name",
-    "NIM_CACHE_PATH": "cache_path",
-    "NIM_SERVER_PORT": "server_port",
-    "NIMCTL_SERVER_HOST": "host",
-    "NIM_LOG_LEVEL": "log_level",
-    "NIM_JSONL_LOGGING": "jsonl_logging",
-    "NIM_MAX_MODEL_LEN": "max_model_len",
-    "NIM_TENSOR_PARALLEL_SIZE": "tensor_parallel_size",
-    "NIM_PASSTHROUGH_ARGS": "passthrough_args",
-    "NIM_REPOSITORY_OVERRIDE": "repository_override",
-    "NIM_PEFT_SOURCE": "peft_source",
-    "NIMCTL_ENGINE_PORT": "engine_port",
-    "NIMCTL_SHUTDOWN_TIMEOUT": "shutdown_timeout",
-    "NIMCTL_PROFILES_DIR": "profiles_dir",
-    "NIMCTL_PROFILE_PREFERENCE": "profile_preference",
+    contract.MODEL_PATH: "model_path",
+    contract.MODEL_PROFILE: "model_profile",
+    contract.SERVED_MODEL_NAME: "served_model_name",
+    contract.CACHE_PATH: "cache_path",
+    contract.SERVER_PORT: "server_port",
+    contract.SERVER_HOST: "host",
+    contract.LOG_LEVEL: "log_level",
+    contract.JSONL_LOGGING: "jsonl_logging",
+    contract.MAX_MODEL_LEN: "max_model_len",
+    contract.TENSOR_PARALLEL_SIZE: "tensor_parallel_size",
+    contract.PASSTHROUGH_ARGS: "passthrough_args",
+    contract.REPOSITORY_OVERRIDE: "repository_override",
+    contract.PEFT_SOURCE: "peft_source",
+    contract.ENGINE_PORT: "engine_port",
+    contract.SHUTDOWN_TIMEOUT: "shutdown_timeout",
+    contract.PROFILES_DIR: "profiles_dir",
+    contract.PROFILE_PREFERENCE: "profile_preference",
 }
-
-
-def in_container() -> bool:
-    """Set by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too."""
-    return os.environ.get("NIMCTL_IN_CONTAINER") == "1"
-
-
-def default_cache_path() -> Path:
-    if in_container():
-        return CONTAINER_CACHE
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "nimctl"
 
 
 class ServerConfig(BaseModel):
@@ -59,12 +44,12 @@ class ServerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model_path: str = DEFAULT_MODEL
+    model_path: str = contract.DEFAULT_MODEL
     model_profile: str | None = None
     served_model_name: str | None = None
-    cache_path: Path = Field(default_factory=default_cache_path)
-    server_port: int = Field(default=8000, ge=1, le=65535)
-    host: str = Field(default_factory=lambda: "0.0.0.0" if in_container() else "127.0.0.1")
+    cache_path: Path = Field(default_factory=contract.server_cache_dir)
+    server_port: int = Field(default=contract.CONTAINER_PORT, ge=1, le=65535)
+    host: str = Field(default_factory=lambda: "0.0.0.0" if contract.in_container() else "127.0.0.1")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     jsonl_logging: bool = False
     max_model_len: int | None = Field(default=None, gt=0)

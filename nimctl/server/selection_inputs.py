@@ -1,5 +1,5 @@
-"""What ``nim-serve`` selects a profile with, so that ``nimctl profiles select`` and
-``list-model-profiles`` choose what it would.
+"""What ``nim-serve`` selects a profile with, so that ``nimctl run``, ``nimctl profiles select``
+and ``list-model-profiles`` choose what it would.
 
 ``nim-serve`` (:mod:`nimctl.server.plan`) reads its :class:`~nimctl.server.config.ServerConfig`
 and selects with :func:`inputs_from_config`:
@@ -11,7 +11,9 @@ and selects with :func:`inputs_from_config`:
   last one), else ``NIM_MAX_MODEL_LEN``, else the profile's own;
 - the preference between runnable profiles: ``NIMCTL_PROFILE_PREFERENCE``, else throughput.
 
-:func:`serve_inputs` derives the same five through the same function, from the environment.
+:func:`selection_inputs` derives the same five through the same function from an environment
+and the arguments after ``nim-serve``: ``nimctl run`` calls it with the environment and arguments
+it will give the server, so the profile it pins is the one the server would choose.
 What a command gives explicitly wins, as arguments after ``nim-serve`` win over the variables,
 and the variable it replaces is not read. Only the variables above are read, so one the
 selection does not use (a bad ``NIM_SERVER_PORT``, say) does not stop a listing; a bad one of
@@ -25,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from nimctl import contract
 from nimctl.engine_flags import requested_context_length
 from nimctl.server.config import ServerConfig
 
@@ -33,12 +36,12 @@ if TYPE_CHECKING:
 
 # The variables nim-serve's profile selection depends on (see ENV_FIELDS in nimctl.server.config).
 SELECTION_VARIABLES = (
-    "NIM_MODEL_PATH",
-    "NIM_MODEL_PROFILE",
-    "NIM_PEFT_SOURCE",
-    "NIM_MAX_MODEL_LEN",
-    "NIM_PASSTHROUGH_ARGS",
-    "NIMCTL_PROFILE_PREFERENCE",
+    contract.MODEL_PATH,
+    contract.MODEL_PROFILE,
+    contract.PEFT_SOURCE,
+    contract.MAX_MODEL_LEN,
+    contract.PASSTHROUGH_ARGS,
+    contract.PROFILE_PREFERENCE,
 )
 
 
@@ -53,8 +56,9 @@ class ServeInputs:
     prefer: Prefer = "throughput"
 
 
-def serve_inputs(
+def selection_inputs(
     environ: Mapping[str, str] | None = None,
+    engine_args: Sequence[str] = (),
     *,
     model: str | None = None,
     profile: str | None = None,
@@ -62,20 +66,22 @@ def serve_inputs(
     max_model_len: int | None = None,
     prefer: Prefer | None = None,
 ) -> ServeInputs:
-    """What ``nim-serve`` would select with in ``environ`` (default: this process's environment);
-    a keyword that is not None replaces the value derived from the environment."""
+    """What ``nim-serve`` would select with in ``environ`` (default: this process's environment),
+    given ``engine_args`` after it; a keyword that is not None replaces the value derived from
+    both."""
     env = os.environ if environ is None else environ
     # A value given here is not read from the environment, so a bad variable it replaces is no error.
     given = {
-        "NIM_MODEL_PATH": model,
-        "NIM_MODEL_PROFILE": profile,
-        "NIM_PEFT_SOURCE": lora,
-        "NIM_MAX_MODEL_LEN": max_model_len,
-        "NIM_PASSTHROUGH_ARGS": max_model_len,  # read here only for its --max-model-len
-        "NIMCTL_PROFILE_PREFERENCE": prefer,
+        contract.MODEL_PATH: model,
+        contract.MODEL_PROFILE: profile,
+        contract.PEFT_SOURCE: lora,
+        contract.MAX_MODEL_LEN: max_model_len,
+        contract.PASSTHROUGH_ARGS: max_model_len,  # read here only for its --max-model-len
+        contract.PROFILE_PREFERENCE: prefer,
     }
     read = [name for name in SELECTION_VARIABLES if name in env and given.get(name) is None]
-    derived = inputs_from_config(ServerConfig.from_env({name: env[name] for name in read}))
+    config = ServerConfig.from_env({name: env[name] for name in read})
+    derived = inputs_from_config(config, engine_args)
     return ServeInputs(
         model=model or derived.model,
         profile=derived.profile if profile is None else profile,

@@ -18,7 +18,7 @@ from nimctl.cli.main import app
 from nimctl.errors import ConfigError
 from nimctl.profiles import find_manifest
 from nimctl.profiles.loader import REPO_PROFILES_DIR
-from nimctl.server.selection_inputs import serve_inputs
+from nimctl.server.selection_inputs import selection_inputs
 
 BASE = {
     "NO_COLOR": "1",
@@ -93,9 +93,25 @@ CASES: dict[str, tuple[dict[str, str], str | None]] = {
             "NIM_PEFT_SOURCE": "/adapters",
             "NIM_MODEL_PROFILE": "vllm-bf16-tp1-pp1",
         },
-        "vllm-bf16-tp1-pp1",
+        NO_PROFILE,  # a pinned profile without LoRA contradicts NIM_PEFT_SOURCE: both exit 8
+    ),
+    "pinned-with-lora-profile": (
+        {
+            "NIM_MODEL_PATH": QWEN7B,
+            "NIMCTL_ASSUME_GPUS": "A100-80GB",
+            "NIM_PEFT_SOURCE": "/adapters",
+            "NIM_MODEL_PROFILE": "vllm-bf16-tp1-pp1-lora",
+        },
+        "vllm-bf16-tp1-pp1-lora",
+    ),
+    "context-past-the-model": (
+        {"NIM_MODEL_PATH": "builtin://tiny-llm", "NIM_MAX_MODEL_LEN": "8192", "NIMCTL_ASSUME_GPUS": "none"},
+        NO_PROFILE,  # tiny-llm's context is 4096 tokens: no profile can run 8192
     ),
 }
+# How each side words an exit 8: nothing runnable, or a pinned profile that cannot run or contradicts
+# the request.
+NO_PROFILE_ERRORS = ("Error: no runnable ", "Error: pinned profile ")
 
 
 def _id(model: str, name: str) -> str:
@@ -110,7 +126,7 @@ def serve_choice(env: dict[str, str], cache: Path) -> str | None:
         app, ["serve", "--dry-run"], env={**BASE, "NIM_CACHE_PATH": str(cache), **env}
     )
     if result.exit_code == 8:
-        assert result.stderr.startswith("Error: no runnable ")
+        assert result.stderr.startswith(NO_PROFILE_ERRORS)
         return None
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)["profile_id"]
@@ -119,7 +135,7 @@ def serve_choice(env: dict[str, str], cache: Path) -> str | None:
 def select_choice(env: dict[str, str], *args: str) -> str | None:
     result = CliRunner().invoke(app, ["profiles", "select", *args], env={**BASE, **env})
     if result.exit_code == 8:
-        assert (result.stdout, result.stderr.startswith("Error: no runnable ")) == ("", True)
+        assert (result.stdout, result.stderr.startswith(NO_PROFILE_ERRORS)) == ("", True)
         return None
     assert (result.exit_code, result.stderr) == (0, ""), result.output
     return result.stdout.strip()
@@ -160,8 +176,11 @@ def test_what_is_given_on_the_command_line_wins() -> None:
     env["NIM_PASSTHROUGH_ARGS"] = "--max-model-len 128000"
     assert select_choice(env, "--max-model-len", "32768", "--no-lora") == _id(QWEN7B, "vllm-bf16-tp1-pp1")
     assert select_choice(env, "--max-model-len", "32768") == _id(QWEN7B, "vllm-bf16-tp1-pp1-lora")
-    assert select_choice(env, "tiny-llm") is None  # no LoRA profile, as nim-serve would say
-    assert select_choice(env, "tiny-llm", "--no-lora") == _id("tiny-llm", "vllm-fp32-tp1-pp1-cpu")
+    assert select_choice(env, "tiny-llm", "--max-model-len", "4096") is None  # no LoRA profile, as nim-serve says
+    assert select_choice(env, "tiny-llm", "--max-model-len", "4096", "--no-lora") == _id(
+        "tiny-llm", "vllm-fp32-tp1-pp1-cpu"
+    )
+    assert select_choice(env, "tiny-llm", "--no-lora") is None  # 128000 tokens: past tiny-llm's 4096
 
 
 def test_a_given_preference_wins_over_the_variable_even_a_broken_one() -> None:
@@ -173,8 +192,8 @@ def test_a_given_preference_wins_over_the_variable_even_a_broken_one() -> None:
     assert result.stderr.startswith("Error: invalid NIMCTL_PROFILE_PREFERENCE='bogus'")
 
 
-def test_serve_inputs_reads_only_the_selection_variables() -> None:
-    inputs = serve_inputs({"NIM_SERVER_PORT": "eighty", "NIM_PASSTHROUGH_ARGS": "--max-model-len=4k"})
+def test_selection_inputs_reads_only_the_selection_variables() -> None:
+    inputs = selection_inputs({"NIM_SERVER_PORT": "eighty", "NIM_PASSTHROUGH_ARGS": "--max-model-len=4k"})
     assert (inputs.model, inputs.profile, inputs.lora, inputs.max_model_len) == (
         "builtin://tiny-vlm",
         None,
@@ -182,6 +201,6 @@ def test_serve_inputs_reads_only_the_selection_variables() -> None:
         4000,
     )
     with pytest.raises(ConfigError, match="NIM_MAX_MODEL_LEN"):
-        serve_inputs({"NIM_MAX_MODEL_LEN": "zero"})
+        selection_inputs({"NIM_MAX_MODEL_LEN": "zero"})
     with pytest.raises(ConfigError, match="NIMCTL_PROFILE_PREFERENCE"):
-        serve_inputs({"NIMCTL_PROFILE_PREFERENCE": "fastest"})
+        selection_inputs({"NIMCTL_PROFILE_PREFERENCE": "fastest"})

@@ -13,7 +13,7 @@ from typing import Any
 
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from nimctl.runtime.spec import LABEL, MANAGED_LABEL
+from nimctl.contract import MANAGED_LABEL, MODEL_LABEL
 
 RFC3339_START = "2030-01-01T00:00:00.000000000Z"
 
@@ -30,7 +30,7 @@ class FakeContainer:
     ) -> None:
         self.name = name
         self.short_id = f"{abs(hash(name)) % 16**12:012x}"
-        self.labels = {MANAGED_LABEL: "true", f"{LABEL}.model": "tiny-vlm"} if managed else {}
+        self.labels = {MANAGED_LABEL: "true", MODEL_LABEL: "tiny-vlm"} if managed else {}
         self.status = status
         self.exit_code = 0
         self.log = log

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from nimctl.contract import CONTAINER_MODEL, MANAGED_LABEL
+from nimctl.contract import CONTAINER_USER_PROFILES as USER_PROFILES
 from nimctl.errors import ProfileError, UsageError
 from nimctl.gpu import parse_gpu_spec
 from nimctl.runtime.dry_run import docker_run_line, local_run_line, masked_args
+from nimctl.runtime.gpu_request import GpuRequest
 from nimctl.runtime.images import default_image
 from nimctl.runtime.spec import (
-    CONTAINER_MODEL,
-    MANAGED_LABEL,
-    USER_PROFILES,
-    GpuRequest,
     check_name,
     check_restart,
     parse_env,

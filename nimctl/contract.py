@@ -1,0 +1,108 @@
+"""The contract between the host (``nimctl run``) and the container (``nim-serve``).
+
+One fact in one place: the variables ``nim-serve`` reads, the paths inside nimctl's images, the
+default model, the default model cache and the labels nimctl puts on what it starts. The runtime,
+the server, the CLI and the profile loader import these; none of them spells the values itself.
+This module imports nothing of nimctl, so every layer may use it.
+
+The images' Dockerfiles (``container/``) repeat the paths in ``ENV`` and ``mkdir`` lines, since a
+Dockerfile cannot import Python; ``tests/runtime/test_contract.py`` checks they agree.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+# --- Variables nim-serve reads (NIM's own names where NIM has one) -------------------------------
+MODEL_PATH: Final = "NIM_MODEL_PATH"
+MODEL_PROFILE: Final = "NIM_MODEL_PROFILE"
+SERVED_MODEL_NAME: Final = "NIM_SERVED_MODEL_NAME"
+CACHE_PATH: Final = "NIM_CACHE_PATH"
+SERVER_PORT: Final = "NIM_SERVER_PORT"
+SERVER_HOST: Final = "NIMCTL_SERVER_HOST"
+LOG_LEVEL: Final = "NIM_LOG_LEVEL"
+JSONL_LOGGING: Final = "NIM_JSONL_LOGGING"
+MAX_MODEL_LEN: Final = "NIM_MAX_MODEL_LEN"
+TENSOR_PARALLEL_SIZE: Final = "NIM_TENSOR_PARALLEL_SIZE"
+PASSTHROUGH_ARGS: Final = "NIM_PASSTHROUGH_ARGS"
+REPOSITORY_OVERRIDE: Final = "NIM_REPOSITORY_OVERRIDE"
+PEFT_SOURCE: Final = "NIM_PEFT_SOURCE"
+ENGINE_PORT: Final = "NIMCTL_ENGINE_PORT"
+SHUTDOWN_TIMEOUT: Final = "NIMCTL_SHUTDOWN_TIMEOUT"
+PROFILES_DIR: Final = "NIMCTL_PROFILES_DIR"
+PROFILE_PREFERENCE: Final = "NIMCTL_PROFILE_PREFERENCE"
+# Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
+IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
+
+# What each variable means, for documentation and error messages.
+VARIABLES: Final[dict[str, str]] = {
+    MODEL_PATH: "the model: a manifest's source URI, hf://ORG/NAME[@REV], builtin://NAME or a folder",
+    MODEL_PROFILE: "pin a profile by id, unique id prefix or name ('default': choose automatically)",
+    SERVED_MODEL_NAME: "the model name clients use (default: the manifest's served_name)",
+    CACHE_PATH: "the model cache (downloads, generated built-in models, engine caches)",
+    SERVER_PORT: "the port the front listens on",
+    SERVER_HOST: "the address the front listens on (0.0.0.0 in a container, else 127.0.0.1)",
+    LOG_LEVEL: "DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    JSONL_LOGGING: "1: log JSON lines",
+    MAX_MODEL_LEN: "the context length (also the context profiles are judged at)",
+    TENSOR_PARALLEL_SIZE: "the engine's tensor-parallel size",
+    PASSTHROUGH_ARGS: "more engine arguments, shell-quoted; they win over the NIM_* variables",
+    REPOSITORY_OVERRIDE: "fetch hf:// models from this mirror instead",
+    PEFT_SOURCE: "a folder of LoRA adapters; setting it selects a LoRA profile",
+    ENGINE_PORT: "fix the engine's loopback port (default: a free one at launch)",
+    SHUTDOWN_TIMEOUT: "seconds a SIGTERM drain waits for requests in flight",
+    PROFILES_DIR: "folders searched for manifests first, separated by ':'",
+    PROFILE_PREFERENCE: "throughput (the fewest GPUs) or latency (the most) between runnable profiles",
+    IN_CONTAINER: "1 inside nimctl's images (set by the image)",
+}
+
+# Credentials passed through from the caller's environment when set (NIM's own names).
+PASSTHROUGH_SECRETS: Final = ("NGC_API_KEY", "HF_TOKEN")
+
+# --- Paths and ports inside nimctl's images -----------------------------------------------------
+CONTAINER_PORT: Final = 8000
+CONTAINER_CACHE: Final = "/opt/nim/.cache"
+CONTAINER_PROFILES: Final = "/opt/nim/profiles"
+# Where a manifest given by path is mounted; searched before the image's own manifests.
+CONTAINER_USER_PROFILES: Final = "/opt/nim/user-profiles"
+# Where a model folder given by path is mounted.
+CONTAINER_MODEL: Final = "/opt/nim/model"
+# Where `nimctl run --lora DIR` mounts the adapters folder (NIM_PEFT_SOURCE points there).
+CONTAINER_LORA: Final = "/opt/nim/loras"
+
+# --- Defaults ------------------------------------------------------------------------------------
+# The model nim-serve and `nimctl run` serve when none is named (a built-in random-weight VLM).
+DEFAULT_MODEL: Final = "builtin://tiny-vlm"
+
+
+def in_container() -> bool:
+    return os.environ.get(IN_CONTAINER) == "1"
+
+
+def host_cache_dir() -> Path:
+    """The model cache on the host: ``$XDG_CACHE_HOME/nimctl``, else ``~/.cache/nimctl``.
+
+    ``nimctl run`` mounts it at :data:`CONTAINER_CACHE`, and ``nim-serve`` run on the host uses it,
+    so both find the same downloads.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "nimctl"
+
+
+def server_cache_dir() -> Path:
+    """``nim-serve``'s cache when ``NIM_CACHE_PATH`` is unset: the image's, else the host's."""
+    return Path(CONTAINER_CACHE) if in_container() else host_cache_dir()
+
+
+# --- Labels on what nimctl starts ----------------------------------------------------------------
+LABEL_PREFIX: Final = "ai.nimctl"
+MANAGED_LABEL: Final = f"{LABEL_PREFIX}.managed"
+MODEL_LABEL: Final = f"{LABEL_PREFIX}.model"
+PORT_LABEL: Final = f"{LABEL_PREFIX}.port"
+HOST_LABEL: Final = f"{LABEL_PREFIX}.host"
+URL_LABEL: Final = f"{LABEL_PREFIX}.url"
+VERSION_LABEL: Final = f"{LABEL_PREFIX}.version"
+PROFILE_LABEL: Final = f"{LABEL_PREFIX}.profile"
+PROFILE_NAME_LABEL: Final = f"{LABEL_PREFIX}.profile-name"
