@@ -1,6 +1,6 @@
 """How soon ``nim-serve`` answers ``/v1/health/live`` after it is started (target: within 1 s).
 
-Starts the real server (``python -m nimctl serve``, the command behind the ``nim-serve`` script)
+Starts the real server (``python -m nimctl.server``, what the ``nim-serve`` script runs)
 several times with the built-in tiny model and a fresh cache, polls
 ``/v1/health/live`` every 5 ms from the moment the process is spawned, and prints the time to
 the first 200 beside the target, with ``python -c pass`` in the same environment for scale.
@@ -38,7 +38,7 @@ def time_to_live(timeout_s: float = 60.0) -> float:
     with tempfile.TemporaryDirectory() as cache:
         # The GPUs are read as nim-serve reads them (NVML): that is part of its start-up.
         env = {**os.environ, "NIM_SERVER_PORT": str(port), "NIM_CACHE_PATH": cache}
-        command = [sys.executable, "-m", "nimctl", "serve"]
+        command = [sys.executable, "-m", "nimctl.server"]
         start = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -52,7 +52,7 @@ def _serve_command() -> list[str]:
     found = shutil.which("nim-serve")
     if found:
         return [found]
-    return [sys.executable, "-c", "from nimctl.cli.serve import main; main()"]
+    return [sys.executable, "-m", "nimctl.server"]
 
 
 class LocalHandle:

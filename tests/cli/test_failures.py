@@ -243,7 +243,7 @@ LIST_MODEL_PROFILES = "nimctl.cli.profiles:list_model_profiles_main"
 @pytest.mark.parametrize(
     ("name", "entry", "args", "message"),
     [
-        ("nim-serve", "nimctl.cli.serve:main", ["--dry-run=x"], "Error: Option '--dry-run' does not take a value."),
+        ("nim-serve", "nimctl.server.command:main", ["--dry-run=x"], "Error: Option '--dry-run' does not take a value."),
         ("list-model-profiles", LIST_MODEL_PROFILES, ["--gpus", "foo:x"], "Error: bad GPU spec 'foo:x'"),
         ("list-model-profiles", LIST_MODEL_PROFILES, ["--bogus"], "Error: No such option: --bogus"),
     ],

@@ -15,6 +15,7 @@ import typer
 
 from nimctl.cli.main import COMMAND_MODULES, app, build_app
 
+SERVE_COMMAND = ("nimctl.server", "nimctl.server.command")
 HEAVY = ("docker", "pynvml", "nimctl.server", "nimctl.runtime.docker_runtime", "prompt_toolkit", "torch", "vllm")
 
 PROBE = """
@@ -51,7 +52,8 @@ def modules_loaded_by(args: list[str]) -> set[str]:
 )
 def test_hot_paths_import_nothing_heavy(args: list[str], closed_url: str) -> None:
     loaded = modules_loaded_by([closed_url if arg == "URL" else arg for arg in args])
-    heavy = sorted(name for name in loaded if name.startswith(HEAVY))
+    # nim-serve's own command module registers `nimctl serve` (Typer and shlex); the server it starts is not imported.
+    heavy = sorted(name for name in loaded if name.startswith(HEAVY) and name not in SERVE_COMMAND)
     if args == ["health"]:
         # Without a URL the Docker daemon may be asked (its socket, through httpx), not the SDK.
         heavy = [name for name in heavy if not name.startswith("nimctl.runtime")]

@@ -48,7 +48,7 @@ def test_local_instance_lifecycle(tmp_path: Path, tmp_path_factory: pytest.TempP
         launcher = psutil.Process(int(row["id"]))
         tree = [launcher, *launcher.children(recursive=True)]
         commands = [" ".join(process.cmdline()) for process in tree]
-        assert any("nim-serve" in c or "nimctl.cli.serve" in c for c in commands), commands
+        assert any("nim-serve" in c or "nimctl.server" in c for c in commands), commands
         engines = [
             p for p, c in zip(tree, commands, strict=True) if "vllm.entrypoints.openai.api_server" in c
         ]
