@@ -2,7 +2,8 @@
 
 Everything that can be checked here is checked before a request is sent: the file exists,
 its size is within the limit, and its bytes are an image type the engine decodes. The type
-comes from the file's first bytes, not its name, so a mislabelled file is still sent right.
+comes from the file's first bytes (:func:`nimctl.media.sniff_media_type`), not its name, so a
+mislabelled file is still sent right.
 """
 
 from __future__ import annotations
@@ -11,43 +12,10 @@ import base64
 from pathlib import Path
 
 from nimctl.errors import UsageError
+from nimctl.media import sniff_media_type
 
 # OpenAI's own per-image limit; far above what a small VLM needs, well below what hurts.
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-
-# Prefix signatures; WebP (RIFF....WEBP) and BMP (a known DIB header size) need more than a prefix.
-SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-SUPPORTED_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")
-SNIFF_BYTES = 32  # more than any check below reads
-# The DIB header sizes Pillow (what vLLM decodes with) reads: core, info, v2, v3, OS/2 v2, v4, v5.
-_BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
-
-
-def sniff_media_type(data: bytes) -> str | None:
-    """The image media type of ``data`` (a whole file or its first :data:`SNIFF_BYTES` bytes),
-    or None when it is not one of :data:`SUPPORTED_TYPES`.
-
-    Shared with the server, which checks inline ``data:`` images with it: keep this module's
-    imports to the standard library and :mod:`nimctl.errors`.
-    """
-    head = bytes(data[:SNIFF_BYTES])
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if (
-        head[:2] == b"BM"
-        and len(head) >= 18
-        and int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES
-    ):
-        return "image/bmp"
-    for signature, media_type in SIGNATURES:
-        if head.startswith(signature):
-            return media_type
-    return None
 
 
 def image_to_url(ref: str, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> str:

@@ -17,7 +17,7 @@ import aiohttp
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from nimctl.client.images import sniff_media_type
+from nimctl.media import sniff_media_type
 from nimctl.server.http_errors import openai_error
 from nimctl.server.proxy import EngineProxy, engine_unavailable
 

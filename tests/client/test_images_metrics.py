@@ -9,9 +9,10 @@ import httpx
 import pytest
 
 from nimctl.client import NimClient
-from nimctl.client.images import image_to_url, sniff_media_type, user_message
+from nimctl.client.images import image_to_url, user_message
 from nimctl.client.metrics import MetricsSummary, histogram_quantile, summarize_metrics
 from nimctl.errors import ClientError, UsageError
+from nimctl.media import sniff_media_type
 
 HEADS = {
     "image/png": b"\x89PNG\r\n\x1a\n",
@@ -90,7 +91,7 @@ def test_the_sniffer_module_is_light_enough_for_the_server() -> None:
 
     heavy = ("httpx", "pydantic", "rich", "typer", "docker", "PIL", "openai")
     code = (
-        "import sys; from nimctl.client.images import sniff_media_type; "
+        "import sys; from nimctl.media import sniff_media_type; "
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
