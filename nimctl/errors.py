@@ -13,7 +13,7 @@ same for every command.
     ├── ClientError                      talking to a running server
     │   ├── ServerUnreachableError    3  nothing answers at the URL
     │   ├── ServerNotReadyError       4  live, but the model is not loaded (yet)
-    │   ├── TimeoutError_             5  a wait or request ran past its deadline
+    │   ├── WaitTimeoutError          5  a wait or request ran past its deadline
     │   ├── RequestRejectedError      6  the server answered 4xx
     │   └── ServerFailedError         7  the server answered 5xx
     │       └── UnreadableAnswerError 7  an answer that is not JSON or not of the expected shape
@@ -108,7 +108,9 @@ class ServerNotReadyError(ClientError):
         self.server_message = server_message
 
 
-class TimeoutError_(ClientError):  # noqa: N801, N818 - the builtin TimeoutError is taken
+class WaitTimeoutError(ClientError):
+    """A wait (for readiness) or a request ran past its deadline; not the builtin TimeoutError."""
+
     exit_code = EXIT_TIMEOUT
 
 

@@ -249,7 +249,7 @@ def _start_and_wait(
 
 def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: float) -> None:
     from nimctl.cli.progress import ReadinessView, format_duration
-    from nimctl.errors import RuntimeFailure, TimeoutError_
+    from nimctl.errors import RuntimeFailure, WaitTimeoutError
     from nimctl.runtime.manage import wait_for
 
     spec = started.spec
@@ -266,7 +266,7 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
         # Whatever went wrong, a foreground instance must not outlive this command.
         if not detach:
             _stop(started)
-        elif isinstance(exc, TimeoutError_):
+        elif isinstance(exc, WaitTimeoutError):
             exc.hint = f"it is still starting: nimctl logs -f {spec.name}; nimctl stop {spec.name} to give up"
         raise
     if detach:

@@ -27,8 +27,8 @@ from nimctl.errors import (
     ServerNotReadyError,
     ServerUnreachableError,
     UnreadableAnswerError,
+    WaitTimeoutError,
 )
-from nimctl.errors import TimeoutError_ as RequestTimeoutError
 
 if TYPE_CHECKING:
     from nimctl.client.http import NimClient, Timeouts
@@ -43,12 +43,12 @@ __all__ = [
     "HTTPStatusError",
     "NimClient",
     "RequestRejectedError",
-    "RequestTimeoutError",
     "ServerFailedError",
     "ServerNotReadyError",
     "ServerUnreachableError",
     "Timeouts",
     "UnreadableAnswerError",
+    "WaitTimeoutError",
     "image_to_url",
 ]
 

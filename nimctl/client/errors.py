@@ -17,7 +17,7 @@ from nimctl.errors import (
     ServerFailedError,
     ServerNotReadyError,
     ServerUnreachableError,
-    TimeoutError_,
+    WaitTimeoutError,
 )
 
 _START_HINT = "start a server with `nimctl run`, or point at one with --url or NIMCTL_URL"
@@ -39,7 +39,7 @@ def map_transport_error(
             httpx.PoolTimeout: "waiting for a connection to",
             httpx.WriteTimeout: "sending to",
         }.get(type(exc), "waiting for an answer from")
-        return TimeoutError_(
+        return WaitTimeoutError(
             f"timed out {what} {base_url}{path}",
             hint="the server may be overloaded or hung; raise the limit with --timeout or NIMCTL_TIMEOUT",
         )

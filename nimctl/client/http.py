@@ -19,7 +19,7 @@ from nimctl.client import DEFAULT_URL
 from nimctl.client.answers import NOT_A_NIM_HINT, json_body, parse_answer
 from nimctl.client.errors import map_transport_error, raise_for_status
 from nimctl.client.stream import ChatStream
-from nimctl.errors import ServerNotReadyError, ServerUnreachableError, TimeoutError_, UsageError
+from nimctl.errors import ServerNotReadyError, ServerUnreachableError, UsageError, WaitTimeoutError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -184,7 +184,7 @@ class NimClient:
         not-ready mean "keep waiting", any other answer (a 404 from a wrong URL) stops at once.
 
         ``on_poll(state, elapsed_seconds)`` is called after each probe (for a progress display).
-        Raises :class:`TimeoutError_` naming the last state seen when ``timeout`` passes.
+        Raises :class:`WaitTimeoutError` naming the last state seen when ``timeout`` passes.
         """
         start = time.monotonic()
         deadline = start + timeout
@@ -194,7 +194,7 @@ class NimClient:
                 report = self.health(live_only=live_only)
             except ServerUnreachableError:
                 last_state = "unreachable"
-            except TimeoutError_:
+            except WaitTimeoutError:
                 last_state = "no answer in time"
             except ServerNotReadyError as exc:
                 # A 503 from the live probe: a proxy or load balancer in front of a NIM still starting.
@@ -208,7 +208,7 @@ class NimClient:
                 on_poll(last_state, now - start)
             if now >= deadline:
                 target = "live" if live_only else "ready"
-                raise TimeoutError_(
+                raise WaitTimeoutError(
                     f"{self.base_url} was not {target} after {timeout:g} s; last state: {last_state}",
                     hint="give it longer with --timeout, or look at the server's logs",
                 )

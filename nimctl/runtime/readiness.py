@@ -3,7 +3,7 @@
 Phases: ``starting`` (the process or container runs, the front does not answer yet),
 ``loading`` (live: the front answers, the model is loading) and ``ready``. An instance that
 ends while starting is a :class:`RuntimeFailure`; one that is not ready in time is a
-:class:`TimeoutError_`. Either way a ``failed`` event carries its last log lines first.
+:class:`WaitTimeoutError`. Either way a ``failed`` event carries its last log lines first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from nimctl.errors import RuntimeFailure, TimeoutError_
+from nimctl.errors import RuntimeFailure, WaitTimeoutError
 from nimctl.runtime.instances import LIVE_PATH, READY_PATH, Watched, answers
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def _wait(
             tail = target.last_lines(FAILURE_LOG_LINES)
             emit(ReadinessEvent("failed", elapsed, tail[-1] if tail else "", tail))
             where = "the front never answered" if phase == "starting" else "the model did not finish loading"
-            raise TimeoutError_(
+            raise WaitTimeoutError(
                 f"{target.name} not ready after {timeout:.0f}s: {where}",
                 hint=stop_hint or f"follow it with nimctl logs -f {target.name}, or raise --timeout",
             )

@@ -21,9 +21,9 @@ from nimctl.errors import (
     ServerFailedError,
     ServerNotReadyError,
     ServerUnreachableError,
-    TimeoutError_,
     UnreadableAnswerError,
     UsageError,
+    WaitTimeoutError,
 )
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -192,7 +192,7 @@ def test_read_timeout_is_timeout() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
-    with pytest.raises(TimeoutError_) as info:
+    with pytest.raises(WaitTimeoutError) as info:
         make_client(handler).version()
     assert info.value.exit_code == EXIT_TIMEOUT
 
@@ -288,7 +288,7 @@ def test_wait_until_ready_times_out_naming_the_last_state() -> None:
             else httpx.Response(200, json={"status": "live"})
         )
     )
-    with pytest.raises(TimeoutError_, match="not ready after 0 s; last state: live, not ready"):
+    with pytest.raises(WaitTimeoutError, match="not ready after 0 s; last state: live, not ready"):
         client.wait_until_ready(0, interval=0)
 
 
