@@ -1,7 +1,7 @@
 """The front imports no vLLM code: building and serving it loads no vllm, torch or transformers.
 
 The front is meant to be light and testable on its own (issue 2); the engine is a child process.
-This builds the app as tests/unit/test_front.py does, runs its lifespan and answers a few
+This builds the app as tests/server/test_front.py does, runs its lifespan and answers a few
 requests, all in a fresh interpreter, so that nothing this test process imported counts.
 """
 
