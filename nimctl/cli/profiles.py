@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from nimctl import contract
 from nimctl.cli._common import FormatOption, Preference, output
 from nimctl.cli.gpus import GpusOption
 from nimctl.errors import ProfileError, UsageError
@@ -77,7 +78,7 @@ ProfileOption = Annotated[
         "--profile",
         "-p",
         metavar="ID|NAME",
-        envvar="NIM_MODEL_PROFILE",
+        envvar=contract.MODEL_PROFILE,
         show_envvar=False,
         help="Pin a profile: id (or a 6+ digit prefix), name, or 'default' (automatic). "
         "Default: $NIM_MODEL_PROFILE.",

@@ -52,7 +52,7 @@ def run(
         Preference,
         typer.Option(
             "--prefer",
-            envvar="NIMCTL_PROFILE_PREFERENCE",
+            envvar=contract.PROFILE_PREFERENCE,
             show_envvar=False,
             case_sensitive=False,
             help="Between runnable profiles: throughput (the fewest GPUs) or latency (the most) "

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from nimctl import contract
 from nimctl.engine_flags import flag_name
 from nimctl.errors import ConfigError
 
-PASSTHROUGH_ORIGIN = "NIM_PASSTHROUGH_ARGS"
+PASSTHROUGH_ORIGIN = contract.PASSTHROUGH_ARGS
 CLI_ORIGIN = "arguments after nim-serve"
 
 _LOOPBACK_HTTP = "the front talks plain HTTP to the engine on loopback"
@@ -21,15 +22,15 @@ _NOT_HTTP = "the engine would not serve the HTTP routes the front relays"
 
 # flag -> (why the front needs it left alone, what to use instead or None)
 RESERVED_FLAGS: dict[str, tuple[str, str | None]] = {
-    "--model": ("the front passes the fetched model folder", "NIM_MODEL_PATH"),
-    "--served-model-name": ("the front's readiness check looks for that name", "NIM_SERVED_MODEL_NAME"),
+    "--model": ("the front passes the fetched model folder", contract.MODEL_PATH),
+    "--served-model-name": ("the front's readiness check looks for that name", contract.SERVED_MODEL_NAME),
     "--host": (
         "the engine must stay on 127.0.0.1 behind the front",
-        "NIMCTL_SERVER_HOST (the front's address)",
+        f"{contract.SERVER_HOST} (the front's address)",
     ),
     "--port": (
         "the front relays to the engine's loopback port",
-        "NIM_SERVER_PORT (the public port) or NIMCTL_ENGINE_PORT (the engine's)",
+        f"{contract.SERVER_PORT} (the public port) or {contract.ENGINE_PORT} (the engine's)",
     ),
     "--uds": (_LOOPBACK_HTTP, None),
     "--api-key": ("the front's health checks and relayed requests carry no engine key", None),
