@@ -49,7 +49,7 @@ VARIABLES: Final[dict[str, str]] = {
     MAX_MODEL_LEN: "the context length (also the context profiles are judged at)",
     TENSOR_PARALLEL_SIZE: "the engine's tensor-parallel size",
     PASSTHROUGH_ARGS: "more engine arguments, shell-quoted; they win over the NIM_* variables",
-    REPOSITORY_OVERRIDE: "fetch hf:// models from this mirror instead",
+    REPOSITORY_OVERRIDE: "reported in /v1/metadata and /v1/manifest",
     PEFT_SOURCE: "a folder of LoRA adapters; setting it selects a LoRA profile",
     ENGINE_PORT: "fix the engine's loopback port (default: a free one at launch)",
     SHUTDOWN_TIMEOUT: "seconds a SIGTERM drain waits for requests in flight",
