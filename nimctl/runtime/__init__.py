@@ -1,4 +1,4 @@
-"""Running NIMs: images, containers and host processes (no Typer here; the CLI is nimctl.cli.runtime).
+"""Running NIMs: images, containers and host processes (no Typer here; the CLI is nimctl.cli).
 
     spec = spec.plan_run(model="tiny-vlm", runtime="docker")     # resolve, choose the profile
     started = manage.start_instance(spec, on_build=listener)     # ensure the image, start
