@@ -123,8 +123,7 @@ def run(
 ) -> None:
     """Start a NIM for MODEL and wait until it is ready; arguments after -- go to the engine."""
     from nimctl.errors import UsageError
-    from nimctl.runtime.dry_run import docker_run_line, local_run_line
-    from nimctl.runtime.manage import choose_runtime
+    from nimctl.runtime.manage import choose_runtime, dry_run_line
     from nimctl.runtime.spec import plan_run
 
     out = output(ctx)
@@ -164,7 +163,7 @@ def run(
     else:
         out.info(f"profile: none ({spec.selection})")
     if dry_run:
-        out.text(docker_run_line(spec, detach=detach) if chosen == "docker" else local_run_line(spec))
+        out.text(dry_run_line(spec, detach=detach))
         return
     _start_and_wait(out, spec, detach=detach, timeout=timeout, docker_answers=choice.docker_answers)
 
@@ -253,8 +252,9 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
     from nimctl.runtime.manage import wait_for
 
     spec = started.spec
-    where = f"image {spec.image}" if spec.runtime == "docker" else "a host process"
-    out.info(f"{spec.name}: started ({spec.runtime}, {where}); waiting for {spec.url}/v1/health/ready")
+    out.info(
+        f"{spec.name}: started ({spec.runtime}, {started.what_runs}); waiting for {spec.url}/v1/health/ready"
+    )
     try:
         with ReadinessView(out, spec.name) as ready_view:
             took = wait_for(started, timeout=timeout, on_event=ready_view)

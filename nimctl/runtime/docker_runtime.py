@@ -1,14 +1,22 @@
-"""Instances as Docker containers: start, list, logs, stop, all through the Docker SDK."""
+"""Instances as Docker containers: start, find, list, logs, stop, all through the Docker SDK.
+
+:class:`DockerRuntime` is this runtime behind :class:`nimctl.runtime.base.InstanceRuntime`; the
+functions below it act on one connection and one container.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from nimctl import contract
 from nimctl.contract import MANAGED_LABEL
 from nimctl.errors import RuntimeFailure, RuntimeUnavailableError
+from nimctl.runtime import docker_client
+from nimctl.runtime.base import Handle, InstanceRuntime, NotOursError
+from nimctl.runtime.docker_client import running_container_urls, translated
+from nimctl.runtime.dry_run import docker_run_line
 from nimctl.runtime.instances import (
     STOP_TIMEOUT_S,
     Instance,
@@ -24,23 +32,33 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
+    from nimctl.runtime.images import BuildListener
+
 # What the daemon answers when GPUs are asked for and no NVIDIA runtime can give them:
 # device requests with no driver for them, or a runtime name it does not know.
 _NO_GPU_RUNTIME = ("could not select device driver", "unknown or invalid runtime name")
+# How long a lookup (find, list, stop --all) gives the daemon, and the name check made for a
+# host process (which should not wait long on a Docker it may not even use).
+LOOKUP_TIMEOUT_S = 10.0
+NAME_CHECK_TIMEOUT_S = 5.0
+
+Connect = Callable[..., "DockerClient"]  # docker_client.connect(timeout=...)
 
 
 class ContainerHandle:
-    """A started container, for the readiness wait and the foreground log follow."""
+    """A container, started or found: for the readiness wait, the log follow, logs and stop.
 
-    def __init__(self, container: Container, url: str) -> None:
+    ``client`` is the connection it talks through when the handle owns it (:meth:`close`).
+    """
+
+    def __init__(self, container: Container, url: str, client: DockerClient | None = None) -> None:
         self.container = container
         self.name = container.name
         self.url = url
+        self.client = client
 
     def state(self) -> tuple[str, int | None]:
         from docker.errors import NotFound
-
-        from nimctl.runtime.docker_client import translated
 
         with translated("watching it", self.name):
             try:
@@ -54,8 +72,6 @@ class ContainerHandle:
     def last_lines(self, count: int) -> list[str]:
         from docker.errors import NotFound
 
-        from nimctl.runtime.docker_client import translated
-
         with translated("reading its log", self.name):
             try:
                 raw = self.container.logs(tail=count)
@@ -66,10 +82,164 @@ class ContainerHandle:
     def follow(self) -> Iterator[str]:
         import time
 
-        from nimctl.runtime.docker_client import translated
-
         with translated("following its log", self.name):
             yield from lines_of(self.container.logs(stream=True, follow=True, since=int(time.time())))
+
+    def to_instance(self) -> Instance:
+        return container_instance(self.container)
+
+    def close(self) -> None:
+        """Let go of the Docker connection (the container itself is left as it is)."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+class DockerRuntime(InstanceRuntime[ContainerHandle]):
+    """Containers, through a connection ``connect(timeout=...)`` opens for each operation.
+
+    ``connect`` and ``may_answer`` say how to reach the daemon; ``timeout`` is how long a lookup
+    gives it; ``answers`` is what asking it found already (None: not asked), so that it is not
+    asked twice.
+    """
+
+    kind = "docker"
+    noun = "container"
+    plural = "containers"
+    title = "Docker"
+
+    def __init__(
+        self,
+        *,
+        connect: Connect = docker_client.connect,
+        may_answer: Callable[[], bool] = docker_client.may_answer,
+        timeout: float = LOOKUP_TIMEOUT_S,
+        answers: bool | None = None,
+    ) -> None:
+        self._connect = connect
+        self._may_answer = may_answer
+        self._timeout = timeout
+        self._answers = answers
+
+    def start(
+        self,
+        spec: RunSpec,
+        *,
+        others: Sequence[InstanceRuntime[Handle]],
+        on_build: BuildListener | None = None,
+    ) -> ContainerHandle:
+        """Ensure the image and start the container; the handle holds the connection until closed."""
+        # Here, not at the top: every client command imports the runtime for its default target.
+        from nimctl.runtime.images import ensure_image
+
+        assert spec.image is not None
+        client = self._connect()
+        try:
+            # Name and port before the build, which can take minutes.
+            _refuse_name(client, spec.name)
+            for other in others:
+                other.check_name(spec.name)
+            check_port_free(spec.host, spec.port)
+            ensure_image(client, spec.image, device=spec.device, on_event=on_build)
+            for other in others:
+                other.forget_ended(spec.name)
+            handle = start(client, spec)  # the module's start(): create and start the container
+        except BaseException:
+            client.close()
+            raise
+        handle.client = client
+        return handle
+
+    def check_name(self, name: str) -> None:
+        if self._answers is False or not self._may_answer():
+            return
+        try:
+            client = self._connect(timeout=NAME_CHECK_TIMEOUT_S)
+        except RuntimeUnavailableError:
+            return  # no daemon: no container can hold the name
+        try:
+            _refuse_name(client, name)
+        finally:
+            client.close()
+
+    def find(self, name: str) -> ContainerHandle | None:
+        client = self._connect(timeout=self._timeout)
+        try:
+            with translated("looking it up", name):
+                container = find_container(client, name)
+            if container is not None and managed(container) is None:
+                raise NotOursError(
+                    f"container {name} was not started by nimctl (no {MANAGED_LABEL} label)",
+                    hint="manage it with docker itself",
+                )
+        except BaseException:
+            client.close()
+            raise
+        if container is None:
+            client.close()
+            return None
+        return ContainerHandle(container, container.labels.get(contract.URL_LABEL, ""), client)
+
+    def list(self, *, all_states: bool) -> list[Instance]:
+        client = self._connect(timeout=self._timeout)
+        try:
+            with translated("listing containers"):
+                return list_instances(client, all_states=all_states)
+        finally:
+            client.close()
+
+    def running_urls(self, limit: int) -> list[str]:
+        """Over the daemon's Unix socket without the SDK when it is there; a slow or absent
+        daemon is an empty answer."""
+        if not self._may_answer():
+            return []
+        quick = running_container_urls(self._timeout)
+        if quick is not None:
+            return quick[:limit]
+        from docker.errors import DockerException
+
+        try:
+            client = self._connect(timeout=self._timeout)
+        except RuntimeUnavailableError:
+            return []
+        try:
+            containers = list_instances(client, all_states=False)
+        except (DockerException, OSError):  # a slow daemon (requests' timeouts are OSErrors)
+            containers = []
+        finally:
+            client.close()
+        return [instance.url for instance in containers if instance.url][:limit]
+
+    @contextlib.contextmanager
+    def all_handles(self) -> Iterator[list[ContainerHandle]]:
+        client = self._connect(timeout=self._timeout)
+        try:
+            with translated("listing containers"):
+                containers = list_containers(client, all_states=True)
+            yield [ContainerHandle(c, c.labels.get(contract.URL_LABEL, "")) for c in containers]
+        finally:
+            client.close()
+
+    def logs(self, handle: ContainerHandle, *, follow: bool, tail: int | None) -> Iterator[str]:
+        with translated("reading its log", handle.name):
+            yield from container_logs(handle.container, follow=follow, tail=tail)
+
+    def stop(self, handle: ContainerHandle, timeout: float = STOP_TIMEOUT_S) -> Stopped:
+        return stop_container(handle.container, timeout)
+
+    def command_line(self, spec: RunSpec, *, detach: bool) -> str:
+        return docker_run_line(spec, detach=detach)
+
+    def what_runs(self, spec: RunSpec) -> str:
+        return f"image {spec.image}"
+
+
+def _refuse_name(client: DockerClient, name: str) -> None:
+    """Any container holding the name refuses it, ended or not (Docker's own rule)."""
+    with translated("checking the name", name):
+        container = find_container(client, name)
+    if container is not None:
+        raise name_in_use_error(name, holder(container))
 
 
 def find_container(client: DockerClient, name: str) -> Container | None:
@@ -90,7 +260,7 @@ def holder(container: Container) -> str:
 def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
     """Create and start the container; every failure removes what was created.
 
-    The name and the port were checked before the image build (:mod:`nimctl.runtime.manage`);
+    The name and the port were checked before the image build (:meth:`DockerRuntime.start`);
     the port is checked again because a build can take minutes, and the daemon's own
     conflicts are mapped to the same errors.
     """
@@ -176,10 +346,11 @@ def list_containers(client: DockerClient, *, all_states: bool) -> list[Container
 
 
 def list_instances(client: DockerClient, *, all_states: bool) -> list[Instance]:
-    return [to_instance(container) for container in list_containers(client, all_states=all_states)]
+    return [container_instance(c) for c in list_containers(client, all_states=all_states)]
 
 
-def to_instance(container: Container) -> Instance:
+def container_instance(container: Container) -> Instance:
+    """The container as ``ps`` shows it, from its labels and the state last read."""
     labels = container.labels
     state = container.attrs.get("State", {})
     status = str(state.get("Status", container.status))
@@ -204,21 +375,19 @@ def managed(container: Container | None) -> Container | None:
     return None
 
 
-def logs(container: Container, *, follow: bool, tail: int | None) -> Iterator[str]:
+def container_logs(container: Container, *, follow: bool, tail: int | None) -> Iterator[str]:
     count = tail if tail is not None else "all"
     if follow:
         return lines_of(container.logs(stream=True, follow=True, tail=count))
     return lines_of([container.logs(tail=count)])
 
 
-def stop(container: Container, timeout: int = STOP_TIMEOUT_S) -> Stopped:
+def stop_container(container: Container, timeout: float = STOP_TIMEOUT_S) -> Stopped:
     """SIGTERM, up to ``timeout`` seconds, then SIGKILL; then remove.
 
     A container removed meanwhile by someone else is reported with the state ``gone``.
     """
     from docker.errors import NotFound
-
-    from nimctl.runtime.docker_client import translated
 
     was_running = gone = False
     with translated(f"stopping {container.name}", container.name):
@@ -226,11 +395,11 @@ def stop(container: Container, timeout: int = STOP_TIMEOUT_S) -> Stopped:
             container.reload()
             was_running = container.status in {"running", "restarting", "paused"}
             if was_running:
-                container.stop(timeout=timeout)
+                container.stop(timeout=int(timeout))  # the daemon takes whole seconds
             container.reload()
         except NotFound:
             gone = not was_running
-        final = to_instance(container)
+        final = container_instance(container)
         with contextlib.suppress(NotFound):
             container.remove(force=True)
     if gone:

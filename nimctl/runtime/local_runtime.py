@@ -17,12 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from nimctl.errors import RuntimeFailure
+from nimctl.errors import RuntimeFailure, UsageError
+from nimctl.runtime.base import Handle, InstanceRuntime
+from nimctl.runtime.dry_run import local_run_line
 from nimctl.runtime.instances import (
     STOP_TIMEOUT_S,
     Instance,
@@ -36,6 +38,9 @@ from nimctl.runtime.paths import instances_dir
 from nimctl.runtime.ports import check_port_free
 from nimctl.runtime.processes import end_tree, pid_running, process_identity, process_tree
 from nimctl.runtime.spec import RunSpec
+
+if TYPE_CHECKING:
+    from nimctl.runtime.images import BuildListener
 
 INSTANCE_FILE = "instance.json"
 LOG_FILE = "server.log"
@@ -128,6 +133,9 @@ class LocalHandle:
                 return
             else:
                 time.sleep(0.2)
+
+    def close(self) -> None:
+        """Nothing to let go of: the state folder is read afresh each time."""
 
     def to_instance(self) -> Instance:
         state, code = self.state()
@@ -227,7 +235,7 @@ def start(spec: RunSpec) -> LocalHandle:
         "command": command,
         "started_at": datetime.now(UTC).isoformat(),
     }
-    env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+    env = process_environment(spec)
     with (folder / LOG_FILE).open("ab") as log:
         try:
             process = subprocess.Popen(
@@ -256,6 +264,12 @@ def start(spec: RunSpec) -> LocalHandle:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return LocalHandle(folder, record, process)
+
+
+def process_environment(spec: RunSpec) -> dict[str, str]:
+    """What ``nim-serve`` runs with: the caller's environment under the spec's (which tells a
+    host process the paths and port a container has built in), output unbuffered for the log."""
+    return {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
 
 
 def logs(handle: LocalHandle, *, follow: bool, tail: int | None) -> Iterator[str]:
@@ -291,3 +305,53 @@ def stop(handle: LocalHandle, timeout: float = STOP_TIMEOUT_S) -> Stopped:
     if gone and not was_running:
         final.state, final.exit_code = "gone", None
     return Stopped(final, was_running)
+
+
+class LocalRuntime(InstanceRuntime[LocalHandle]):
+    """Host processes, each with a state folder; needs no daemon, so it never is unavailable."""
+
+    kind = "local"
+    noun = "local instance"
+    plural = "local instances"
+    title = "the local runtime"
+
+    def start(
+        self,
+        spec: RunSpec,
+        *,
+        others: Sequence[InstanceRuntime[Handle]],
+        on_build: BuildListener | None = None,
+    ) -> LocalHandle:
+        for other in others:
+            other.check_name(spec.name)
+        return start(spec)  # the module's start(): an ended record of the name is cleared there
+
+    def check_name(self, name: str) -> None:
+        check_name_free(name)
+
+    def forget_ended(self, name: str) -> None:
+        # One started meanwhile keeps its record (and the name check it answers).
+        with contextlib.suppress(UsageError):
+            clear_ended(name)
+
+    def find(self, name: str) -> LocalHandle | None:
+        return find(name)
+
+    def list(self, *, all_states: bool) -> list[Instance]:
+        return list_instances(all_states=all_states)
+
+    @contextlib.contextmanager
+    def all_handles(self) -> Iterator[list[LocalHandle]]:
+        yield list_handles()
+
+    def logs(self, handle: LocalHandle, *, follow: bool, tail: int | None) -> Iterator[str]:
+        return logs(handle, follow=follow, tail=tail)
+
+    def stop(self, handle: LocalHandle, timeout: float = STOP_TIMEOUT_S) -> Stopped:
+        return stop(handle, timeout)
+
+    def command_line(self, spec: RunSpec, *, detach: bool) -> str:
+        return local_run_line(spec)
+
+    def what_runs(self, spec: RunSpec) -> str:
+        return "a host process"
