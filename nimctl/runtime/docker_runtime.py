@@ -1,7 +1,9 @@
 """Instances as Docker containers: start, find, list, logs, stop, all through the Docker SDK.
 
 :class:`DockerRuntime` is this runtime behind :class:`nimctl.runtime.base.InstanceRuntime`; the
-functions below it act on one connection and one container.
+functions below it act on one connection and one container. What the container is (GPUs,
+mounts, environment, ...) comes from its description (:mod:`nimctl.runtime.container`), which
+``--dry-run`` prints as a ``docker run`` line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from nimctl.contract import MANAGED_LABEL
 from nimctl.errors import RuntimeFailure, RuntimeUnavailableError
 from nimctl.runtime import docker_client
 from nimctl.runtime.base import Handle, InstanceRuntime, NotOursError
+from nimctl.runtime.container import create_arguments, describe_container
 from nimctl.runtime.docker_client import running_container_urls, translated
 from nimctl.runtime.dry_run import docker_run_line
 from nimctl.runtime.instances import (
@@ -265,40 +268,11 @@ def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
     conflicts are mapped to the same errors.
     """
     from docker.errors import APIError
-    from docker.types import DeviceRequest
 
     check_port_free(spec.host, spec.port)
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
-    volumes = {str(spec.cache_dir): {"bind": contract.CONTAINER_CACHE, "mode": "rw"}}
-    for mount in spec.mounts:
-        volumes[str(mount.source)] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
-    device_requests = []
-    if spec.gpus.kind == "all":
-        device_requests.append(DeviceRequest(count=-1, capabilities=[["gpu"]]))
-    elif spec.gpus.kind == "count":
-        device_requests.append(DeviceRequest(count=spec.gpus.count, capabilities=[["gpu"]]))
-    elif spec.gpus.kind == "ids":
-        device_requests.append(DeviceRequest(device_ids=list(spec.gpus.ids), capabilities=[["gpu"]]))
-    base, _, retries = spec.restart.partition(":")
-    restart_policy = {"Name": base, "MaximumRetryCount": int(retries or 0)} if base != "no" else None
-
     try:
-        container = client.containers.create(
-            spec.image,
-            command=spec.engine_args or None,
-            name=spec.name,
-            environment=spec.env,
-            labels=spec.labels,
-            ports={f"{contract.CONTAINER_PORT}/tcp": (spec.host, spec.port)},
-            volumes=volumes,
-            user=spec.user,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            shm_size=spec.shm_size,
-            device_requests=device_requests or None,
-            restart_policy=restart_policy,
-            detach=True,
-        )
+        container = client.containers.create(**create_arguments(describe_container(spec)))
     except APIError as exc:
         raise _start_error(exc, spec) from None
     except BaseException:

@@ -2,17 +2,21 @@
 
 Secrets are environment variables with a secret-looking name (``NGC_API_KEY``, ``MY_TOKEN``)
 and the values of secret engine flags (``-- --api-key X``), also inside
-``NIM_PASSTHROUGH_ARGS``; each is shown as ``***``.
+``NIM_PASSTHROUGH_ARGS``; each is shown as ``***``. The ``docker run`` line is the rendering of
+the same container description the Docker runtime starts (:mod:`nimctl.runtime.container`).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nimctl import contract
-from nimctl.runtime.spec import is_secret, url_host
+from nimctl.runtime.container import ContainerDescription, describe_container, docker_run_argv
+from nimctl.runtime.spec import is_secret
 
 if TYPE_CHECKING:
     from nimctl.runtime.spec import RunSpec
@@ -27,7 +31,7 @@ _SECRET_FLAG = re.compile(
 PASSTHROUGH_ARGS_ENV = contract.PASSTHROUGH_ARGS
 
 
-def masked_args(args: list[str]) -> list[str]:
+def masked_args(args: Iterable[str]) -> list[str]:
     """Engine arguments with the values of secret flags (``--api-key X``, ``--api-key=X``) as ``***``."""
     masked: list[str] = []
     hide_next = False
@@ -45,8 +49,9 @@ def masked_args(args: list[str]) -> list[str]:
     return masked
 
 
-def masked_env(spec: RunSpec) -> dict[str, str]:
-    masked = {key: (MASK if is_secret(key) else value) for key, value in spec.env.items()}
+def masked_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables, in their order, with secret values (and secrets in the engine's) as ``***``."""
+    masked = {key: (MASK if is_secret(key) else value) for key, value in env.items()}
     if PASSTHROUGH_ARGS_ENV in masked:
         try:
             words = shlex.split(masked[PASSTHROUGH_ARGS_ENV])
@@ -56,33 +61,21 @@ def masked_env(spec: RunSpec) -> dict[str, str]:
     return masked
 
 
+def masked_container(description: ContainerDescription) -> ContainerDescription:
+    """The description with its secrets (variables, engine flags) as ``***``, for printing."""
+    return replace(
+        description,
+        env=tuple(masked_env(dict(description.env)).items()),
+        command=tuple(masked_args(description.command)),
+    )
+
+
 def docker_run_line(spec: RunSpec, *, detach: bool) -> str:
     """The ``docker run`` command equivalent to what nimctl does, secrets shown as ``***``."""
-    # docker refuses --rm with a restart policy; nimctl removes a foreground instance itself anyway.
-    remove = not detach and spec.restart == "no"
-    args = ["docker", "run", *(["-d"] if detach else []), *(["--rm"] if remove else []), "--name", spec.name]
-    args += ["--user", spec.user, "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-    if spec.shm_size:
-        args += ["--shm-size", spec.shm_size]
-    flag = spec.gpus.docker_flag()
-    if flag:
-        args += ["--gpus", flag]
-    if spec.restart != "no":
-        args += ["--restart", spec.restart]
-    args += ["-p", f"{url_host(spec.host)}:{spec.port}:{contract.CONTAINER_PORT}"]
-    args += ["-v", f"{spec.cache_dir}:{contract.CONTAINER_CACHE}"]
-    for mount in spec.mounts:
-        args += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
-    for key, value in masked_env(spec).items():
-        args += ["-e", f"{key}={value}"]
-    for key, value in spec.labels.items():
-        args += ["--label", f"{key}={value}"]
-    args.append(spec.image or "")
-    args += masked_args(spec.engine_args)
-    return shlex.join(args)
+    return shlex.join(docker_run_argv(masked_container(describe_container(spec)), detach=detach))
 
 
 def local_run_line(spec: RunSpec) -> str:
     """The shell command equivalent to ``--runtime local``, secrets shown as ``***``."""
-    env = [f"{key}={value}" for key, value in masked_env(spec).items()]
+    env = [f"{key}={value}" for key, value in masked_env(spec.env).items()]
     return shlex.join(["env", *env, "nim-serve", *masked_args(spec.engine_args)])
