@@ -8,6 +8,8 @@ which sets it and then execs the engine (the setting survives exec; the pid stay
 
 The kernel sends the signal when the *thread* that forked the child ends. The front forks
 its children from the event loop, which runs in the main thread, so that is the front's end.
+It reaches the child only, not what the child spawned (vLLM's EngineCore): those are ended
+by the watchdog (:mod:`nimctl.server.watchdog`).
 """
 
 from __future__ import annotations

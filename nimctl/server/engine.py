@@ -1,9 +1,10 @@
 """The supervised vLLM engine: one child process on a loopback-only port.
 
 The child gets its own process group, so stopping it (or cleaning up after it crashed)
-reaches every process it spawned, and it is asked to die with the front
-(``PR_SET_PDEATHSIG``, see :mod:`nimctl.server.deathsig`) so that no engine outlives a
-front killed with SIGKILL.
+reaches every process it spawned. No part of it outlives a front killed with SIGKILL: the
+child itself is asked to die with the front (``PR_SET_PDEATHSIG``, see
+:mod:`nimctl.server.deathsig`), and the watchdog (:mod:`nimctl.server.watchdog`) ends the
+processes the engine spawned, which that signal does not reach.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
 
+from nimctl.server import watchdog
 from nimctl.server.deathsig import guarded
 
 log = logging.getLogger("nimctl.engine")
@@ -81,6 +83,7 @@ class EngineProcess:
             env=self.env,
             start_new_session=True,
         )
+        watchdog.watch(self._process.pid)
         self._reader = asyncio.create_task(self._read_output(), name="engine-output")
         log.info("engine started (pid %s): %s", self._process.pid, " ".join(self.command))
 
@@ -97,6 +100,7 @@ class EngineProcess:
         code = await self._process.wait()
         # Its children hold the output pipe open: they go first, then the pipe drains.
         self._kill_group(signal.SIGKILL)
+        watchdog.end(self._process.pid)  # and any that left the group
         if self._reader:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._reader, 5)
@@ -113,6 +117,7 @@ class EngineProcess:
             except TimeoutError:
                 log.warning("engine did not stop within %.0f s; killing it", timeout)
         self._kill_group(signal.SIGKILL)
+        watchdog.end(self._process.pid)
         with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
             await asyncio.wait_for(self._process.wait(), 5)
         if self._reader:

@@ -3,7 +3,8 @@
 A download or a built-in generation takes minutes and cannot be interrupted from a thread
 (``asyncio.run`` would wait for the thread on SIGTERM). In a child process it can: the
 front kills the child's process group when it stops, and the child dies with the front
-if the front is killed (:mod:`nimctl.server.deathsig`). The child also keeps torch and
+if the front is killed (:mod:`nimctl.server.deathsig`), what it started too
+(:mod:`nimctl.server.watchdog`). The child also keeps torch and
 huggingface_hub out of the front's memory.
 
 The child is ``python -m nimctl.server.fetch PARENT_PID URI CACHE``. Its stdout carries one
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nimctl.errors import ConfigError, NimctlError, RuntimeFailure
+from nimctl.server import watchdog
 from nimctl.server.deathsig import die_with_parent
 from nimctl.server.model_source import ModelSource, parse_model_source
 
@@ -53,6 +55,7 @@ async def fetch_model(source: ModelSource, cache: Path) -> Path:
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # its own group: a stop reaches whatever it started too
     )
+    watchdog.watch(process.pid)
     assert process.stdout is not None and process.stderr is not None
     relay = asyncio.create_task(_relay_output(process.stderr), name="fetch-output")
     try:
@@ -65,6 +68,7 @@ async def fetch_model(source: ModelSource, cache: Path) -> Path:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+        watchdog.end(process.pid)
         relay.cancel()
     return _result(output, process.returncode, source.uri)
 
