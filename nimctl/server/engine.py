@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from nimctl.server import watchdog
 from nimctl.server.deathsig import guarded
+from nimctl.server.logs import TracebackCollapser
 
 log = logging.getLogger("nimctl.engine")
 
@@ -88,11 +89,24 @@ class EngineProcess:
         log.info("engine started (pid %s): %s", self._process.pid, " ".join(self.command))
 
     async def _read_output(self) -> None:
+        """Log the engine's output; keep its last lines as they came (for the report if it dies)."""
         assert self._process and self._process.stdout
-        while line := await self._process.stdout.readline():
+        # Below DEBUG a traceback is logged as its exception line: each engine 500 printed ~9 KB.
+        collapser = None if log.isEnabledFor(logging.DEBUG) else TracebackCollapser()
+        while True:
+            try:
+                line = await self._process.stdout.readline()
+            except ValueError:  # longer than the stream's limit; it was dropped. Reading must go on,
+                log.info("(part of an engine output line over 64 KiB left out)")  # or the engine blocks
+                continue
+            if not line:
+                break
             text = line.decode(errors="replace").rstrip()
             self.tail.append(text)
-            log.info("%s", text)
+            for shown in collapser.feed(text) if collapser else [text]:
+                log.info("%s", shown)
+        for shown in collapser.flush() if collapser else []:
+            log.info("%s", shown)
 
     async def wait(self) -> int:
         """Wait for the engine to exit, end what it spawned, and return its exit code."""
