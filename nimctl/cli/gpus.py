@@ -1,24 +1,56 @@
-"""``nimctl gpus``: the GPU inventory profile selection works from (NVML, or ``--gpus``)."""
+"""``nimctl gpus``: the GPU inventory profile selection works from (NVML, or ``--assume-gpus``).
+
+Two option names for two grammars: ``--assume-gpus H100-80GB:8`` describes hardware that is not
+here (``gpus``, ``profiles ...``, ``list-model-profiles``, and ``run`` for planning), while
+``nimctl run --gpus 0,1`` picks devices of this machine. ``--gpus SPEC`` on the commands that
+describe hardware is the old spelling of ``--assume-gpus``: hidden, still read, with a note.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from nimctl.cli._common import FormatOption, output
+from nimctl.errors import UsageError
 from nimctl.output import Format, Output
 
-GpusOption = Annotated[
+if TYPE_CHECKING:
+    from nimctl.gpu import Inventory
+
+# The grammar of SPEC (nimctl.gpu.parse_gpu_spec), for every option that takes one.
+ASSUME_GPUS_GRAMMAR = (
+    "NAME[:COUNT][@FREE],... with FREE in GiB (6, 6GiB) or GB (6GB), e.g. H100-80GB:8, L40S:2, "
+    "A100-80GB:1@6GiB, none (also $NIMCTL_ASSUME_GPUS). `nimctl gpus --catalog` lists the names."
+)
+AssumeGpusOption = Annotated[
     str | None,
     typer.Option(
-        "--gpus",
+        "--assume-gpus",
         metavar="SPEC",
-        help="Describe the GPUs instead of reading them: NAME[:COUNT][@FREE],... with FREE in GiB "
-        "(6, 6GiB) or GB (6GB), e.g. H100-80GB:8, L40S:2, A100-80GB:1@6GiB, none "
-        "(also $NIMCTL_ASSUME_GPUS). `nimctl gpus --catalog` lists the names.",
+        help=f"Assume these GPUs instead of reading this machine's: {ASSUME_GPUS_GRAMMAR}",
+        show_default=False,
     ),
 ]
+OldGpusOption = Annotated[
+    str | None,
+    typer.Option("--gpus", metavar="SPEC", hidden=True, help="Old spelling of --assume-gpus."),
+]
+
+
+def assumed_inventory(out: Output, assume_gpus: str | None, old_gpus: str | None) -> Inventory:
+    """The GPUs to judge profiles on: ``--assume-gpus`` (or its old spelling ``--gpus``), else
+    ``$NIMCTL_ASSUME_GPUS``, else this machine's. The old spelling gets a note on stderr once the
+    value has been read (a bad one is its error alone)."""
+    from nimctl.gpu import detect_inventory
+
+    if assume_gpus is not None and old_gpus is not None:
+        raise UsageError("--gpus SPEC is the old spelling of --assume-gpus: give one of them")
+    inventory = detect_inventory(assume_gpus if assume_gpus is not None else old_gpus)
+    if old_gpus is not None:
+        out.info(f"Note: --gpus {old_gpus} describes hardware; it is now spelled --assume-gpus")
+    return inventory
 
 
 def register(app: typer.Typer) -> None:
@@ -27,21 +59,21 @@ def register(app: typer.Typer) -> None:
 
 def gpus(
     ctx: typer.Context,
-    gpus_spec: GpusOption = None,
+    assume_gpus: AssumeGpusOption = None,
+    old_gpus: OldGpusOption = None,
     catalog: Annotated[
-        bool, typer.Option("--catalog", help="List the GPUs --gpus knows (the built-in catalogue).")
+        bool, typer.Option("--catalog", help="List the GPUs --assume-gpus knows (the built-in catalogue).")
     ] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """The GPUs nimctl sees through NVML (or the ones --gpus describes); no GPU is a normal answer."""
+    """The GPUs nimctl sees through NVML (or the ones --assume-gpus describes); no GPU is a normal answer."""
     out = output(ctx, fmt)
     if catalog:
         _print_catalog(out)
         return
-    from nimctl.gpu import detect_inventory
     from nimctl.gpu.units import cc_text, gib
 
-    inventory = detect_inventory(gpus_spec)
+    inventory = assumed_inventory(out, assume_gpus, old_gpus)
 
     def show() -> None:
         if not inventory.gpus:

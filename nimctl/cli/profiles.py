@@ -12,7 +12,7 @@ import typer
 
 from nimctl import contract
 from nimctl.cli._common import FormatOption, Preference, output
-from nimctl.cli.gpus import GpusOption
+from nimctl.cli.gpus import AssumeGpusOption, OldGpusOption, assumed_inventory
 from nimctl.errors import ProfileError, UsageError
 from nimctl.output import Format
 
@@ -95,7 +95,8 @@ ProfilesDirOption = Annotated[
 
 profiles_app = typer.Typer(
     name="profiles",
-    help="Model profiles: what each model can run with on this machine (or one --gpus describes), and why.",
+    help="Model profiles: what each model can run with on this machine (or one --assume-gpus describes), "
+    "and why.",
     no_args_is_help=True,
 )
 
@@ -112,7 +113,8 @@ def register(app: typer.Typer) -> None:
 def list_profiles(
     ctx: typer.Context,
     model: ModelArgument = None,
-    gpus: GpusOption = None,
+    assume_gpus: AssumeGpusOption = None,
+    old_gpus: OldGpusOption = None,
     prefer: PreferOption = Preference.throughput,
     lora: LoraOption = False,
     max_model_len: MaxModelLenOption = None,
@@ -123,9 +125,7 @@ def list_profiles(
     """Every profile of MODEL grouped as NIM does (runnable, LoRA, low memory, incompatible), the chosen
     (or pinned) one marked; without MODEL, one line per known model."""
     out = output(ctx, fmt)
-    from nimctl.gpu import detect_inventory
-
-    inventory = detect_inventory(gpus)
+    inventory = assumed_inventory(out, assume_gpus, old_gpus)
     if model is None:
         # A profile belongs to one model; $NIM_MODEL_PROFILE set for a container is not meant here.
         if profile is not None and _from_command_line(ctx, "profile"):
@@ -160,7 +160,8 @@ def show_profile(
         str | None, typer.Option("--model", "-m", help="The model, when a name is in several manifests.")
     ] = None,
     profile: ProfileOption = None,
-    gpus: GpusOption = None,
+    assume_gpus: AssumeGpusOption = None,
+    old_gpus: OldGpusOption = None,
     prefer: PreferOption = Preference.throughput,
     lora: LoraOption = False,
     max_model_len: MaxModelLenOption = None,
@@ -169,13 +170,12 @@ def show_profile(
 ) -> None:
     """One profile: tags, memory estimate, engine arguments, and why it can or cannot run here."""
     out = output(ctx, fmt)
-    from nimctl.gpu import detect_inventory
     from nimctl.profiles.render import print_profile
     from nimctl.profiles.report import profile_report
     from nimctl.profiles.selection import AUTOMATIC
 
     wanted = ref or profile
-    inventory = detect_inventory(gpus)
+    inventory = assumed_inventory(out, assume_gpus, old_gpus)
     if wanted is None or wanted.strip().lower() in AUTOMATIC:
         if model is None:
             raise UsageError(
@@ -210,7 +210,8 @@ def select(
     ctx: typer.Context,
     model: ModelArgument = None,
     profile: ProfileOption = None,
-    gpus: GpusOption = None,
+    assume_gpus: AssumeGpusOption = None,
+    old_gpus: OldGpusOption = None,
     prefer: ServePreferOption = None,
     lora: ServeLoraOption = None,
     max_model_len: ServeMaxModelLenOption = None,
@@ -223,7 +224,6 @@ def select(
     derives from NIM_MODEL_PATH (else its default model), NIM_MODEL_PROFILE, NIM_PEFT_SOURCE and
     NIM_PASSTHROUGH_ARGS / NIM_MAX_MODEL_LEN."""
     out = output(ctx, fmt)
-    from nimctl.gpu import detect_inventory
     from nimctl.profiles import select_profile
     from nimctl.server.selection_inputs import selection_inputs
 
@@ -231,9 +231,10 @@ def select(
         model=model, profile=profile, lora=lora, max_model_len=max_model_len, prefer=prefer and prefer.value
     )
     manifest = _find(inputs.model, profiles_dir)
+    inventory = assumed_inventory(out, assume_gpus, old_gpus)
     selection = select_profile(
         manifest,
-        detect_inventory(gpus),
+        inventory,
         inputs.profile,
         inputs.prefer,
         inputs.lora,
@@ -246,7 +247,8 @@ def list_model_profiles(
     ctx: typer.Context,
     model: ModelArgument = None,
     profile: ProfileOption = None,
-    gpus: GpusOption = None,
+    assume_gpus: AssumeGpusOption = None,
+    old_gpus: OldGpusOption = None,
     prefer: ServePreferOption = None,
     lora: ServeLoraOption = None,
     max_model_len: ServeMaxModelLenOption = None,
@@ -256,7 +258,6 @@ def list_model_profiles(
     """List the model's profiles grouped by what this system can run, the one nim-serve would choose
     marked (default model: $NIM_MODEL_PATH, else nim-serve's)."""
     out = output(ctx, fmt)
-    from nimctl.gpu import detect_inventory
     from nimctl.profiles.report import nim_text
     from nimctl.server.selection_inputs import selection_inputs
 
@@ -267,9 +268,10 @@ def list_model_profiles(
         max_model_len=max_model_len,
         prefer=prefer and prefer.value,
     )
+    inventory = assumed_inventory(out, assume_gpus, old_gpus)
     report = _report(
         inputs.model,
-        detect_inventory(gpus),
+        inventory,
         inputs.profile,
         inputs.prefer,
         inputs.lora,

@@ -15,6 +15,7 @@ import typer
 
 from nimctl import contract
 from nimctl.cli._common import Preference, output
+from nimctl.cli.gpus import ASSUME_GPUS_GRAMMAR
 from nimctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 if TYPE_CHECKING:
@@ -44,7 +45,18 @@ def run(
         str | None,
         typer.Option(
             "--gpus",
-            help="GPUs for the instance: all, none, a count (2) or ids (0,1) [all for a GPU profile].",
+            help="GPUs of this machine for the instance: all, none, a count (2) or ids (0,1) [all for a "
+            "GPU profile]. To describe other hardware: --assume-gpus.",
+            show_default=False,
+        ),
+    ] = None,
+    assume_gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--assume-gpus",
+            metavar="SPEC",
+            help="Plan on these GPUs instead of this machine's (with --dry-run: what would run there; "
+            f"--gpus then picks among them): {ASSUME_GPUS_GRAMMAR}",
             show_default=False,
         ),
     ] = None,
@@ -123,6 +135,7 @@ def run(
 ) -> None:
     """Start a NIM for MODEL and wait until it is ready; arguments after -- go to the engine."""
     from nimctl.errors import UsageError
+    from nimctl.gpu import detect_inventory
     from nimctl.runtime.manage import choose_runtime, dry_run_line
     from nimctl.runtime.spec import plan_run
 
@@ -154,6 +167,8 @@ def run(
         image=image,
         engine_args=engine_args,
         restart=restart,
+        # None: $NIMCTL_ASSUME_GPUS, else this machine's (plan_run reads them itself).
+        inventory=detect_inventory(assume_gpus) if assume_gpus is not None else None,
         runtime_note=choice.note,
     )
     if choice.note:

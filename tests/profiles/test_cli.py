@@ -61,11 +61,11 @@ def check_golden(name: str, text: str) -> None:
 @pytest.mark.parametrize(
     ("golden", "args"),
     [
-        ("profiles_list_qwen7b_2xL40S.txt", ["qwen2.5-vl-7b-instruct", "--gpus", "L40S:2"]),
-        ("profiles_list_qwen72b_2xL40S.txt", ["hf://Qwen/Qwen2.5-VL-72B-Instruct", "--gpus", "L40S:2"]),
-        ("profiles_list_gemma_busy_A100.txt", ["gemma-3-27b-it", "--gpus", "A100-80GB@30GiB"]),
-        ("profiles_list_tiny_vlm_none.txt", ["tiny-vlm", "--gpus", "none"]),
-        ("profiles_list_all_8xH100.txt", ["--gpus", "H100-80GB:8"]),
+        ("profiles_list_qwen7b_2xL40S.txt", ["qwen2.5-vl-7b-instruct", "--assume-gpus", "L40S:2"]),
+        ("profiles_list_qwen72b_2xL40S.txt", ["hf://Qwen/Qwen2.5-VL-72B-Instruct", "--assume-gpus", "L40S:2"]),
+        ("profiles_list_gemma_busy_A100.txt", ["gemma-3-27b-it", "--assume-gpus", "A100-80GB@30GiB"]),
+        ("profiles_list_tiny_vlm_none.txt", ["tiny-vlm", "--assume-gpus", "none"]),
+        ("profiles_list_all_8xH100.txt", ["--assume-gpus", "H100-80GB:8"]),
     ],
 )
 def test_profiles_list_table(golden: str, args: list[str]) -> None:
@@ -107,7 +107,7 @@ def test_profiles_list_json_keys_are_stable() -> None:
 
 def test_profiles_show() -> None:
     code, out, err = run(
-        "profiles", "show", "vllm-bf16-tp1-pp1", "--model", "qwen2.5-vl-7b-instruct", "--gpus", "A10G"
+        "profiles", "show", "vllm-bf16-tp1-pp1", "--model", "qwen2.5-vl-7b-instruct", "--assume-gpus", "A10G"
     )
     assert (code, err) == (0, "")
     check_golden("profiles_show_qwen7b_bf16_A10G.txt", out)
@@ -146,7 +146,7 @@ def test_select_honours_nim_model_profile_and_path() -> None:
 
 
 def test_select_with_nothing_runnable_exits_8_with_the_reason() -> None:
-    code, out, err = run("profiles", "select", "qwen2.5-vl-7b-instruct", "--gpus", "V100")
+    code, out, err = run("profiles", "select", "qwen2.5-vl-7b-instruct", "--assume-gpus", "V100")
     assert (code, out) == (8, "")
     lines = err.splitlines()
     assert (
@@ -240,7 +240,7 @@ def test_list_model_profiles_console_script() -> None:
     env = {**os.environ, **ENV, "NIM_MODEL_PATH": "builtin://tiny-vlm"}
     command += ["--profiles-dir", str(REPO_PROFILES_DIR)]
     done = subprocess.run(
-        [*command, "--gpus", "none"], capture_output=True, text=True, env=env, timeout=60, check=False
+        [*command, "--assume-gpus", "none"], capture_output=True, text=True, env=env, timeout=60, check=False
     )
     assert (done.returncode, done.stderr) == (0, "")
     check_golden("list_model_profiles_tiny_vlm.txt", done.stdout)
@@ -282,7 +282,7 @@ def test_profiles_list_of_every_model_ignores_a_container_profile_variable() -> 
     )
     assert code == 0
     assert {row["model"] for row in json.loads(out)["models"]} >= {"tiny-vlm", "tiny-llm"}
-    code, out, err = run("profiles", "list", "--gpus", "none", "--profile", "vllm-bf16-tp2-pp1")
+    code, out, err = run("profiles", "list", "--assume-gpus", "none", "--profile", "vllm-bf16-tp2-pp1")
     assert (code, out) == (2, "")
     assert err.startswith("Error: --profile needs MODEL")
 
@@ -314,7 +314,7 @@ def test_profiles_show_without_a_profile_or_model_is_a_usage_error() -> None:
     code, out, err = run("profiles", "show")
     assert (code, out) == (2, "")
     assert err.startswith("Error: which profile? give ID|NAME or --profile, or --model MODEL")
-    code, _, err = run("profiles", "show", "--model", "qwen2.5-vl-7b-instruct", "--gpus", "V100")
+    code, _, err = run("profiles", "show", "--model", "qwen2.5-vl-7b-instruct", "--assume-gpus", "V100")
     assert code == 8 and err.startswith("Error: no runnable profile for qwen2.5-vl-7b-instruct")
 
 
