@@ -15,8 +15,11 @@ with it (``end PID``). The watchdog then kills, with SIGKILL:
   then exits.
 
 A tree is the child's process group and session, plus every descendant the watchdog saw
-while it scanned ``/proc`` every :data:`SCAN_EVERY_S` seconds (one that left the group and the
-session, as some of vLLM's launchers do, is still found by its ancestry).
+while it scanned ``/proc`` (one that left the group and the session, as some of vLLM's
+launchers do, is still found by its ancestry). A tree grows mostly as it starts, so the scans
+come :data:`SCAN_FIRST_S` after a ``watch``, then at doubling intervals up to
+:data:`SCAN_MAX_S`: a descendant born ``t`` seconds after its child started is known by
+``2 t + SCAN_FIRST_S``, and a scan (tens of ms where ``/proc`` is slow) costs little.
 
 The front side imports only the standard library and costs a fork-exec, done off the path to
 ``/v1/health/live``.
@@ -36,7 +39,8 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("nimctl.server")
 
-SCAN_EVERY_S = 2.0
+SCAN_FIRST_S = 1.0
+SCAN_MAX_S = 60.0
 # Passes of scan-and-kill at the end: a process forking while it is killed can leave a child.
 KILL_PASSES = 10
 KILL_PASS_PAUSE_S = 0.05
@@ -194,15 +198,18 @@ def _kill(trees: list[_Tree]) -> None:
         time.sleep(KILL_PASS_PAUSE_S)
 
 
-def _handle(line: str, trees: dict[int, _Tree]) -> None:
+def _handle(line: str, trees: dict[int, _Tree]) -> bool:
+    """Act on one line from the front; whether it was a new child to watch."""
     verb, _, pid_text = line.partition(" ")
     if not pid_text.strip().isdigit():
-        return
+        return False
     pid = int(pid_text)
-    if verb == "watch":
-        trees.setdefault(pid, _Tree(pid))
-    elif verb == "end" and pid in trees:
+    if verb == "watch" and pid not in trees:
+        trees[pid] = _Tree(pid)
+        return True
+    if verb == "end" and pid in trees:
         _kill([trees.pop(pid)])
+    return False
 
 
 def main() -> int:
@@ -212,20 +219,27 @@ def main() -> int:
     stdin = sys.stdin.fileno()
     trees: dict[int, _Tree] = {}
     pending = b""
+    delay = SCAN_FIRST_S
+    next_scan = time.monotonic() + delay
     while True:
-        readable, _, _ = select.select([stdin], [], [], SCAN_EVERY_S if trees else None)
+        timeout = max(0.0, next_scan - time.monotonic()) if trees else None
+        readable, _, _ = select.select([stdin], [], [], timeout)
         if readable:
             chunk = os.read(stdin, 4096)
             if not chunk:
                 break  # the front has ended, however it ended
             *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                _handle(line.decode(errors="replace"), trees)
-        if trees:
+            new_trees = [_handle(line.decode(errors="replace"), trees) for line in lines]  # all of them
+            if any(new_trees):
+                delay = SCAN_FIRST_S  # a new tree: it grows now
+                next_scan = time.monotonic() + delay
+        elif trees:
             processes = _processes()
             children = _children(processes)
             for tree in trees.values():
                 tree.record(processes, children)
+            delay = min(delay * 2, SCAN_MAX_S)
+            next_scan = time.monotonic() + delay
     _kill(list(trees.values()))
     return 0
 

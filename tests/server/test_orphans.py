@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nimctl.server.watchdog import SCAN_EVERY_S
+from nimctl.server.watchdog import SCAN_FIRST_S
 from tests.conftest import TEST_MODEL
 from tests.server_process import ServerProcess, engine_process
 
@@ -100,10 +100,11 @@ def test_a_process_that_left_the_engines_group_and_session_dies_with_the_front()
         assert leavers, "the stand-in engine started nothing"
         leaver = leavers[0]
         assert os.getsid(leaver.pid) == leaver.pid != engine.pid
-        # The watchdog learns a descendant's ancestry by scanning every SCAN_EVERY_S (nothing to
-        # poll from outside): the leaver must have lived through at least one scan.
-        seen_by = leaver.create_time() + 2 * SCAN_EVERY_S + 0.5
-        while time.time() < seen_by:
+        # The watchdog learns a descendant's ancestry by scanning /proc (nothing to poll from
+        # outside): one born t s after its child started is known by 2 t + SCAN_FIRST_S.
+        born_after = leaver.create_time() - engine.create_time()
+        known_by = engine.create_time() + 2 * born_after + SCAN_FIRST_S + 1.0
+        while time.time() < known_by:
             time.sleep(0.1)
         tree = psutil.Process(front.pid).children(recursive=True)
         assert leaver in tree
