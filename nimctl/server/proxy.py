@@ -1,8 +1,10 @@
 """Relaying inference requests to the engine.
 
-Bodies are passed through as bytes. Streams are relayed chunk by chunk as they arrive,
-and when the client goes away the upstream response is closed at once so that vLLM
-aborts the generation.
+Bodies are passed through as bytes. Streams are relayed chunk by chunk as they arrive.
+Every request to the engine runs as a request in flight (:class:`~nimctl.server.state.InFlight`):
+when the client goes away the upstream response is closed at once so that vLLM aborts the
+generation, streamed or not; when the engine hangs or a SIGTERM drain runs out, the front
+ends the request itself, with an error in OpenAI's shape (a final SSE error event for a stream).
 
 The relay uses aiohttp: its C HTTP parser costs a fraction of the CPU of a pure-Python
 client per streamed chunk, and on a CPU-bound engine every cycle the front spends is one
@@ -11,17 +13,18 @@ the engine does not get (see benchmarks/front_overhead.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from nimctl.server.http_errors import openai_error
+from nimctl.server.http_errors import error_body, openai_error
+from nimctl.server.state import CLIENT_GONE, Cut, InFlight, RequestWatch
 
 if TYPE_CHECKING:
     from aiohttp.connector import Connection
@@ -52,6 +55,16 @@ STALE_RETRIES = 2
 # Idle connections are let go before vLLM's own keep-alive (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s)
 # closes them, so that the pool rarely hands out one the engine is closing at that moment.
 KEEPALIVE_S = 3.0
+# An SSE event ends with a blank line; vLLM writes "\n\n".
+_EVENT_END = b"\n\n"
+
+
+class EngineCutError(aiohttp.ClientError):
+    """The front ended a call to the engine (engine hung, or the drain ran out)."""
+
+    def __init__(self, cut: Cut) -> None:
+        super().__init__(cut.message)
+        self.cut = cut
 
 
 def _forwardable(headers: Any) -> dict[str, str]:
@@ -88,45 +101,69 @@ def _finish(response: aiohttp.ClientResponse) -> None:
         response.close()
 
 
+async def _end_on_disconnect(receive: Receive, watch: RequestWatch) -> None:
+    """Ends ``watch`` when the client goes away (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    watch.end(CLIENT_GONE)
+
+
+def _sse_error(cut: Cut) -> bytes:
+    """A stream's last event when the front ends it: the error in OpenAI's stream shape."""
+    return b"data: " + json.dumps(error_body(cut.status, cut.message)).encode() + _EVENT_END
+
+
 class _RelayedStream(Response):
     """Sends an upstream streaming body on, closing upstream when either side ends."""
 
-    def __init__(self, upstream: aiohttp.ClientResponse) -> None:
+    def __init__(self, upstream: aiohttp.ClientResponse, in_flight: InFlight, what: str) -> None:
         self.upstream = upstream
+        self.in_flight = in_flight
+        self.what = what  # "POST /v1/chat/completions", for the log
         self.status_code = upstream.status
         self.background = None
         self.init_headers(_forwardable(upstream.headers))
+        self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                # Caught here, inside the group, so that they do not leave it as an ExceptionGroup.
+            with self.in_flight.watch() as watch:
+                watcher = asyncio.create_task(_end_on_disconnect(receive, watch))
                 try:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": self.status_code,
-                            "headers": self.raw_headers,
-                        }
-                    )
-                    async for chunk in self.upstream.content.iter_any():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await self._relay(send)
                 except OSError:
-                    pass  # the client went away while we wrote: nothing left to tell it
+                    watch.end(CLIENT_GONE)  # it went away while we wrote: nothing left to tell it
                 except aiohttp.ClientError as exc:
-                    log.warning("engine stream broke off: %s", type(exc).__name__)
+                    watch.end(Cut(502, f"the engine's stream broke off: {type(exc).__name__}"))
                 finally:
-                    group.cancel_scope.cancel()
+                    watcher.cancel()
+            if watch.cut is CLIENT_GONE:
+                return
+            if watch.cut is not None and not self._started:
+                await _ended(watch.cut, self.what)(scope, receive, send)
+                return
+            if watch.cut is not None:
+                log.warning("%s: stream ended by the front: %s", self.what, watch.cut.message)
+                await send({"type": "http.response.body", "body": _sse_error(watch.cut), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             _finish(self.upstream)
+
+    async def _relay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self._started = True
+        # Whole events only: an error event the front may add must not land inside a cut one.
+        pending = b""
+        async for chunk in self.upstream.content.iter_any():
+            data = pending + chunk if pending else chunk
+            end = data.rfind(_EVENT_END) + len(_EVENT_END)
+            if end < len(_EVENT_END):
+                pending = data
+                continue
+            pending = data[end:]
+            await send({"type": "http.response.body", "body": data[:end], "more_body": True})
+        if pending:  # the engine's last bytes, whatever they are
+            await send({"type": "http.response.body", "body": pending, "more_body": True})
 
 
 class EngineProxy:
@@ -178,23 +215,31 @@ class EngineProxy:
             return refusal
         if body is None:
             body = await request.body()
-        try:
-            upstream = await self._request(
-                request.method,
-                request.url.path,
-                params=list(request.query_params.multi_items()),
-                headers=_forwardable(request.headers),
-                data=body,
-            )
-            if upstream.content_type == "text/event-stream":
-                return _RelayedStream(upstream)
+        what = f"{request.method} {request.url.path}"
+        with self.state.in_flight.watch() as watch:
+            watcher = asyncio.create_task(_end_on_disconnect(request.receive, watch))
+            upstream: aiohttp.ClientResponse | None = None
             try:
+                upstream = await self._request(
+                    request.method,
+                    request.url.path,
+                    params=list(request.query_params.multi_items()),
+                    headers=_forwardable(request.headers),
+                    data=body,
+                )
+                if upstream.content_type == "text/event-stream":
+                    stream, upstream = _RelayedStream(upstream, self.state.in_flight, what), None
+                    return stream  # it watches the client and the cuts itself from here
                 content = await upstream.read()
+                return Response(content, status_code=upstream.status, headers=_forwardable(upstream.headers))
+            except aiohttp.ClientError as exc:
+                return engine_unavailable(exc)
             finally:
-                _finish(upstream)
-        except aiohttp.ClientError as exc:
-            return engine_unavailable(exc)
-        return Response(content, status_code=upstream.status, headers=_forwardable(upstream.headers))
+                watcher.cancel()
+                if upstream is not None:
+                    _finish(upstream)  # closed when dropped unread: vLLM aborts the generation
+        # Here only when the request was ended before the engine answered.
+        return _ended(watch.cut or CLIENT_GONE, what)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
         """Send one request; one that meets a stale pooled connection is sent again on new ones."""
@@ -209,9 +254,20 @@ class EngineProxy:
         return await self.fresh_session.request(method, path, **kwargs)
 
     async def call_json(
-        self, method: str, path: str, payload: Any = None, timeout: float = 60
+        self, method: str, path: str, payload: Any = None, timeout: float = 60, *, cuttable: bool = True
     ) -> tuple[int, Any]:
-        """A JSON call of the front's own; raises aiohttp.ClientError or TimeoutError when it fails."""
+        """A JSON call of the front's own; raises aiohttp.ClientError or TimeoutError when it fails.
+
+        ``cuttable`` calls are requests in flight, ended (EngineCutError) with the others when the
+        engine hangs or the drain runs out; the supervisor's health probe is not one of them.
+        """
+        if not cuttable:
+            return await self._call_json(method, path, payload, timeout)
+        with self.state.in_flight.watch() as watch:
+            return await self._call_json(method, path, payload, timeout)
+        raise EngineCutError(watch.cut or Cut(503, "the call to the engine was ended"))
+
+    async def _call_json(self, method: str, path: str, payload: Any, timeout: float) -> tuple[int, Any]:
         limit = aiohttp.ClientTimeout(total=timeout)
         response = await self._request(method, path, json=payload, timeout=limit)
         try:
@@ -219,12 +275,12 @@ class EngineProxy:
         finally:
             _finish(response)
 
-    async def list_models(self, timeout: float) -> list[dict[str, Any]] | None:
+    async def list_models(self, timeout: float, *, cuttable: bool = True) -> list[dict[str, Any]] | None:
         """The entries of the engine's ``/v1/models``; None when it answered, but not 200 with a list.
 
         Raises aiohttp.ClientError or TimeoutError when it does not answer, as ``call_json``.
         """
-        status, listing = await self.call_json("GET", "/v1/models", timeout=timeout)
+        status, listing = await self.call_json("GET", "/v1/models", timeout=timeout, cuttable=cuttable)
         data = listing.get("data") if isinstance(listing, dict) else None
         if status != 200 or not isinstance(data, list):
             return None
@@ -242,7 +298,17 @@ class EngineProxy:
             return None
 
 
+def _ended(cut: Cut, what: str) -> Response:
+    if cut is CLIENT_GONE:
+        # Nobody reads this; the status is for the front's request metrics (nginx's "client closed").
+        return Response(status_code=cut.status)
+    log.warning("%s: ended by the front: %s", what, cut.message)
+    return openai_error(cut.status, cut.message, headers={"Retry-After": "5"})
+
+
 def engine_unavailable(exc: BaseException) -> Response:
+    if isinstance(exc, EngineCutError):
+        return openai_error(exc.cut.status, exc.cut.message, headers={"Retry-After": "5"})
     return openai_error(503, f"engine is not answering: {type(exc).__name__}", headers={"Retry-After": "5"})
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 if TYPE_CHECKING:
     from nimctl.server.engine import EngineProcess
@@ -33,6 +37,73 @@ PHASE_MESSAGES = {
 }
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Why the front ended a request to the engine before the engine answered it in full."""
+
+    status: int
+    message: str
+
+
+# The client went away: nothing is sent, the engine's request is dropped so that vLLM aborts it.
+CLIENT_GONE = Cut(499, "the client closed the connection")
+
+
+class RequestWatch:
+    """One request to the engine in flight; ``end`` stops the work inside its ``scope``."""
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.cut: Cut | None = None
+
+    def end(self, cut: Cut) -> None:
+        if self.cut is None:  # the first reason stands: a client gone stays gone
+            self.cut = cut
+        self.scope.cancel()
+
+
+class InFlight:
+    """The requests to the engine in flight, so that the front can end them together.
+
+    The supervisor ends them when the engine hangs, the runner when a SIGTERM drain runs out.
+    A standing cut also ends every request that starts while it stands (one that passed the
+    readiness check a moment before the engine was declared hung, say).
+    """
+
+    def __init__(self) -> None:
+        self._watches: set[RequestWatch] = set()
+        self._standing: Cut | None = None
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[RequestWatch]:
+        """Run the body as a request in flight; when it is ended, the body stops at its next await
+        and execution goes on after the ``with`` block, where ``watch.cut`` says why."""
+        watch = RequestWatch()
+        with watch.scope:
+            self._watches.add(watch)
+            try:
+                if self._standing is not None:
+                    watch.end(self._standing)
+                yield watch
+            finally:
+                self._watches.discard(watch)
+
+    def cut_all(self, cut: Cut, *, standing: bool = False) -> int:
+        """End every request in flight (and, ``standing``, every later one until ``lift``); how many."""
+        if standing:
+            self._standing = cut
+        watches = list(self._watches)
+        for watch in watches:
+            watch.end(cut)
+        return len(watches)
+
+    def lift(self) -> None:
+        self._standing = None
+
+
 @dataclass
 class ServerState:
     plan: LaunchPlan
@@ -45,6 +116,7 @@ class ServerState:
     engine_starts: int = 0
     exit_code: int = 0
     engine_port: int | None = None  # the plan's fixed port, else chosen just before the launch
+    in_flight: InFlight = field(default_factory=InFlight)
 
     def __post_init__(self) -> None:
         if self.engine_port is None:

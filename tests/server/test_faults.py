@@ -1,4 +1,4 @@
-"""The front under faults: bad requests beside good ones.
+"""The front under faults: bad requests beside good ones, clients that go away.
 
 The engine tests use the shared session server. The connection tests at the top need no
 engine: a stand-in on a loopback socket misbehaves on cue.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from nimctl.server.config import ServerConfig
 from nimctl.server.plan import build_plan
 from nimctl.server.proxy import STALE_RETRIES, EngineProxy
 from nimctl.server.state import ServerState
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, engine_metric
 
 MODEL = "tiny-vlm"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
@@ -189,3 +191,30 @@ def test_good_requests_succeed_beside_bad_ones_the_engine_answers_with_500(nim_s
     assert sum(bad_statuses.values()) >= 50, bad_statuses  # the bad ones really ran beside them
     # Whatever the bad ones get (the engine's 500 today), it is an answer, never "not answering".
     assert 503 not in bad_statuses, bad_statuses
+
+
+@pytest.mark.engine
+def test_a_non_streaming_request_is_aborted_when_its_client_goes_away(nim_server: ServerProcess) -> None:
+    """Before the fix the engine generated all 4000 tokens for nobody."""
+    max_tokens = 4000
+    generated_before = engine_metric(nim_server.url, "vllm:generation_tokens_total")
+    body = json.dumps({**CHAT, "max_tokens": max_tokens, "ignore_eos": True}).encode()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", nim_server.port), timeout=30) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.monotonic() + 60
+        while engine_metric(nim_server.url, "vllm:num_requests_running") < 1:
+            assert time.monotonic() < deadline, "the request never started in the engine"
+            time.sleep(0.1)  # polling the engine's gauge until the request runs
+    # The socket is closed: the front must drop the engine's request, and vLLM abort it.
+    deadline = time.monotonic() + 60
+    previous = -1.0
+    while True:
+        generated = engine_metric(nim_server.url, "vllm:generation_tokens_total") - generated_before
+        running = engine_metric(nim_server.url, "vllm:num_requests_running")
+        if running == 0 and generated == previous:
+            break
+        assert time.monotonic() < deadline, f"still running in the engine ({generated:.0f} tokens so far)"
+        previous = generated
+        time.sleep(0.5)  # polling the engine's counters until they settle or the deadline passes
+    assert generated < max_tokens / 2
