@@ -34,6 +34,7 @@ SHUTDOWN_TIMEOUT: Final = "NIMCTL_SHUTDOWN_TIMEOUT"
 PROFILES_DIR: Final = "NIMCTL_PROFILES_DIR"
 PROFILE_PREFERENCE: Final = "NIMCTL_PROFILE_PREFERENCE"
 # Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
+MAX_IMAGE_PIXELS: Final = "NIMCTL_MAX_IMAGE_PIXELS"
 IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
 
 # What each variable means, for documentation and error messages.
@@ -57,6 +58,7 @@ VARIABLES: Final[dict[str, str]] = {
     PROFILE_PREFERENCE: "throughput (the fewest GPUs) or latency (the most) between runnable profiles",
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
+    MAX_IMAGE_PIXELS: "the most pixels (width x height) an input image may have; the engine gets it too",
 
 # Credentials passed through from the caller's environment when set (NIM's own names).
 PASSTHROUGH_SECRETS: Final = ("NGC_API_KEY", "HF_TOKEN")

@@ -58,7 +58,10 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = "Not Found: no such endpoint" if exc.status_code == 404 else str(exc.detail)
-        return openai_error(exc.status_code, f"{message} ({request.method} {request.url.path})")
+        # exc.headers carries a 405's Allow: which methods the path does answer.
+        return openai_error(
+            exc.status_code, f"{message} ({request.method} {request.url.path})", headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 from fastapi.responses import JSONResponse
 
@@ -29,3 +30,44 @@ def openai_error(
     status: int, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(error_body(status, message, param=param), status_code=status, headers=headers)
+
+
+# The error object as /openapi.json documents it.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["integer", "null"]},
+            },
+        }
+    },
+}
+# What each error status means on this server, for the document.
+_MEANINGS = {
+    400: "The request is malformed or names something the model cannot do",
+    404: "No such model (or, for /v1/license, no license file)",
+    405: "Method not allowed (the Allow header lists the allowed ones)",
+    413: "The request body is too large",
+    422: "The engine could not use the request's input (for example a media URL that answered 4xx)",
+    502: "The engine failed on the request, or answered in a way the front cannot read",
+    503: "The model is not ready yet, the server is shutting down, or the engine is not answering",
+}
+# The error statuses of each kind of route: a new status is one entry here and one in _MEANINGS.
+INFERENCE_ERRORS = (400, 404, 413, 422, 502, 503)
+MODEL_LIST_ERRORS = (502, 503)
+MANAGEMENT_ERRORS = (503,)  # while the server drains
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI's ``responses=`` for error answers in OpenAI's shape."""
+    return {
+        status: {"description": _MEANINGS[status], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for status in statuses
+    }

@@ -1,15 +1,16 @@
 """The OpenAI-compatible routes, relayed to the engine.
 
-The front checks only what it must to keep its promise that bad input is a 4xx: the body
-is a JSON object, and inline ``data:`` images decode. Everything else (field types, the
-model name, the context length) is the engine's to judge, and its 4xx answers are
+The front keeps the promise that the client's mistakes are a 4xx in two lines of defence:
+before the engine, it checks the few shapes the engine would answer with a 500
+(:mod:`nimctl.server.request_checks`); after it, an engine 500 whose message shows the
+client's input as the cause becomes a 400 (:mod:`nimctl.server.engine_errors`), and any
+other engine 500 a 502, the engine's failure, not the front's. Everything else (field types,
+the model name, the context length) is the engine's to judge, and its 4xx answers are
 passed through unchanged.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
@@ -17,9 +18,15 @@ import aiohttp
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from nimctl.media import sniff_media_type
-from nimctl.server.http_errors import openai_error
+from nimctl.server.engine_errors import judge_engine_error
+from nimctl.server.http_errors import (
+    INFERENCE_ERRORS,
+    MODEL_LIST_ERRORS,
+    error_responses,
+    openai_error,
+)
 from nimctl.server.proxy import EngineProxy, engine_unavailable
+from nimctl.server.request_checks import BadRequestError, CheckedBody, check_body
 
 _JSON_BODY = {
     "requestBody": {
@@ -27,111 +34,80 @@ _JSON_BODY = {
         "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
     }
 }
+# What the relayed routes answer: JSON, or an event stream when the request asks for one.
+_RELAYED_ROUTE: dict[str, Any] = {
+    "openapi_extra": _JSON_BODY,
+    "responses": {
+        200: {
+            "description": "The engine's answer",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        },
+        **error_responses(*INFERENCE_ERRORS),
+    },
+}
 
 
-class BadRequestError(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def _parse_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequestError("request body is not valid JSON: nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise BadRequestError("request body must be a JSON object")
-    return payload
-
-
-def _check_images(payload: dict[str, Any]) -> None:
-    messages = payload.get("messages")
-    if not isinstance(messages, list):
-        return
-    for index, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "image_url":
-                continue
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else None
-            if not isinstance(url, str):
-                continue
-            if url.startswith("data:"):
-                _check_data_url(url, f"messages[{index}].content")
-            elif not url.startswith(("http://", "https://")):
-                # vLLM answers 500 for file:// and friends; the client's mistake is a 400.
-                scheme = url.split(":", 1)[0] if ":" in url else url[:20]
-                raise BadRequestError(
-                    f"image URL scheme {scheme!r} is not supported: use https:// or data:image/...;base64,",
-                    f"messages[{index}].content",
-                )
-
-
-def _check_data_url(url: str, param: str) -> None:
-    header, sep, data = url.partition(",")
-    if not sep or not header.endswith(";base64"):
-        raise BadRequestError("image data URL must look like data:image/png;base64,<data>", param)
-    if not header.removeprefix("data:").startswith("image/"):
-        media_type = header.removeprefix("data:").split(";")[0]
-        raise BadRequestError(f"image data URL has media type {media_type!r}, not image/*", param)
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequestError("image data URL is not valid base64", param) from None
-    if sniff_media_type(raw) is None:
-        raise BadRequestError("image data URL does not hold a PNG, JPEG, GIF, WebP or BMP image", param)
-
-
-def _engine_error(status: int, body: Any, what: str) -> Response:
-    """An engine's error answer: passed on when it is in OpenAI's shape, else a 502 that says so."""
+def _engine_error(status: int, body: Any, what: str, checked: CheckedBody) -> Response:
+    """An engine's error answer: judged when in OpenAI's shape, else a 502 that says so."""
     error = body.get("error") if isinstance(body, dict) else None
     if status >= 400 and isinstance(error, dict) and isinstance(error.get("message"), str):
-        return JSONResponse(body, status_code=status)
+        return judge_engine_error(status, body, checked) or JSONResponse(body, status_code=status)
     return openai_error(502, f"the engine answered {what} with HTTP {status} and no error object")
+
+
+def _judged(response: Response, checked: CheckedBody) -> Response:
+    """A relayed answer, with an engine 5xx judged: the client's fault (400) or the engine's (502)."""
+    content = getattr(response, "body", None)  # None for a relayed stream: it started as a 200
+    if response.status_code < 500 or not isinstance(content, bytes):
+        return response
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        body = None
+    return judge_engine_error(response.status_code, body, checked) or response
 
 
 def build_router(proxy: EngineProxy) -> APIRouter:
     router = APIRouter(tags=["inference"])
 
-    async def checked_relay(request: Request, *, images: bool = False) -> Response:
+    def check(body: bytes) -> CheckedBody:
+        return check_body(body, max_image_pixels=proxy.state.plan.config.max_image_pixels)
+
+    async def checked_relay(request: Request) -> Response:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
         body = await request.body()
         try:
-            payload = _parse_object(body)
-            if images:
-                _check_images(payload)
+            checked = check(body)
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
-        return await proxy.relay(request, body)
+        return _judged(await proxy.relay(request, body), checked)
 
-    @router.post("/v1/chat/completions", openapi_extra=_JSON_BODY, summary="Chat completion (OpenAI)")
+    @router.post("/v1/chat/completions", summary="Chat completion (OpenAI)", **_RELAYED_ROUTE)
     async def chat_completions(request: Request) -> Response:
-        return await checked_relay(request, images=True)
+        return await checked_relay(request)
 
-    @router.post("/v1/completions", openapi_extra=_JSON_BODY, summary="Text completion (OpenAI)")
+    @router.post("/v1/completions", summary="Text completion (OpenAI)", **_RELAYED_ROUTE)
     async def completions(request: Request) -> Response:
         return await checked_relay(request)
 
-    @router.post("/tokenize", openapi_extra=_JSON_BODY, summary="Prompt or messages to token ids")
+    @router.post("/tokenize", summary="Prompt or messages to token ids", **_RELAYED_ROUTE)
     async def tokenize(request: Request) -> Response:
-        return await checked_relay(request, images=True)
+        return await checked_relay(request)
 
-    @router.post("/detokenize", openapi_extra=_JSON_BODY, summary="Token ids to text")
+    @router.post("/detokenize", summary="Token ids to text", **_RELAYED_ROUTE)
     async def detokenize(request: Request) -> Response:
         return await checked_relay(request)
 
-    @router.get("/v1/models", summary="Models served (OpenAI)")
+    @router.get("/v1/models", responses=error_responses(*MODEL_LIST_ERRORS), summary="Models served (OpenAI)")
     async def list_models(request: Request) -> Response:
-        return await proxy.relay(request)
+        return _judged(await proxy.relay(request), CheckedBody({}))
 
-    @router.get("/v1/models/{model:path}", summary="One served model (OpenAI)")
+    @router.get(
+        "/v1/models/{model:path}",
+        responses=error_responses(404, *MODEL_LIST_ERRORS),
+        summary="One served model (OpenAI)",
+    )
     async def retrieve_model(model: str) -> Response:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
@@ -149,20 +125,20 @@ def build_router(proxy: EngineProxy) -> APIRouter:
     @router.post(
         "/v1/chat/completions/render",
         openapi_extra=_JSON_BODY,
+        responses=error_responses(*INFERENCE_ERRORS),
         summary="The prompt the chat template produces, with its token ids; no inference",
     )
     async def render(request: Request) -> Response:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
         try:
-            payload = _parse_object(await request.body())
-            _check_images(payload)
+            checked = check(await request.body())
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
         try:
-            status, rendered = await proxy.call_json("POST", request.url.path, payload)
+            status, rendered = await proxy.call_json("POST", request.url.path, checked.payload)
             if status != 200:
-                return _engine_error(status, rendered, "render")
+                return _engine_error(status, rendered, "render", checked)
             token_ids = rendered.get("token_ids") if isinstance(rendered, dict) else None
             if not isinstance(token_ids, list):
                 return openai_error(502, "the engine's render answer has no token_ids list")

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from nimctl import API_VERSION, __version__
-from nimctl.server.http_errors import error_body, openai_error
+from nimctl.server.http_errors import MANAGEMENT_ERRORS, error_body, error_responses, openai_error
 from nimctl.server.metrics import CONTENT_TYPE, FrontMetrics
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import ServerState
@@ -116,25 +116,39 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
     async def live() -> dict[str, str]:
         return health("live", "service is live")
 
-    @router.get("/v1/health/ready", summary="200 once the model answers; 503 while loading or unhealthy")
+    @router.get(
+        "/v1/health/ready",
+        responses=error_responses(503),
+        summary="200 once the model answers; 503 while loading or unhealthy",
+    )
     async def ready() -> JSONResponse:
         if state.ready:
             return JSONResponse(health("ready", state.message))
         body = {**error_body(503, state.message), **health(state.phase.value, state.message)}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
-    @router.get("/v1/version", summary="nimctl release and API version")
+    @router.get(
+        "/v1/version", responses=error_responses(*MANAGEMENT_ERRORS), summary="nimctl release and API version"
+    )
     async def version() -> dict[str, str]:
         return {"release": __version__, "api": API_VERSION}
 
-    @router.get("/v1/license", summary="The model's license, with its full text")
+    @router.get(
+        "/v1/license",
+        responses=error_responses(404, *MANAGEMENT_ERRORS),
+        summary="The model's license, with its full text",
+    )
     async def license_() -> JSONResponse:
         info = _license(state)
         if info is None:
             return openai_error(404, _no_license_message(state))
         return JSONResponse(info)
 
-    @router.get("/v1/metadata", summary="Model, assets, license and selected profile")
+    @router.get(
+        "/v1/metadata",
+        responses=error_responses(*MANAGEMENT_ERRORS),
+        summary="Model, assets, license and selected profile",
+    )
     async def metadata() -> dict[str, Any]:
         plan = state.plan
         return {
@@ -154,7 +168,11 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
             "repository_override": plan.config.repository_override,
         }
 
-    @router.get("/v1/manifest", summary="The model manifest and its profiles")
+    @router.get(
+        "/v1/manifest",
+        responses=error_responses(*MANAGEMENT_ERRORS),
+        summary="The model manifest and its profiles",
+    )
     async def manifest() -> dict[str, Any]:
         found = state.plan.manifest
         return {
@@ -163,7 +181,12 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
             "profiles": [profile.to_public_dict() for profile in found.profiles] if found else [],
         }
 
-    @router.get("/v1/metrics", summary="Prometheus metrics: the engine's and the front's")
+    # Prometheus text, not JSON: documented as such.
+    @router.get(
+        "/v1/metrics",
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics: the engine's and the front's",
+    )
     async def metrics_() -> Response:
         engine_text = None
         if state.engine is not None and state.engine.returncode is None:

@@ -33,6 +33,15 @@ FRONT_ENGINE_ARGS = ["--enable-scale-out"]
 # Where the dry run's command line shows a port that is only chosen at launch.
 PORT_AT_LAUNCH = "<free-port-at-launch>"
 _PORT_NOTE = f"a free loopback port is chosen at launch ({PORT_AT_LAUNCH}); NIMCTL_ENGINE_PORT fixes it"
+# How the engine fetches the http(s) images a request names. vLLM's defaults try 3 times with a
+# timeout that grows 4-fold (5 + 20 + 80 s): a URL that never answers held a request for 111 s.
+# One try of a few seconds, and no redirects (a redirect may lead to an address the client could
+# not name itself). vLLM's own variables, when set, win.
+MEDIA_FETCH_ENV = {
+    "VLLM_IMAGE_FETCH_TIMEOUT": "5",
+    "VLLM_MEDIA_FETCH_MAX_RETRIES": "1",
+    "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,10 @@ def engine_environment(plan: LaunchPlan) -> dict[str, str]:
     env.setdefault("HF_HOME", str(cache / "huggingface"))
     env.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
     env.setdefault("XDG_CACHE_HOME", str(cache / "xdg"))
+    for name, value in MEDIA_FETCH_ENV.items():
+        env.setdefault(name, value)
+    # The front refuses larger inline images; the engine applies the same cap to the ones it fetches.
+    env["VLLM_MAX_IMAGE_PIXELS"] = str(plan.config.max_image_pixels)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
+import io
+import json
+import socket
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from nimctl import contract
+from nimctl.media import image_size
+from nimctl.server.config import ServerConfig
+from nimctl.server.engine_errors import judge_engine_error
+from nimctl.server.plan import build_plan, engine_environment
+from nimctl.server.request_checks import BadRequestError, CheckedBody, check_body
 from tests.server_process import ServerProcess
 
 MODEL = "tiny-vlm"
@@ -99,8 +121,6 @@ def test_broken_data_image(nim_server: ServerProcess, url: str) -> None:
 
 
 def test_truncated_png_is_rejected_by_the_engine_as_4xx(nim_server: ServerProcess) -> None:
-    import base64
-
     from tests.images import png_bytes
 
     truncated = base64.b64encode(png_bytes()[:40]).decode()
@@ -139,3 +159,297 @@ def test_a_trailing_slash_is_a_404_not_a_redirect(nim_server: ServerProcess, pat
 def test_json_nested_too_deeply(nim_server: ServerProcess, path: str) -> None:
     response = post(nim_server, path, content=b"[" * 100_000, headers={"content-type": "application/json"})
     assert_openai_error(response, 400)
+
+
+# --- Item: shapes the engine answered with a 500 ------------------------------------------------
+
+
+def chat_body(content: object, **fields: object) -> dict[str, object]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 2, **fields}
+
+
+CHAT_PATHS = ["/v1/chat/completions", "/tokenize", "/v1/chat/completions/render"]
+
+
+@pytest.mark.parametrize("path", CHAT_PATHS)
+@pytest.mark.parametrize(
+    ("part", "fragment"),
+    [
+        # The engine took the string for a URL and tried to read a local file (500).
+        ({"type": "image_url", "image_url": "file:///etc/passwd", "uuid": "x"}, "must be an object"),
+        ({"type": "image_url", "image_url": "https://127.0.0.1:9/a.png", "uuid": "x"}, "must be an object"),
+        ({"image_url": "file:///etc/passwd", "uuid": "x"}, "has no 'type'"),
+        ({"image_url": {"url": "file:///etc/passwd"}, "uuid": "x"}, "has no 'type'"),
+        ({"image_url": "https://127.0.0.1:9/a.png"}, "has no 'type'"),
+        ({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}, "uuid": "x"}, "scheme 'file'"),
+        ({"type": "video_url", "video_url": {"url": "file:///etc/passwd"}}, "scheme 'file'"),
+    ],
+)
+def test_content_parts_the_engine_answered_with_500(
+    nim_server: ServerProcess, path: str, part: dict[str, object], fragment: str
+) -> None:
+    error = assert_openai_error(post(nim_server, path, json=chat_body([part])), 400)
+    assert fragment in str(error["message"])
+    assert str(error["param"]).startswith("messages[0].content[0]")
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("value", [7, "json", ["a"], True])
+def test_structured_outputs_must_be_an_object(nim_server: ServerProcess, path: str, value: object) -> None:
+    body = chat_body("hi") if "chat" in path else {"model": MODEL, "prompt": "hi", "max_tokens": 2}
+    error = assert_openai_error(post(nim_server, path, json={**body, "structured_outputs": value}), 400)
+    assert "structured_outputs must be an object" in str(error["message"])
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("top_k", 2**63),
+        ("top_k", 2**64),
+        ("top_k", -(2**63) - 1),
+        ("seed", 10**30),
+        ("stop_token_ids", [1, 2**64]),
+        ("logit_bias", {"1": 2**64}),
+    ],
+)
+def test_integers_beyond_64_bits(nim_server: ServerProcess, path: str, field: str, value: object) -> None:
+    body = chat_body("hi") if "chat" in path else {"model": MODEL, "prompt": "hi", "max_tokens": 2}
+    error = assert_openai_error(post(nim_server, path, json={**body, field: value}), 400)
+    assert error["param"] == field
+    assert "integers must lie between" in str(error["message"])
+
+
+def test_the_largest_64_bit_integer_passes_the_front(nim_server: ServerProcess) -> None:
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 2, "seed": 2**63 - 1}
+    assert post(nim_server, "/v1/completions", json=body).status_code == 200
+
+
+# --- Item: images with more pixels than the cap -------------------------------------------------
+
+HUGE = (30000, 30000)  # 900 megapixels: the header of a file of a few hundred bytes
+
+
+def encoded(image_format: str, size: tuple[int, int], **options: object) -> bytes:
+    from PIL import Image
+
+    mode = "RGBA" if options.pop("alpha", False) else "RGB"
+    buffer = io.BytesIO()
+    Image.new(mode, size, (90, 30, 200)).save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def declaring(image_format: str, size: tuple[int, int]) -> bytes:
+    """A small image whose header is rewritten to declare ``size``: what a decompression bomb looks like."""
+    width, height = size
+    data = bytearray(encoded(image_format, (3, 2)))
+    if image_format == "PNG":
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR's CRC
+    elif image_format == "JPEG":
+        start_of_frame = data.index(b"\xff\xc0")
+        data[start_of_frame + 5 : start_of_frame + 9] = struct.pack(">HH", height, width)
+    elif image_format == "GIF":
+        data[6:10] = struct.pack("<HH", width, height)
+    elif image_format == "BMP":
+        data[18:26] = struct.pack("<ii", width, height)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP"])
+def test_image_size_reads_a_huge_header_as_pillow_does(image_format: str) -> None:
+    from PIL import Image
+
+    data = declaring(image_format, HUGE)
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the header, decode nothing
+    try:
+        assert Image.open(io.BytesIO(data)).size == HUGE
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    assert image_size(data) == HUGE
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    variant=st.sampled_from(
+        [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("GIF", {}), ("BMP", {}),
+         ("WEBP", {}), ("WEBP", {"lossless": True}), ("WEBP", {"alpha": True, "exif": b"Exif\x00\x00"})]
+    ),
+    width=st.integers(1, 400),
+    height=st.integers(1, 400),
+)
+def test_image_size_agrees_with_pillow(variant: tuple[str, dict[str, object]], width: int, height: int) -> None:
+    image_format, options = variant
+    assert image_size(encoded(image_format, (width, height), **dict(options))) == (width, height)
+
+
+@settings(max_examples=60, deadline=None)
+@given(image_format=st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "WEBP"]), cut=st.integers(0, 120))
+def test_image_size_of_a_cut_header_is_none_or_right(image_format: str, cut: int) -> None:
+    data = encoded(image_format, (33, 21))
+    assert image_size(data[:cut]) in (None, (33, 21))
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF", "BMP"])
+def test_an_image_over_the_pixel_cap_is_refused_before_the_engine(nim_server: ServerProcess, image_format: str) -> None:
+    url = f"data:image/{image_format.lower()};base64," + base64.b64encode(declaring(image_format, HUGE)).decode()
+    for path in CHAT_PATHS:
+        started = time.monotonic()
+        error = assert_openai_error(post(nim_server, path, json=chat_body([{"type": "image_url", "image_url": {"url": url}}])), 400)
+        assert "30000x30000" in str(error["message"]) and "NIMCTL_MAX_IMAGE_PIXELS" in str(error["message"])
+        assert time.monotonic() - started < 5
+
+
+# --- Item: images the engine fetches and cannot get -----------------------------------------------
+
+
+@dataclass
+class MediaHost:
+    """A loopback HTTP server of the test's own that answers the engine's image fetches badly."""
+
+    url: str
+    requested: list[str]
+
+
+HANG_LIMIT_S = 30  # how long /hang holds a fetch at most; the engine must give up well before
+FETCH_LIMIT_S = 15  # the engine's fetch timeout (5 s, one try) plus its own work
+
+
+@pytest.fixture(scope="module")
+def media_host() -> Iterator[MediaHost]:
+    release = threading.Event()
+    requested: list[str] = []
+    bodies = {"/huge.png": declaring("PNG", HUGE), "/large.png": declaring("PNG", (10000, 10000))}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            path = self.path.split("?")[0]
+            if path == "/hang":
+                release.wait(HANG_LIMIT_S)  # never answers while the test runs
+            elif path == "/error":
+                self.send_error(500)
+            elif path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", "/huge.png")
+                self.end_headers()
+            elif path in bodies:
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(bodies[path])))
+                self.end_headers()
+                self.wfile.write(bodies[path])
+            else:
+                self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield MediaHost(f"http://127.0.0.1:{server.server_address[1]}", requested)
+    release.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def fetch_answer(nim_server: ServerProcess, url: str) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    body = chat_body([{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}])
+    response = post(nim_server, "/v1/chat/completions", json=body)
+    return response, time.monotonic() - started
+
+
+@pytest.mark.parametrize(("path", "fragment"), [("/hang", "could not be fetched"), ("/error", "could not be fetched"), ("/missing.png", "")])
+def test_an_image_url_that_fails_is_a_prompt_4xx(
+    nim_server: ServerProcess, media_host: MediaHost, path: str, fragment: str
+) -> None:
+    # A fresh URL each time: the engine caches what it fetched.
+    url = f"{media_host.url}{path}?case={uuid.uuid4().hex}"
+    response, elapsed = fetch_answer(nim_server, url)
+    error = assert_openai_error(response)
+    assert fragment in str(error["message"])
+    assert elapsed < FETCH_LIMIT_S
+
+
+def test_an_image_url_nobody_listens_on_is_a_prompt_400(nim_server: ServerProcess) -> None:
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    response, elapsed = fetch_answer(nim_server, f"http://127.0.0.1:{port}/cat.png")
+    error = assert_openai_error(response, 400)
+    assert f"127.0.0.1:{port}" in str(error["message"]) and "could not be fetched" in str(error["message"])
+    assert elapsed < FETCH_LIMIT_S
+
+
+@pytest.mark.parametrize("path", ["/huge.png", "/large.png"])
+def test_a_fetched_image_over_the_pixel_cap_is_a_400(nim_server: ServerProcess, media_host: MediaHost, path: str) -> None:
+    response, _ = fetch_answer(nim_server, f"{media_host.url}{path}?case={uuid.uuid4().hex}")
+    error = assert_openai_error(response, 400)
+    assert "pixels" in str(error["message"])
+
+
+def test_redirects_are_not_followed(nim_server: ServerProcess, media_host: MediaHost) -> None:
+    case = uuid.uuid4().hex
+    response, elapsed = fetch_answer(nim_server, f"{media_host.url}/redirect?case={case}")
+    assert_openai_error(response)
+    assert elapsed < FETCH_LIMIT_S
+    assert f"/redirect?case={case}" in media_host.requested
+    assert "/huge.png" not in media_host.requested  # the redirect's target was never fetched
+
+
+# --- The second line: engine 5xx answers judged ---------------------------------------------------
+
+
+def engine_answer(message: str) -> dict[str, object]:
+    return {"error": {"message": message, "type": "InternalServerError", "param": None, "code": 500}}
+
+
+REMOTE = CheckedBody({}, remote_urls=["http://127.0.0.1:9/cat.png"])
+
+
+@pytest.mark.parametrize(
+    ("message", "checked", "status", "fragment"),
+    [
+        ("", REMOTE, 400, "http://127.0.0.1:9/cat.png could not be fetched: no answer in time"),
+        ("Cannot connect to host 127.0.0.1:9 ssl:default", REMOTE, 400, "could not be fetched"),
+        ("500, message='Internal Server Error', url='http://127.0.0.1:9/cat.png'", REMOTE, 400, "could not be fetched"),
+        ("Cannot load local files without `--allowed-local-media-path`.", CheckedBody({}), 400, "not local files"),
+        ("Image size (900000000 pixels) exceeds limit of 178956970 pixels, could be decompression bomb DOS attack.", CheckedBody({}), 400, "too large"),
+        ("'int' object has no attribute 'get'", CheckedBody({}), 400, "wrong JSON type"),
+        # Not the client's fault: the engine's failure, a 502 that carries its message.
+        ("", CheckedBody({}), 502, "no message"),
+        ("CUDA error: an illegal memory access was encountered", REMOTE, 502, "illegal memory access"),
+    ],
+)
+def test_engine_500s_are_judged(message: str, checked: CheckedBody, status: int, fragment: str) -> None:
+    response = judge_engine_error(500, engine_answer(message), checked)
+    assert response is not None and response.status_code == status
+    assert fragment in json.loads(bytes(response.body))["error"]["message"]
+
+
+def test_other_engine_5xx_and_4xx_pass_on() -> None:
+    assert judge_engine_error(503, engine_answer("overloaded"), CheckedBody({})) is None
+    assert judge_engine_error(422, engine_answer("Failed to fetch media"), REMOTE) is None
+
+
+def test_the_pixel_cap_is_the_configured_one() -> None:
+    url = "data:image/png;base64," + base64.b64encode(encoded("PNG", (100, 100))).decode()
+    body = json.dumps(chat_body([{"type": "image_url", "image_url": {"url": url}}])).encode()
+    assert check_body(body, max_image_pixels=10_000).payload
+    with pytest.raises(BadRequestError, match="100x100"):
+        check_body(body, max_image_pixels=9_999)
+
+
+def test_the_engine_fetches_media_once_briefly_without_redirects(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = ServerConfig.from_env({contract.MAX_IMAGE_PIXELS: "1234"}, model_path="builtin://tiny-llm", cache_path=tmp_path)
+    monkeypatch.delenv("VLLM_IMAGE_FETCH_TIMEOUT", raising=False)
+    monkeypatch.setenv("VLLM_MEDIA_FETCH_MAX_RETRIES", "3")  # the operator's own setting wins
+    env = engine_environment(build_plan(config))
+    assert env["VLLM_IMAGE_FETCH_TIMEOUT"] == "5"
+    assert env["VLLM_MEDIA_FETCH_MAX_RETRIES"] == "3"
+    assert env["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] == "0"
+    assert env["VLLM_MAX_IMAGE_PIXELS"] == "1234"

@@ -1,0 +1,171 @@
+"""What the front checks in a request body before the engine sees it.
+
+Only the shapes that the engine answers with a 500 (and so would blame itself for the client's
+mistake) are checked here: content parts without ``type``, media URLs that are not objects with a
+``url`` or name a scheme the engine cannot fetch, inline images that do not decode or declare more
+pixels than allowed, ``structured_outputs``/``response_format`` that are not objects, and integers
+beyond 64 bits. Every other field is the engine's to judge; its 4xx answers pass through.
+
+The walk touches each message part and each top-level field once, with no validation framework:
+the front parses every request, and its CPU is the engine's loss on a CPU-bound machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from nimctl.media import SUPPORTED_TYPES, image_size, sniff_media_type
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Content part types whose URL the engine loads itself, and the field that holds it.
+_MEDIA_PARTS = {"image_url": "image_url", "video_url": "video_url", "audio_url": "audio_url"}
+# Fields whose values must be JSON objects (or null): the engine calls .get() on them.
+_OBJECT_FIELDS = ("structured_outputs", "response_format")
+# Top-level fields that carry content, not numbers for the sampler: their integers are not checked.
+_CONTENT_FIELDS = frozenset({"messages", "tools", "structured_outputs", "response_format", "tool_choice"})
+
+
+class BadRequestError(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class CheckedBody:
+    """A request body that passed the checks, with what the error mapping needs to know about it."""
+
+    payload: dict[str, Any]
+    remote_urls: list[str] = field(default_factory=list)  # http(s) media the engine will fetch
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequestError("request body is not valid JSON: nested too deeply") from None
+    if not isinstance(payload, dict):
+        raise BadRequestError("request body must be a JSON object")
+    return payload
+
+
+def check_body(body: bytes, *, max_image_pixels: int) -> CheckedBody:
+    """Parse ``body`` and check it; raises :class:`BadRequestError` saying what is wrong."""
+    checked = CheckedBody(parse_object(body))
+    payload = checked.payload
+    for name in _OBJECT_FIELDS:
+        value = payload.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise BadRequestError(f"{name} must be an object, not {_json_type(value)}", name)
+    _check_integers(payload)
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        for index, message in enumerate(messages):
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                _check_parts(content, f"messages[{index}].content", checked, max_image_pixels)
+    return checked
+
+
+def _check_integers(payload: dict[str, Any]) -> None:
+    # The engine hands sampling values to C code as 64-bit integers: a bigger one fails there (a 500).
+    # Lists (token ids, batched prompts) and objects (logit_bias) are looked into two levels deep.
+    for name, value in payload.items():
+        if name not in _CONTENT_FIELDS:
+            _check_integer(value, name, depth=2)
+
+
+def _check_integer(value: Any, param: str, depth: int) -> None:
+    if type(value) is int:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise BadRequestError(
+                f"{param} is {value}: integers must lie between {INT64_MIN} and {INT64_MAX}", param
+            )
+    elif depth and isinstance(value, list):
+        for item in value:
+            if type(item) is int or isinstance(item, list | dict):
+                _check_integer(item, param, depth - 1)
+    elif depth and isinstance(value, dict):
+        for item in value.values():
+            _check_integer(item, param, depth - 1)
+
+
+def _check_parts(parts: list[Any], where: str, checked: CheckedBody, max_image_pixels: int) -> None:
+    for index, part in enumerate(parts):
+        param = f"{where}[{index}]"
+        if not isinstance(part, dict):
+            continue  # the engine refuses these itself (a 400)
+        part_type = part.get("type")
+        if not isinstance(part_type, str):
+            # The engine guesses a type from the other keys and then loads what it guessed unchecked.
+            raise BadRequestError(
+                f"{param} has no 'type': each content part needs one (text, image_url, ...)", param
+            )
+        key = _MEDIA_PARTS.get(part_type)
+        if key is None:
+            continue
+        media = part.get(key)
+        if media is None and isinstance(part.get("uuid"), str):
+            continue  # a reference to media sent before under that uuid: the engine looks it up
+        url = media.get("url") if isinstance(media, dict) else None
+        if not isinstance(url, str):
+            raise BadRequestError(f'{param}.{key} must be an object {{"url": "..."}}', f"{param}.{key}")
+        _check_url(url, part_type, f"{param}.{key}.url", checked, max_image_pixels)
+
+
+def _check_url(url: str, part_type: str, param: str, checked: CheckedBody, max_image_pixels: int) -> None:
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("http", "https"):
+        checked.remote_urls.append(url)
+    elif scheme == "data":
+        if part_type == "image_url":
+            _check_data_image(url, param, max_image_pixels)
+    else:
+        # The engine answers 500 for file:// (and guesses about the rest): the client's mistake is a 400.
+        shown = scheme or url[:20]
+        raise BadRequestError(
+            f"{part_type} URL scheme {shown!r} is not supported: use https:// or data:<type>;base64,", param
+        )
+
+
+def _check_data_image(url: str, param: str, max_image_pixels: int) -> None:
+    header, sep, data = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise BadRequestError("image data URL must look like data:image/png;base64,<data>", param)
+    if not header.removeprefix("data:").startswith("image/"):
+        media_type = header.removeprefix("data:").split(";")[0]
+        raise BadRequestError(f"image data URL has media type {media_type!r}, not image/*", param)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError("image data URL is not valid base64", param) from None
+    if sniff_media_type(raw) is None:
+        kinds = ", ".join(kind.removeprefix("image/").upper() for kind in SUPPORTED_TYPES)
+        raise BadRequestError(f"image data URL does not hold a {kinds} image", param)
+    size = image_size(raw)
+    # A header cut short is left to the engine, which refuses the image as broken (a 400).
+    if size is not None and size[0] * size[1] > max_image_pixels:
+        width, height = size
+        raise BadRequestError(
+            f"image is {width}x{height} ({width * height} pixels), more than the {max_image_pixels} "
+            "this server accepts (NIMCTL_MAX_IMAGE_PIXELS): scale it down",
+            param,
+        )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
