@@ -31,10 +31,10 @@ REPOSITORY_OVERRIDE: Final = "NIM_REPOSITORY_OVERRIDE"
 PEFT_SOURCE: Final = "NIM_PEFT_SOURCE"
 ENGINE_PORT: Final = "NIMCTL_ENGINE_PORT"
 SHUTDOWN_TIMEOUT: Final = "NIMCTL_SHUTDOWN_TIMEOUT"
+ENGINE_HUNG_TIMEOUT: Final = "NIMCTL_ENGINE_HUNG_TIMEOUT"
 PROFILES_DIR: Final = "NIMCTL_PROFILES_DIR"
 PROFILE_PREFERENCE: Final = "NIMCTL_PROFILE_PREFERENCE"
 # Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
-MAX_IMAGE_PIXELS: Final = "NIMCTL_MAX_IMAGE_PIXELS"
 IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
 
 # What each variable means, for documentation and error messages.
@@ -54,11 +54,11 @@ VARIABLES: Final[dict[str, str]] = {
     PEFT_SOURCE: "a folder of LoRA adapters; setting it selects a LoRA profile",
     ENGINE_PORT: "fix the engine's loopback port (default: a free one at launch)",
     SHUTDOWN_TIMEOUT: "seconds a SIGTERM drain waits for requests in flight",
+    ENGINE_HUNG_TIMEOUT: "seconds without a health check answer before a ready engine counts as hung",
     PROFILES_DIR: "folders searched for manifests first, separated by ':'",
     PROFILE_PREFERENCE: "throughput (the fewest GPUs) or latency (the most) between runnable profiles",
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
-    MAX_IMAGE_PIXELS: "the most pixels (width x height) an input image may have; the engine gets it too",
 
 # Credentials passed through from the caller's environment when set (NIM's own names).
 PASSTHROUGH_SECRETS: Final = ("NGC_API_KEY", "HF_TOKEN")

@@ -34,10 +34,10 @@ ENV_FIELDS: dict[str, str] = {
     contract.PEFT_SOURCE: "peft_source",
     contract.ENGINE_PORT: "engine_port",
     contract.SHUTDOWN_TIMEOUT: "shutdown_timeout",
+    contract.ENGINE_HUNG_TIMEOUT: "engine_hung_timeout",
     contract.PROFILES_DIR: "profiles_dir",
     contract.PROFILE_PREFERENCE: "profile_preference",
 }
-    contract.MAX_IMAGE_PIXELS: "max_image_pixels",
 
 
 class ServerConfig(BaseModel):
@@ -60,16 +60,14 @@ class ServerConfig(BaseModel):
     peft_source: str | None = None  # LoRA adapters folder: selects a LoRA profile
     engine_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_timeout: float = Field(default=30.0, gt=0)
+    # A ready engine that answers no health check for this long is hung: requests in flight end.
+    engine_hung_timeout: float = Field(default=5.0, gt=0)
     profiles_dir: Path | None = None
     # The automatic choice between runnable profiles: throughput (fewest GPUs) or latency (most).
     profile_preference: Literal["throughput", "latency"] = "throughput"
 
     @field_validator("log_level", mode="before")
     @classmethod
-    # 8192x8192: above every 50-megapixel camera photo, 5x the most any model in profiles/ looks at
-    # (Qwen2.5-VL's 12.8 MP; Gemma 3, Mistral Small 3.1 and Phi-3.5-vision scale to ~2 MP or less),
-    # and far below the decompression bombs it is for (one RGB copy of the largest is 200 MB).
-    max_image_pixels: int = Field(default=8192 * 8192, gt=0)
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import aiohttp
@@ -19,7 +20,7 @@ from nimctl.server.engine import EngineProcess, free_loopback_port
 from nimctl.server.fetch import fetch_model
 from nimctl.server.plan import engine_environment
 from nimctl.server.proxy import EngineProxy
-from nimctl.server.state import Phase, ServerState
+from nimctl.server.state import Cut, Phase, ServerState
 
 log = logging.getLogger("nimctl.server")
 
@@ -28,9 +29,13 @@ EXIT_ENGINE_FAILED = 1
 # probes and `nimctl ps` can see why before the process exits.
 FAILED_LINGER_S = 2.0
 LOADING_POLL_S = 0.5
-READY_POLL_S = 2.0
-# Consecutive failed health checks before a ready engine counts as unhealthy.
-UNHEALTHY_AFTER = 3
+# A ready (or hung) engine is probed this often, each probe given PROBE_TIMEOUT_S to answer:
+# a frozen engine keeps its port open and answers nothing, so only a deadline notices it.
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 2.0
+# Failed probes in a row needed, besides NIMCTL_ENGINE_HUNG_TIMEOUT seconds without an answer,
+# before a ready engine counts as hung: one slow answer on a loaded machine is not a hang.
+HUNG_AFTER_FAILURES = 2
 
 
 class Supervisor:
@@ -96,27 +101,50 @@ class Supervisor:
         self._fail(f"engine exited with code {code}")
 
     async def _watch_health(self) -> None:
+        """Probe the engine until it fails or stops; ready when it answers, hung when it stops answering.
+
+        A hung engine's requests in flight are ended (504) rather than left to wait on it, and new
+        ones are refused (503) until it answers again: then it is ready again, as it was.
+        """
+        hung_after = self.state.plan.config.engine_hung_timeout
         failures = 0
+        last_answer = time.monotonic()
         while self.state.phase in (Phase.loading, Phase.ready, Phase.unhealthy):
             if await self._probe():
                 failures = 0
+                last_answer = time.monotonic()
+                if self.state.phase is Phase.unhealthy:
+                    self.state.in_flight.lift()
+                    log.info("the engine answers its health check again")
                 if self.state.phase is not Phase.ready:
                     self.state.set_phase(Phase.ready)
                     log.info("ready: %s answers on the engine", self.state.plan.served_name)
             elif self.state.phase is not Phase.loading:
                 failures += 1
-                if failures >= UNHEALTHY_AFTER and self.state.phase is Phase.ready:
-                    self.state.set_phase(Phase.unhealthy)
-                    log.warning("engine stopped answering its health check")
-            await asyncio.sleep(READY_POLL_S if self.state.phase is Phase.ready else LOADING_POLL_S)
+                silent = time.monotonic() - last_answer
+                hung = failures >= HUNG_AFTER_FAILURES and silent >= hung_after
+                if hung and self.state.phase is Phase.ready:
+                    self._declare_hung(silent)
+            loading = self.state.phase is Phase.loading
+            await asyncio.sleep(LOADING_POLL_S if loading else PROBE_INTERVAL_S)
+
+    def _declare_hung(self, silent: float) -> None:
+        self.state.set_phase(Phase.unhealthy, f"no answer for {silent:.0f} s")
+        message = f"the engine stopped answering (no health check answer for {silent:.0f} s): request ended"
+        ended = self.state.in_flight.cut_all(Cut(504, message), standing=True)
+        log.warning(
+            "engine stopped answering its health check (%.0f s without an answer); ending %d request(s)",
+            silent,
+            ended,
+        )
 
     async def _probe(self) -> bool:
         """The engine is healthy when /health answers 200 and /v1/models lists our model."""
         try:
-            status, _ = await self.proxy.call_json("GET", "/health", timeout=5)
+            status, _ = await self.proxy.call_json("GET", "/health", timeout=PROBE_TIMEOUT_S, cuttable=False)
             if status != 200:
                 return False
-            models = await self.proxy.list_models(timeout=5)
+            models = await self.proxy.list_models(timeout=PROBE_TIMEOUT_S, cuttable=False)
         except (aiohttp.ClientError, TimeoutError):
             return False
         self.state.engine_models = models or []

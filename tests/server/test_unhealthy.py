@@ -1,7 +1,7 @@
 """Readiness follows the engine: ready turns 503 when a ready engine stops answering, and 200 again after.
 
 The engine is frozen with SIGSTOP (alive, port open, no answers) rather than killed, which is the
-supervisor's "unhealthy" path, not its "engine exited" one (tests/server/test_lifecycle.py). The
+supervisor's "hung" path, not its "engine exited" one (tests/server/test_lifecycle.py). The
 shared session server is used: SIGCONT in ``finally`` and the wait for readiness that follows
 give it back to the other tests as it was, which costs far less than a server of its own.
 """
@@ -9,22 +9,29 @@ give it back to the other tests as it was, which costs far less than a server of
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
+import threading
 import time
+from collections.abc import Iterator
 
 import httpx
+import openai
 import psutil
 import pytest
 
-from nimctl.server.supervisor import READY_POLL_S, UNHEALTHY_AFTER
+from nimctl.server.config import ServerConfig
+from nimctl.server.supervisor import PROBE_INTERVAL_S, PROBE_TIMEOUT_S
 from tests.server_process import ServerProcess, engine_process
 
-# The supervisor's probe gives the engine this long to answer (``Supervisor._probe``).
-PROBE_TIMEOUT_S = 5.0
-# Worst case to notice: UNHEALTHY_AFTER probes that each time out, a poll interval between them.
-UNHEALTHY_DEADLINE_S = 2 * UNHEALTHY_AFTER * (PROBE_TIMEOUT_S + READY_POLL_S) + 10
+# The documented bound: hung after NIMCTL_ENGINE_HUNG_TIMEOUT seconds without an answer, noticed
+# by a probe that gives up after PROBE_TIMEOUT_S, PROBE_INTERVAL_S after the one before it.
+HUNG_BOUND_S = ServerConfig().engine_hung_timeout + PROBE_TIMEOUT_S + PROBE_INTERVAL_S
+# Slack on top, for a loaded machine (2 cores shared with other test runs).
+UNHEALTHY_DEADLINE_S = HUNG_BOUND_S + 10
 RECOVERY_DEADLINE_S = 60.0
 POLL_S = 0.25
+CHAT = {"model": "tiny-vlm", "messages": [{"role": "user", "content": "Hi"}]}
 
 
 def _ready(server: ServerProcess) -> httpx.Response:
@@ -88,3 +95,77 @@ def test_ready_turns_503_when_the_engine_stops_answering_and_200_when_it_answers
         if not restored:
             with contextlib.suppress(Exception):
                 nim_server.wait_ready(RECOVERY_DEADLINE_S)
+
+
+@contextlib.contextmanager
+def _frozen_engine(server: ServerProcess) -> Iterator[psutil.Process]:
+    """The engine, SIGSTOPped for the body; running and ready again afterwards, whatever happened."""
+    assert server.process is not None
+    engine = engine_process(server.process.pid)
+    engine.send_signal(signal.SIGSTOP)
+    try:
+        yield engine
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            engine.send_signal(signal.SIGCONT)
+        server.wait_ready(RECOVERY_DEADLINE_S)
+
+
+def test_requests_in_flight_to_a_hung_engine_end_with_an_error_within_the_bound(
+    nim_server: ServerProcess,
+) -> None:
+    """Before, ready turned 503 only after 22 s and a chat sent to the frozen engine still hung at 45 s."""
+    if nim_server.process is None:
+        pytest.skip("server started outside the tests: its engine process is not ours to stop")
+    stream_lines: list[str] = []
+    stream_started = threading.Event()
+    answers: dict[str, tuple[int, dict[str, object], float]] = {}
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        payload = {**CHAT, "max_tokens": 4000, "ignore_eos": True, "stream": True}
+        try:
+            with httpx.stream(
+                "POST", nim_server.url + "/v1/chat/completions", json=payload, timeout=120
+            ) as r:
+                for line in r.iter_lines():
+                    stream_lines.append(line)
+                    stream_started.set()
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+            stream_started.set()
+
+    def chat(frozen_at: float) -> None:
+        try:
+            reply = httpx.post(
+                nim_server.url + "/v1/chat/completions", json={**CHAT, "max_tokens": 8}, timeout=120
+            )
+            answers["chat"] = (reply.status_code, reply.json(), time.monotonic() - frozen_at)
+        except BaseException as exc:
+            errors.append(exc)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    assert stream_started.wait(120), "the stream never started"
+    with _frozen_engine(nim_server):
+        frozen_at = time.monotonic()
+        chatter = threading.Thread(target=chat, args=(frozen_at,))
+        chatter.start()  # sent to the frozen engine, at once
+        _, noticed_after = _poll_ready_until(nim_server, 503, UNHEALTHY_DEADLINE_S)
+        chatter.join(UNHEALTHY_DEADLINE_S)
+        streamer.join(UNHEALTHY_DEADLINE_S)
+        assert not chatter.is_alive() and not streamer.is_alive(), "a request to the hung engine still waits"
+        assert not errors, errors
+        status, body, took = answers["chat"]
+        assert status in (503, 504), body
+        assert set(body) == {"error"} and body["error"]["code"] == status  # type: ignore[index]
+        assert took < UNHEALTHY_DEADLINE_S
+        events = [line.removeprefix("data: ") for line in stream_lines if line.startswith("data: ")]
+        last = json.loads(events[-1])
+        assert set(last) == {"error"} and last["error"]["code"] == 504, last
+        assert "stopped answering" in last["error"]["message"]
+        assert noticed_after < UNHEALTHY_DEADLINE_S
+    # Answering again: ready (waited for above) and generating.
+    client = openai.OpenAI(base_url=nim_server.url + "/v1", api_key="x", max_retries=0, timeout=60)
+    reply = client.chat.completions.create(**CHAT, max_tokens=4, seed=1)
+    assert reply.choices[0].finish_reason in ("length", "stop")
