@@ -81,7 +81,8 @@ class InstanceRuntime(ABC, Generic[H]):
 
     def running_urls(self, limit: int) -> list[str]:
         """URLs of running instances, at most ``limit``, for the client commands' default target:
-        cheap to ask, and a failure is an empty answer."""
+        asked before every client command, so a runtime that can be slow or fail overrides this to
+        answer quickly, and empty when it cannot."""
         return [instance.url for instance in self.list(all_states=False) if instance.url][:limit]
 
     @abstractmethod
