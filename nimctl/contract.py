@@ -34,6 +34,7 @@ SHUTDOWN_TIMEOUT: Final = "NIMCTL_SHUTDOWN_TIMEOUT"
 ENGINE_HUNG_TIMEOUT: Final = "NIMCTL_ENGINE_HUNG_TIMEOUT"
 PROFILES_DIR: Final = "NIMCTL_PROFILES_DIR"
 PROFILE_PREFERENCE: Final = "NIMCTL_PROFILE_PREFERENCE"
+MAX_IMAGE_PIXELS: Final = "NIMCTL_MAX_IMAGE_PIXELS"
 # Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
 IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
 
@@ -57,6 +58,7 @@ VARIABLES: Final[dict[str, str]] = {
     ENGINE_HUNG_TIMEOUT: "seconds without a health check answer before a ready engine counts as hung",
     PROFILES_DIR: "folders searched for manifests first, separated by ':'",
     PROFILE_PREFERENCE: "throughput (the fewest GPUs) or latency (the most) between runnable profiles",
+    MAX_IMAGE_PIXELS: "the most pixels (width x height) an input image may have; the engine gets it too",
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
 

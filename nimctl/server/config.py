@@ -37,6 +37,7 @@ ENV_FIELDS: dict[str, str] = {
     contract.ENGINE_HUNG_TIMEOUT: "engine_hung_timeout",
     contract.PROFILES_DIR: "profiles_dir",
     contract.PROFILE_PREFERENCE: "profile_preference",
+    contract.MAX_IMAGE_PIXELS: "max_image_pixels",
 }
 
 
@@ -65,6 +66,10 @@ class ServerConfig(BaseModel):
     profiles_dir: Path | None = None
     # The automatic choice between runnable profiles: throughput (fewest GPUs) or latency (most).
     profile_preference: Literal["throughput", "latency"] = "throughput"
+    # 8192x8192: above every 50-megapixel camera photo, 5x the most any model in profiles/ looks at
+    # (Qwen2.5-VL's 12.8 MP; Gemma 3, Mistral Small 3.1 and Phi-3.5-vision scale to ~2 MP or less),
+    # and far below the decompression bombs it is for (one RGB copy of the largest is 200 MB).
+    max_image_pixels: int = Field(default=8192 * 8192, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
