@@ -137,7 +137,7 @@ def run(
     from nimctl.errors import UsageError
     from nimctl.gpu import detect_inventory
     from nimctl.runtime.manage import choose_runtime, dry_run_line
-    from nimctl.runtime.spec import plan_run
+    from nimctl.runtime.planning import plan_run
 
     out = output(ctx)
     engine_args = list(ctx.args)

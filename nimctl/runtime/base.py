@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
 from nimctl.errors import UsageError
 from nimctl.runtime.instances import Instance, Stopped, Watched
+from nimctl.runtime.placement import Placement
 from nimctl.runtime.spec import Runtime
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class InstanceRuntime(ABC, Generic[H]):
     """Docker containers or host processes: what ``run``, ``ps``, ``logs`` and ``stop`` ask of them."""
 
     kind: ClassVar[Runtime]
+    placement: ClassVar[Placement]  # how this runtime gives the server its model, paths and GPUs
     noun: ClassVar[str]  # one instance, in messages: "container", "local instance"
     plural: ClassVar[str]  # "containers", "local instances"
     title: ClassVar[str]  # the runtime itself, in messages: "Docker"

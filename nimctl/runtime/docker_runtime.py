@@ -28,6 +28,7 @@ from nimctl.runtime.instances import (
     name_in_use_error,
     parse_time,
 )
+from nimctl.runtime.placement import ContainerPlacement
 from nimctl.runtime.ports import check_port_free, port_in_use_error
 from nimctl.runtime.spec import RunSpec
 
@@ -107,6 +108,7 @@ class DockerRuntime(InstanceRuntime[ContainerHandle]):
     """
 
     kind = "docker"
+    placement = ContainerPlacement()  # nimctl's paths and port built in; host folders as mounts
     noun = "container"
     plural = "containers"
     title = "Docker"

@@ -35,6 +35,7 @@ from nimctl.runtime.instances import (
 )
 from nimctl.runtime.launcher import EXIT_CODE_FILE
 from nimctl.runtime.paths import instances_dir
+from nimctl.runtime.placement import HostPlacement
 from nimctl.runtime.ports import check_port_free
 from nimctl.runtime.processes import end_tree, pid_running, process_identity, process_tree
 from nimctl.runtime.spec import RunSpec
@@ -311,6 +312,7 @@ class LocalRuntime(InstanceRuntime[LocalHandle]):
     """Host processes, each with a state folder; needs no daemon, so it never is unavailable."""
 
     kind = "local"
+    placement = HostPlacement()  # folders, port and address told through the server's variables
     noun = "local instance"
     plural = "local instances"
     title = "the local runtime"

@@ -21,7 +21,7 @@ import pytest
 from nimctl.cli._target import find_running_instance_url
 from nimctl.errors import UsageError
 from nimctl.runtime import local_runtime, manage
-from nimctl.runtime.spec import plan_run
+from nimctl.runtime.planning import plan_run
 
 
 class FakeContainers:

@@ -26,7 +26,7 @@ from nimctl.errors import (
 )
 from nimctl.runtime import docker_client, docker_runtime, local_runtime, manage
 from nimctl.runtime.gpu_request import GpuRequest
-from nimctl.runtime.spec import plan_run
+from nimctl.runtime.planning import plan_run
 from tests.runtime.fake_docker import FakeContainer, FakeDocker, api_error, raising
 
 NO_DAEMON = "tcp://127.0.0.1:9"

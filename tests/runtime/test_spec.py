@@ -14,12 +14,8 @@ from nimctl.gpu import parse_gpu_spec
 from nimctl.runtime.dry_run import docker_run_line, local_run_line, masked_args
 from nimctl.runtime.gpu_request import GpuRequest
 from nimctl.runtime.images import default_image
-from nimctl.runtime.spec import (
-    check_name,
-    check_restart,
-    parse_env,
-    plan_run,
-)
+from nimctl.runtime.planning import plan_run
+from nimctl.runtime.spec import check_name, check_restart, parse_env
 
 NO_GPU = parse_gpu_spec("none")
 TWO_H100 = parse_gpu_spec("H100-80GB:2")
@@ -142,11 +138,11 @@ def test_names_and_restart_policies() -> None:
     for bad in ("-x", "a b", "x" * 64, ""):
         with pytest.raises(UsageError, match="bad instance name"):
             check_name(bad)
-    assert check_restart("on-failure:3", "docker") == "on-failure:3"
+    assert check_restart("on-failure:3") == "on-failure:3"
     with pytest.raises(UsageError, match="bad --restart"):
-        check_restart("sometimes", "docker")
+        check_restart("sometimes")
     with pytest.raises(UsageError, match="needs the Docker runtime"):
-        check_restart("always", "local")
+        plan_run(model="tiny-vlm", runtime="local", restart="always", inventory=NO_GPU)
 
 
 def test_tiny_vlm_on_a_cpu_machine(tmp_path: Path) -> None:
@@ -357,3 +353,13 @@ def test_masked_engine_args_in_both_dry_runs(tmp_path: Path) -> None:
         assert "sk-hidden" not in line and "sk-env" not in line
         assert "--api-key '***'" in line and "--enforce-eager" in line
         assert spec.engine_args == ["--api-key", "sk-hidden"]  # masked in print only
+
+
+def test_each_runtime_holds_the_placement_the_planner_uses() -> None:
+    from nimctl.runtime.docker_runtime import DockerRuntime
+    from nimctl.runtime.local_runtime import LocalRuntime
+    from nimctl.runtime.placement import PLACEMENTS
+
+    for runtime in (DockerRuntime, LocalRuntime):
+        assert type(runtime.placement) is type(PLACEMENTS[runtime.kind])
+        assert runtime.placement.runtime == runtime.kind

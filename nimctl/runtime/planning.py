@@ -1,0 +1,173 @@
+"""``nimctl run``'s plan: resolve the model, choose the profile as the server would, and say
+how the chosen runtime gives the server all of it (its :class:`~nimctl.runtime.placement.Placement`).
+Nothing is started here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nimctl import contract
+from nimctl.errors import UsageError
+from nimctl.runtime.gpu_request import GpuRequest
+from nimctl.runtime.placement import PLACEMENTS
+from nimctl.runtime.spec import (
+    RunSpec,
+    Runtime,
+    check_name,
+    check_restart,
+    default_name,
+    parse_env,
+    resolve_model,
+)
+
+if TYPE_CHECKING:
+    from nimctl.gpu import Inventory
+    from nimctl.profiles import Manifest
+    from nimctl.profiles.selection import Selection
+
+
+def plan_run(
+    *,
+    model: str | None,
+    runtime: Runtime,
+    profile: str | None = None,
+    gpus: str | None = None,
+    prefer: str | None = None,
+    port: int = contract.CONTAINER_PORT,
+    host: str = "127.0.0.1",
+    name: str | None = None,
+    cache_dir: Path | None = None,
+    env_pairs: list[str] | None = None,
+    image: str | None = None,
+    engine_args: list[str] | None = None,
+    restart: str = "no",
+    inventory: Inventory | None = None,
+    runtime_note: str | None = None,
+    lora: Path | None = None,
+    max_model_len: int | None = None,
+) -> RunSpec:
+    """Resolve the model and choose the profile on this host; nothing is started.
+
+    The profile is chosen from the environment the server will get, through the function
+    ``nim-serve`` selects with (:func:`nimctl.server.selection_inputs.selection_inputs`), so the
+    profile pinned here is the one the server would choose itself. ``--profile``, ``--lora``,
+    ``--max-model-len`` and ``--prefer`` (None: not given) set their variables over ``-e`` ones,
+    as a flag wins over a variable. ``runtime_note`` says why ``auto`` chose the runtime it did,
+    for the errors that follow from it.
+    """
+    from nimctl.gpu import detect_inventory
+    from nimctl.profiles.selection import parse_preference
+
+    placement = PLACEMENTS[runtime]
+    if not 1 <= port <= 65535:
+        raise UsageError(f"bad --port {port}: use 1-65535")
+    placement.check(image=image, restart=check_restart(restart), note=runtime_note)
+    host = host.strip().removeprefix("[").removesuffix("]")  # [::1] as people write it in URLs
+    user_env = parse_env(env_pairs or [])
+    if contract.MODEL_PATH in user_env:
+        raise UsageError(
+            f"-e {contract.MODEL_PATH}: nimctl run sets it from the model it resolves",
+            hint=f"name the model as the argument: nimctl run {user_env[contract.MODEL_PATH]}",
+        )
+    resolved = resolve_model(model or contract.DEFAULT_MODEL)
+    # What the user named, for names and labels: the default model by its manifest's name.
+    model = model or (resolved.manifest.model.name if resolved.manifest else contract.DEFAULT_MODEL)
+    request = GpuRequest.parse(gpus) if gpus is not None else None
+    inventory = inventory if inventory is not None else detect_inventory()
+    visible = request.visible(inventory) if request else inventory
+    cache = (cache_dir or contract.host_cache_dir()).expanduser().resolve()
+    mounts = placement.mounts(resolved)
+
+    options: dict[str, str] = {}  # the flags' variables, over -e ones
+    if lora is not None:
+        options[contract.PEFT_SOURCE] = placement.folder(_lora_folder(lora), contract.CONTAINER_LORA, mounts)
+    if max_model_len is not None:
+        options[contract.MAX_MODEL_LEN] = str(max_model_len)
+    if prefer is not None:
+        options[contract.PROFILE_PREFERENCE] = parse_preference(prefer)
+    if profile is not None:
+        options[contract.MODEL_PROFILE] = profile
+
+    def server_env(profile_id: str | None = None, devices: str | None = None) -> dict[str, str]:
+        env = placement.server_env(resolved, model, port, host, cache)
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices
+        if profile_id:
+            env[contract.MODEL_PROFILE] = profile_id
+        for secret in contract.PASSTHROUGH_SECRETS:
+            if os.environ.get(secret) and secret not in user_env:
+                env[secret] = os.environ[secret]
+        env.update(user_env)
+        env.update(options)
+        if profile_id:  # the choice, pinned: what the options and -e asked for chose it
+            env[contract.MODEL_PROFILE] = profile_id
+        return env
+
+    profile_id = profile_name = None
+    selection = "no manifest lists this model: the engine's defaults apply"
+    device = visible.device
+    if resolved.manifest is not None:
+        chosen = _select(resolved.manifest, visible, server_env(), engine_args or [])
+        profile_id, profile_name, selection = chosen.profile.id, chosen.profile.name, chosen.reason
+        device = "cuda" if chosen.profile.device == "cuda" else "cpu"
+        gpu_count = chosen.profile.gpu_count if device == "cuda" else 0
+    elif profile:
+        raise UsageError(f"--profile {profile}: {model} has no manifest, so no profiles")
+    else:
+        gpu_count = len(visible.gpus)
+    if request is None:
+        request = GpuRequest("all") if device == "cuda" else GpuRequest("none")
+    elif device == "cpu":
+        request = GpuRequest("none")
+    request, devices = placement.gpus(request, visible)
+    env = server_env(profile_id, devices)
+
+    return RunSpec(
+        name=check_name(name) if name else default_name(resolved.manifest, model),
+        runtime=runtime,
+        model=model,
+        model_path=env[contract.MODEL_PATH],
+        device=device,
+        port=port,
+        host=host,
+        cache_dir=cache,
+        profile_id=profile_id,
+        profile_name=profile_name,
+        selection=selection,
+        image=placement.image(image, device),
+        env=env,
+        gpus=request,
+        # NIM's guidance: multi-GPU needs a large /dev/shm; Docker's default 64 MiB is too small
+        # even for vLLM's own inter-process queues.
+        shm_size="16g" if gpu_count > 1 else "1g",
+        mounts=mounts,
+        engine_args=list(engine_args or []),
+        restart=restart,
+        user=f"{os.getuid()}:{os.getgid()}",
+    )
+
+
+def _lora_folder(folder: Path) -> Path:
+    path = folder.expanduser()
+    if not path.is_dir():
+        raise UsageError(f"--lora {folder}: not a folder", hint="give the folder holding the LoRA adapters")
+    return path
+
+
+def _select(manifest: Manifest, visible: Inventory, env: dict[str, str], engine_args: list[str]) -> Selection:
+    """The profile ``nim-serve`` would choose in ``env`` with ``engine_args`` after it, on ``visible``."""
+    from nimctl.profiles import select_profile
+    from nimctl.server.selection_inputs import selection_inputs
+
+    inputs = selection_inputs(env, engine_args)
+    return select_profile(
+        manifest,
+        visible,
+        requested=inputs.profile,
+        prefer=inputs.prefer,
+        lora=inputs.lora,
+        max_model_len=inputs.max_model_len,
+    )
