@@ -55,16 +55,35 @@ def _engine_error(status: int, body: Any, what: str, checked: CheckedBody) -> Re
     return openai_error(502, f"the engine answered {what} with HTTP {status} and no error object")
 
 
+# GenerationError's message in vLLM's serving code: the only 500 that carries it is the retryable one.
+_RESENDABLE = "Internal server error"
+
+
+def _engine_error_body(response: Response) -> Any:
+    """The JSON of a relayed 5xx answer read whole; None for other answers (a stream began as a 200)."""
+    content = getattr(response, "body", None)
+    if response.status_code < 500 or not isinstance(content, bytes):
+        return None
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _engine_asks_for_a_resend(response: Response) -> bool:
+    """vLLM's answer for a request it ended with finish_reason "error", which it calls retryable: its
+    multimodal caches drifted apart (the front-end process kept an image the engine had evicted) and
+    the request must be sent again, with its data. The fuzz gate met it about once in 2,000 requests."""
+    body = _engine_error_body(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    return response.status_code == 500 and isinstance(error, dict) and error.get("message") == _RESENDABLE
+
+
 def _judged(response: Response, checked: CheckedBody) -> Response:
     """A relayed answer, with an engine 5xx judged: the client's fault (400) or the engine's (502)."""
-    content = getattr(response, "body", None)  # None for a relayed stream: it started as a 200
-    if response.status_code < 500 or not isinstance(content, bytes):
+    if response.status_code < 500:
         return response
-    try:
-        body = json.loads(content)
-    except (ValueError, RecursionError):
-        body = None
-    return judge_engine_error(response.status_code, body, checked) or response
+    return judge_engine_error(response.status_code, _engine_error_body(response), checked) or response
 
 
 def build_router(proxy: EngineProxy) -> APIRouter:
@@ -81,7 +100,10 @@ def build_router(proxy: EngineProxy) -> APIRouter:
             checked = check(body)
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
-        return _judged(await proxy.relay(request, body), checked)
+        response = await proxy.relay(request, body)
+        if _engine_asks_for_a_resend(response):
+            response = await proxy.relay(request, body)  # once: vLLM has dropped the stale entries
+        return _judged(response, checked)
 
     @router.post("/v1/chat/completions", summary="Chat completion (OpenAI)", **_RELAYED_ROUTE)
     async def chat_completions(request: Request) -> Response:

@@ -24,9 +24,8 @@ from hypothesis import strategies as st
 from nimctl import contract
 from nimctl.media import image_size
 from nimctl.server.config import ServerConfig
-from nimctl.server.engine_errors import judge_engine_error
 from nimctl.server.plan import build_plan, engine_environment
-from nimctl.server.request_checks import BadRequestError, CheckedBody, check_body
+from nimctl.server.request_checks import BadRequestError, check_body
 from tests.server_process import ServerProcess
 
 MODEL = "tiny-vlm"
@@ -399,41 +398,6 @@ def test_redirects_are_not_followed(nim_server: ServerProcess, media_host: Media
     assert elapsed < FETCH_LIMIT_S
     assert f"/redirect?case={case}" in media_host.requested
     assert "/huge.png" not in media_host.requested  # the redirect's target was never fetched
-
-
-# --- The second line: engine 5xx answers judged ---------------------------------------------------
-
-
-def engine_answer(message: str) -> dict[str, object]:
-    return {"error": {"message": message, "type": "InternalServerError", "param": None, "code": 500}}
-
-
-REMOTE = CheckedBody({}, remote_urls=["http://127.0.0.1:9/cat.png"])
-
-
-@pytest.mark.parametrize(
-    ("message", "checked", "status", "fragment"),
-    [
-        ("", REMOTE, 400, "http://127.0.0.1:9/cat.png could not be fetched: no answer in time"),
-        ("Cannot connect to host 127.0.0.1:9 ssl:default", REMOTE, 400, "could not be fetched"),
-        ("500, message='Internal Server Error', url='http://127.0.0.1:9/cat.png'", REMOTE, 400, "could not be fetched"),
-        ("Cannot load local files without `--allowed-local-media-path`.", CheckedBody({}), 400, "not local files"),
-        ("Image size (900000000 pixels) exceeds limit of 178956970 pixels, could be decompression bomb DOS attack.", CheckedBody({}), 400, "too large"),
-        ("'int' object has no attribute 'get'", CheckedBody({}), 400, "wrong JSON type"),
-        # Not the client's fault: the engine's failure, a 502 that carries its message.
-        ("", CheckedBody({}), 502, "no message"),
-        ("CUDA error: an illegal memory access was encountered", REMOTE, 502, "illegal memory access"),
-    ],
-)
-def test_engine_500s_are_judged(message: str, checked: CheckedBody, status: int, fragment: str) -> None:
-    response = judge_engine_error(500, engine_answer(message), checked)
-    assert response is not None and response.status_code == status
-    assert fragment in json.loads(bytes(response.body))["error"]["message"]
-
-
-def test_other_engine_5xx_and_4xx_pass_on() -> None:
-    assert judge_engine_error(503, engine_answer("overloaded"), CheckedBody({})) is None
-    assert judge_engine_error(422, engine_answer("Failed to fetch media"), REMOTE) is None
 
 
 def test_the_pixel_cap_is_the_configured_one() -> None:
