@@ -268,7 +268,7 @@ def test_image_size_reads_a_huge_header_as_pillow_does(image_format: str) -> Non
     assert image_size(data) == HUGE
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(
     variant=st.sampled_from(
         [("PNG", {}), ("JPEG", {}), ("JPEG", {"progressive": True}), ("GIF", {}), ("BMP", {}),
@@ -282,7 +282,7 @@ def test_image_size_agrees_with_pillow(variant: tuple[str, dict[str, object]], w
     assert image_size(encoded(image_format, (width, height), **dict(options))) == (width, height)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(image_format=st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "WEBP"]), cut=st.integers(0, 120))
 def test_image_size_of_a_cut_header_is_none_or_right(image_format: str, cut: int) -> None:
     data = encoded(image_format, (33, 21))
