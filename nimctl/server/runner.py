@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import signal
 import socket
 from types import FrameType
@@ -13,26 +15,52 @@ from nimctl.errors import UsageError
 from nimctl.server.app import create_app
 from nimctl.server.logs import configure_logging
 from nimctl.server.plan import LaunchPlan
-from nimctl.server.state import ServerState
+from nimctl.server.state import Cut, ServerState
 
 log = logging.getLogger("nimctl.server")
 
+# After the drain ends what is left in flight, uvicorn gets this long to see those responses out
+# before it cancels what remains (only a request that is not a relay to the engine can remain).
+DRAIN_BACKSTOP_S = 2.0
+
 
 class _FrontServer(uvicorn.Server):
-    """uvicorn, plus: new requests get 503 from the moment a stop signal arrives."""
+    """uvicorn, plus: new requests get 503 from the moment a stop signal arrives, and the requests
+    still in flight when the drain runs out are ended by the front, each with an error in OpenAI's
+    shape, before uvicorn's own deadline would cancel them with nothing said (and a traceback each).
+    """
 
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
         self.state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.state.draining:
             log.info("signal %s: draining in-flight requests, then stopping the engine", sig)
+            if self._loop is not None:
+                # A signal handler, not a loop callback: the timer is armed from inside the loop.
+                self._loop.call_soon_threadsafe(self._arm_drain_deadline)
         self.state.draining = True
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             # uvicorn re-raises caught signals on exit; a SIGTERM that drained cleanly is exit 0.
             self._captured_signals.remove(sig)
+
+    def _arm_drain_deadline(self) -> None:
+        assert self._loop is not None
+        self._loop.call_later(self.state.plan.config.shutdown_timeout, self._end_drain)
+
+    def _end_drain(self) -> None:
+        timeout = self.state.plan.config.shutdown_timeout
+        cut = Cut(503, f"server shutting down: the request was still running after the {timeout:g} s drain")
+        ended = self.state.in_flight.cut_all(cut, standing=True)
+        if ended:
+            log.warning("drain of %g s over: ending %d request(s) still in flight", timeout, ended)
 
 
 def bind_port(host: str, port: int) -> socket.socket:
@@ -71,7 +99,8 @@ def serve(plan: LaunchPlan) -> int:
         port=config.server_port,
         log_config=None,
         access_log=config.log_level == "DEBUG",
-        timeout_graceful_shutdown=int(config.shutdown_timeout),
+        # uvicorn's deadline is a backstop behind the front's own (``_end_drain``).
+        timeout_graceful_shutdown=math.ceil(config.shutdown_timeout + DRAIN_BACKSTOP_S),
         lifespan="on",
     )
     server = _FrontServer(uv_config, state)

@@ -1,17 +1,20 @@
-"""The front under faults: bad requests beside good ones, clients that go away.
+"""The front under faults: bad requests beside good ones, clients that go away, a drain that runs out.
 
-The engine tests use the shared session server. The connection tests at the top need no
-engine: a stand-in on a loopback socket misbehaves on cue.
+The engine tests use the shared session server, except the drain, which stops its own. The
+connection tests at the top need no engine: a stand-in on a loopback socket misbehaves on cue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +26,7 @@ from nimctl.server.config import ServerConfig
 from nimctl.server.plan import build_plan
 from nimctl.server.proxy import STALE_RETRIES, EngineProxy
 from nimctl.server.state import ServerState
+from tests.conftest import TEST_MODEL
 from tests.server_process import ServerProcess, engine_metric
 
 MODEL = "tiny-vlm"
@@ -239,3 +243,81 @@ def test_a_non_streaming_request_is_aborted_when_its_client_goes_away(nim_server
         previous = generated
         time.sleep(0.5)  # polling the engine's counters until they settle or the deadline passes
     assert generated < max_tokens / 2
+
+
+# --- A drain that runs out -----------------------------------------------------------------------
+
+DRAIN_TIMEOUT_S = 3
+STREAMS = 3
+
+
+@pytest.fixture
+def draining_server(model_cache: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        TEST_MODEL,
+        model_cache,
+        tmp_path / "nim-serve.log",
+        env={"NIMCTL_SHUTDOWN_TIMEOUT": str(DRAIN_TIMEOUT_S)},
+    ).start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def _data_events(lines: list[str]) -> list[str]:
+    return [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+
+
+@pytest.mark.engine
+def test_streams_still_running_when_the_drain_runs_out_end_with_an_error_event(
+    draining_server: ServerProcess,
+) -> None:
+    """Before the fix, uvicorn cancelled them: no error event, a traceback each in the log."""
+    assert draining_server.process is not None
+    received: list[list[str]] = [[] for _ in range(STREAMS)]
+    started = [threading.Event() for _ in range(STREAMS)]
+    errors: list[BaseException] = []
+    # 4000 tokens each (the context holds 4096): far more than the 3 s drain lets them produce.
+    payload = {**CHAT, "max_tokens": 4000, "ignore_eos": True, "stream": True}
+
+    def stream(index: int) -> None:
+        try:
+            with httpx.stream(
+                "POST", draining_server.url + "/v1/chat/completions", json=payload, timeout=60
+            ) as r:
+                for line in r.iter_lines():
+                    received[index].append(line)
+                    started[index].set()
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+            started[index].set()
+
+    readers = [threading.Thread(target=stream, args=(i,)) for i in range(STREAMS)]
+    for reader in readers:
+        reader.start()
+    for event in started:
+        assert event.wait(120), "a stream never started"
+    sent_sigterm = time.monotonic()
+    os.kill(draining_server.process.pid, signal.SIGTERM)
+    for reader in readers:
+        reader.join(60)
+    assert not errors, errors
+    ended_after = time.monotonic() - sent_sigterm
+    assert ended_after < DRAIN_TIMEOUT_S + 20
+    for lines in received:
+        events = _data_events(lines)
+        assert "[DONE]" not in events  # cut, not finished
+        last = json.loads(events[-1])
+        assert set(last) == {"error"}, last
+        assert set(last["error"]) == {"message", "type", "param", "code"}
+        assert last["error"]["code"] == 503
+        assert "server shutting down" in last["error"]["message"]
+        assert all("choices" in json.loads(event) for event in events[:-1])  # whole events before it
+    assert draining_server.process.wait(60) == 0, draining_server.log_tail()
+    log = draining_server.log_path.read_text(errors="replace")
+    assert log.count("stream ended by the front: server shutting down") == STREAMS, log[-3000:]
+    # The front's own lines: vLLM logs a traceback of its own when it is stopped, idle or not.
+    front_lines = [line for line in log.splitlines() if "[nimctl.engine]" not in line]
+    assert not [line for line in front_lines if "Traceback" in line], "\n".join(front_lines[-60:])
