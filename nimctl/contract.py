@@ -35,6 +35,13 @@ ENGINE_HUNG_TIMEOUT: Final = "NIMCTL_ENGINE_HUNG_TIMEOUT"
 PROFILES_DIR: Final = "NIMCTL_PROFILES_DIR"
 PROFILE_PREFERENCE: Final = "NIMCTL_PROFILE_PREFERENCE"
 MAX_IMAGE_PIXELS: Final = "NIMCTL_MAX_IMAGE_PIXELS"
+MEDIA_URLS: Final = "NIMCTL_MEDIA_URLS"
+ALLOWED_MEDIA_DOMAINS: Final = "NIMCTL_ALLOWED_MEDIA_DOMAINS"
+MEDIA_FETCH_TIMEOUT: Final = "NIMCTL_MEDIA_FETCH_TIMEOUT"
+MEDIA_MAX_MB: Final = "NIMCTL_MEDIA_MAX_MB"
+MEDIA_LOCAL_DIR: Final = "NIMCTL_MEDIA_LOCAL_DIR"
+MEDIA_ALLOWED_NETWORKS: Final = "NIMCTL_MEDIA_ALLOWED_NETWORKS"
+MEDIA_HOSTS_FILE: Final = "NIMCTL_MEDIA_HOSTS_FILE"
 # Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
 IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
 
@@ -59,6 +66,13 @@ VARIABLES: Final[dict[str, str]] = {
     PROFILES_DIR: "folders searched for manifests first, separated by ':'",
     PROFILE_PREFERENCE: "throughput (the fewest GPUs) or latency (the most) between runnable profiles",
     MAX_IMAGE_PIXELS: "the most pixels (width x height) an input image may have; the engine gets it too",
+    MEDIA_URLS: "fetch (default): the front fetches http(s) media URLs under its checks; none: refuses them",
+    ALLOWED_MEDIA_DOMAINS: "comma-separated host names media URLs may name (default: any public host)",
+    MEDIA_FETCH_TIMEOUT: "seconds to resolve, connect and read one media URL (default 5)",
+    MEDIA_MAX_MB: "the most megabytes one media URL may hold (default 20)",
+    MEDIA_LOCAL_DIR: "a folder file:// media URLs may read from (default: file:// refused)",
+    MEDIA_ALLOWED_NETWORKS: "TESTS ONLY: comma-separated networks (127.0.0.0/8) media may be fetched from",
+    MEDIA_HOSTS_FILE: "an /etc/hosts-style file: names found there resolve from it, not DNS, for media URLs",
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
 

@@ -6,6 +6,7 @@ variable (``ConfigError``), before anything is loaded.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 from collections.abc import Mapping
@@ -38,6 +39,13 @@ ENV_FIELDS: dict[str, str] = {
     contract.PROFILES_DIR: "profiles_dir",
     contract.PROFILE_PREFERENCE: "profile_preference",
     contract.MAX_IMAGE_PIXELS: "max_image_pixels",
+    contract.MEDIA_URLS: "media_urls",
+    contract.ALLOWED_MEDIA_DOMAINS: "allowed_media_domains",
+    contract.MEDIA_FETCH_TIMEOUT: "media_fetch_timeout",
+    contract.MEDIA_MAX_MB: "media_max_mb",
+    contract.MEDIA_LOCAL_DIR: "media_local_dir",
+    contract.MEDIA_ALLOWED_NETWORKS: "media_allowed_networks",
+    contract.MEDIA_HOSTS_FILE: "media_hosts_file",
 }
 
 
@@ -70,13 +78,49 @@ class ServerConfig(BaseModel):
     # (Qwen2.5-VL's 12.8 MP; Gemma 3, Mistral Small 3.1 and Phi-3.5-vision scale to ~2 MP or less),
     # and far below the decompression bombs it is for (one RGB copy of the largest is 200 MB).
     max_image_pixels: int = Field(default=8192 * 8192, gt=0)
+    # Media URLs, fetched by the front under nimctl.server.media_fetch's checks (docs/security.md).
+    media_urls: Literal["fetch", "none"] = "fetch"
+    allowed_media_domains: list[str] = Field(default_factory=list)
+    media_fetch_timeout: float = Field(default=5.0, gt=0, le=300)
+    media_max_mb: float = Field(default=20.0, gt=0)
+    media_local_dir: Path | None = None
+    media_allowed_networks: list[str] = Field(default_factory=list)
+    media_hosts_file: Path | None = None
+
+    @field_validator("allowed_media_domains", "media_allowed_networks", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower().rstrip(".") for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("media_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # a ValueError names the bad one
+        return value
+
+    @field_validator("media_local_dir")
+    @classmethod
+    def _a_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError("no such folder")
+        return value
+
+    @field_validator("media_hosts_file")
+    @classmethod
+    def _a_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("profile_preference", mode="before")
+    @field_validator("profile_preference", "media_urls", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -25,6 +25,7 @@ from nimctl.server.http_errors import (
     error_responses,
     openai_error,
 )
+from nimctl.server.media_fetch import fetch_remote_media
 from nimctl.server.proxy import EngineProxy, engine_unavailable
 from nimctl.server.request_checks import BadRequestError, CheckedBody, check_body
 
@@ -97,6 +98,8 @@ def build_router(proxy: EngineProxy) -> APIRouter:
             return refusal
         body = await request.body()
         try:
+            # Media URLs become data: URLs fetched under the front's checks: the engine fetches nothing.
+            body = await fetch_remote_media(body, proxy.state.plan.config)
             checked = check(body)
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
@@ -154,7 +157,7 @@ def build_router(proxy: EngineProxy) -> APIRouter:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
         try:
-            checked = check(await request.body())
+            checked = check(await fetch_remote_media(await request.body(), proxy.state.plan.config))
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
         try:

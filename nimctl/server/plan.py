@@ -12,6 +12,7 @@ fixes it: a port picked minutes earlier may have been taken since.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,8 +29,12 @@ from nimctl.server.selection_inputs import ServeInputs, inputs_from_config
 if TYPE_CHECKING:
     from nimctl.profiles import Manifest, Profile
 
-# /v1/chat/completions/render only exists in vLLM 0.32 with this flag.
-FRONT_ENGINE_ARGS = ["--enable-scale-out"]
+# The front fetches every media URL itself (nimctl.server.media_fetch) and relays data: URLs; the
+# engine allows remote media from one domain that cannot exist (.invalid, RFC 2606), so a URL that
+# reached it some other way is refused there, not fetched from inside the server's network.
+ENGINE_MEDIA_DOMAIN = "front-fetches-media.nimctl.invalid"
+# /v1/chat/completions/render only exists in vLLM 0.32 with the first flag.
+FRONT_ENGINE_ARGS = ["--enable-scale-out", "--allowed-media-domains", ENGINE_MEDIA_DOMAIN]
 # Where the dry run's command line shows a port that is only chosen at launch.
 PORT_AT_LAUNCH = "<free-port-at-launch>"
 _PORT_NOTE = f"a free loopback port is chosen at launch ({PORT_AT_LAUNCH}); NIMCTL_ENGINE_PORT fixes it"
@@ -143,6 +148,8 @@ def engine_environment(plan: LaunchPlan) -> dict[str, str]:
         env.setdefault(name, value)
     # The front refuses larger inline images; the engine applies the same cap to the ones it fetches.
     env["VLLM_MAX_IMAGE_PIXELS"] = str(plan.config.max_image_pixels)
+    # The engine gets media inline from the front, within the front's byte cap; the same cap, in whole MB.
+    env["VLLM_MAX_MEDIA_DOWNLOAD_SIZE_MB"] = str(max(1, math.ceil(plan.config.media_max_mb)))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
