@@ -42,6 +42,13 @@ MEDIA_MAX_MB: Final = "NIMCTL_MEDIA_MAX_MB"
 MEDIA_LOCAL_DIR: Final = "NIMCTL_MEDIA_LOCAL_DIR"
 MEDIA_ALLOWED_NETWORKS: Final = "NIMCTL_MEDIA_ALLOWED_NETWORKS"
 MEDIA_HOSTS_FILE: Final = "NIMCTL_MEDIA_HOSTS_FILE"
+API_KEY: Final = "NIMCTL_API_KEY"
+API_KEY_FILE: Final = "NIMCTL_API_KEY_FILE"
+PUBLIC_METRICS: Final = "NIMCTL_PUBLIC_METRICS"
+SSL_MODE: Final = "NIM_SSL_MODE"
+SSL_KEY_PATH: Final = "NIM_SSL_KEY_PATH"
+SSL_CERTS_PATH: Final = "NIM_SSL_CERTS_PATH"
+SSL_CA_CERTS_PATH: Final = "NIM_SSL_CA_CERTS_PATH"
 # Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
 IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
 
@@ -73,6 +80,13 @@ VARIABLES: Final[dict[str, str]] = {
     MEDIA_LOCAL_DIR: "a folder file:// media URLs may read from (default: file:// refused)",
     MEDIA_ALLOWED_NETWORKS: "TESTS ONLY: comma-separated networks (127.0.0.0/8) media may be fetched from",
     MEDIA_HOSTS_FILE: "an /etc/hosts-style file: names found there resolve from it, not DNS, for media URLs",
+    API_KEY: "a key clients must send as 'Authorization: Bearer KEY' (none set, no key file: open)",
+    API_KEY_FILE: "a file of keys, one a line, plain or sha256:HEX (nimctl run writes one per instance)",
+    PUBLIC_METRICS: "1: /v1/metrics answers without a key (for a Prometheus scraper)",
+    SSL_MODE: "DISABLED, TLS or MTLS (TLS, and clients must show a certificate the CA signed)",
+    SSL_KEY_PATH: "the server's private key (PEM), for TLS and MTLS",
+    SSL_CERTS_PATH: "the server's certificate chain (PEM), for TLS and MTLS",
+    SSL_CA_CERTS_PATH: "the CA certificates client certificates are checked against (MTLS)",
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
 
@@ -89,6 +103,14 @@ CONTAINER_USER_PROFILES: Final = "/opt/nim/user-profiles"
 CONTAINER_MODEL: Final = "/opt/nim/model"
 # Where `nimctl run --lora DIR` mounts the adapters folder (NIM_PEFT_SOURCE points there).
 CONTAINER_LORA: Final = "/opt/nim/loras"
+
+# Where `nimctl run` mounts the instance's credentials folder (read-only): its API key file and
+# TLS files, under the names below. A host process is told the host folder's paths instead.
+CONTAINER_CREDENTIALS: Final = "/run/nimctl"
+API_KEYS_FILE_NAME: Final = "api-keys"
+SERVER_KEY_FILE_NAME: Final = "server.key"
+SERVER_CERT_FILE_NAME: Final = "server.crt"
+CA_CERT_FILE_NAME: Final = "ca.crt"
 
 # --- Defaults ------------------------------------------------------------------------------------
 # The model nim-serve and `nimctl run` serve when none is named (a built-in random-weight VLM).

@@ -2,7 +2,9 @@
 
 Order: ``--url``, else ``NIMCTL_URL`` (both through the option), else the one running
 instance that ``nimctl ps`` shows, else ``http://127.0.0.1:8000``; several running
-instances and no URL is a usage error rather than a guess. The module itself is cheap;
+instances and no URL is a usage error rather than a guess. An instance nimctl started is
+talked to with its own key and CA (its credentials folder, found by its URL); ``--api-key``
+and the root option ``--cacert`` are for other servers. The module itself is cheap;
 the instance lookup reads nimctl's state folder and, when a Docker socket is there, asks
 the daemon (one request over the socket; the SDK only for a daemon elsewhere): scripts that
 set ``NIMCTL_URL`` never pay it.
@@ -10,6 +12,7 @@ set ``NIMCTL_URL`` never pay it.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,9 +21,13 @@ from nimctl.client import DEFAULT_URL
 from nimctl.errors import NimctlError, UsageError
 
 if TYPE_CHECKING:
+    import ssl
+
     from nimctl.client.http import NimClient
 
 NAMED_AT_MOST = 3  # running instances named in the "several" error
+# The root command's --cacert, for make_client (a Typer context is not reachable from here).
+_CACERT: ContextVar[str | None] = ContextVar("nimctl_cacert", default=None)
 
 UrlOption = Annotated[
     str | None,
@@ -91,7 +98,7 @@ def make_client(
     inference_timeout: float | None = None,
 ) -> NimClient:
     """The client for the resolved target; ``timeout`` overrides the read timeout of every call."""
-    from nimctl.client.http import NimClient, Timeouts
+    from nimctl.client.http import NimClient, Timeouts, tls_context
 
     defaults = Timeouts()
     timeouts = Timeouts(
@@ -99,4 +106,30 @@ def make_client(
         management=timeout or defaults.management,
         inference=timeout or inference_timeout or defaults.inference,
     )
-    return NimClient(resolve_url(url), api_key=api_key, timeouts=timeouts)
+    target = resolve_url(url)
+    key, tls = _instance_credentials(target)
+    if tls is None and (cacert := _cacert()):
+        tls = tls_context(cacert)
+    return NimClient(target, api_key=api_key or key, timeouts=timeouts, tls=tls)
+
+
+def _instance_credentials(url: str) -> tuple[str | None, ssl.SSLContext | None]:
+    """The key and TLS settings of the instance nimctl started at ``url`` (none for other servers).
+
+    Read from its credentials folder (a few small files): a given --api-key still wins.
+    """
+    from nimctl.runtime.credentials import for_url
+
+    found = for_url(url)
+    if found is None:
+        return None, None
+    return found.api_key(), found.ssl_context()
+
+
+def use_cacert(path: str | None) -> None:
+    """The root option ``--cacert`` (or ``NIMCTL_CACERT``): set by the root command for the one it runs."""
+    _CACERT.set(path)
+
+
+def _cacert() -> str | None:
+    return _CACERT.get()

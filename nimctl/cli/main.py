@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -30,8 +31,22 @@ def _root(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    cacert: Annotated[
+        Path | None,
+        typer.Option(
+            "--cacert",
+            envvar="NIMCTL_CACERT",
+            show_envvar=False,
+            help="CA certificates (PEM) to trust for an https server nimctl did not start "
+            "[env NIMCTL_CACERT]; nimctl's own instances are trusted by themselves.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
+    from nimctl.cli._target import use_cacert
+
     ctx.obj = {"debug": debug}
+    use_cacert(str(cacert) if cacert else None)  # every run sets it: no value outlives its command
 
 
 # Command name -> the module of nimctl.cli whose register() adds it, in the order of the help.
@@ -41,6 +56,7 @@ COMMAND_MODULES: dict[str, str] = {
     "build": "build",
     "run": "run",
     **dict.fromkeys(("ps", "logs", "stop"), "instances"),
+    "env": "env",
     "chat": "chat",
     "health": "health",
     **dict.fromkeys(("tokenize", "detokenize", "render", "models"), "inspect"),
@@ -76,8 +92,14 @@ def build_app(argv: Sequence[str] | None = None) -> typer.Typer:
 
 
 def _command_named(argv: Sequence[str]) -> str | None:
-    """The first word that is not an option: the root options (--debug, --version) take no value."""
-    return next((word for word in argv if not word.startswith("-")), None)
+    """The first word that is not an option or the value of one (--cacert FILE)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--cacert":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def __getattr__(name: str) -> Any:

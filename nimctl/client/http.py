@@ -84,7 +84,10 @@ class NimClient:
         api_key: str | None = None,
         timeouts: Timeouts | None = None,
         transport: httpx.BaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the TLS settings for an https server (the CAs to trust, a client certificate);
+        default: the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi's)."""
         self.base_url = normalize_base_url(base_url)
         self.timeouts = timeouts or Timeouts()
         headers = {"User-Agent": f"nimctl/{__version__}", "Accept": "application/json"}
@@ -95,7 +98,7 @@ class NimClient:
             headers=headers,
             timeout=self._timeout(self.timeouts.management),
             transport=transport,
-            verify=_tls_context(self.base_url),
+            verify=tls or _tls_context(self.base_url),
             # Proxies from the environment rarely lead to a local server and are a classic trap.
             trust_env=False,
         )
@@ -329,6 +332,19 @@ class NimClient:
 
 
 _MODELS = "see the served model names with `nimctl models`"
+
+
+def tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """Trust ``cafile``'s CAs (``--cacert``), or the system's when None."""
+    if cafile is None:
+        return httpx.create_ssl_context(trust_env=True)
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(
+            f"cannot use --cacert {cafile}: {getattr(exc, 'strerror', None) or exc}",
+            hint="give a PEM file of CA certificates",
+        ) from None
 
 
 def _tls_context(base_url: str) -> ssl.SSLContext:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from nimctl import __version__
 from nimctl.server import inference, management
+from nimctl.server.auth import ApiKeyMiddleware, middleware_options
 from nimctl.server.http_errors import openai_error
 from nimctl.server.metrics import FrontMetrics
 from nimctl.server.middleware import FrontMiddleware
@@ -71,4 +72,6 @@ def create_app(
 
     routes = {route.path for route in app.routes if isinstance(route, APIRoute)}
     app.add_middleware(FrontMiddleware, state=state, metrics=metrics, routes=routes)
+    # Added last, so outermost: a request without a key costs one hash and never reaches the rest.
+    app.add_middleware(ApiKeyMiddleware, **middleware_options(state.plan.config))
     return app

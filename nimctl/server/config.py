@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nimctl import contract
 from nimctl.errors import ConfigError
@@ -39,6 +47,13 @@ ENV_FIELDS: dict[str, str] = {
     contract.PROFILES_DIR: "profiles_dir",
     contract.PROFILE_PREFERENCE: "profile_preference",
     contract.MAX_IMAGE_PIXELS: "max_image_pixels",
+    contract.API_KEY: "api_key",
+    contract.API_KEY_FILE: "api_key_file",
+    contract.PUBLIC_METRICS: "public_metrics",
+    contract.SSL_MODE: "ssl_mode",
+    contract.SSL_KEY_PATH: "ssl_key_path",
+    contract.SSL_CERTS_PATH: "ssl_certs_path",
+    contract.SSL_CA_CERTS_PATH: "ssl_ca_certs_path",
     contract.MEDIA_URLS: "media_urls",
     contract.ALLOWED_MEDIA_DOMAINS: "allowed_media_domains",
     contract.MEDIA_FETCH_TIMEOUT: "media_fetch_timeout",
@@ -78,6 +93,14 @@ class ServerConfig(BaseModel):
     # (Qwen2.5-VL's 12.8 MP; Gemma 3, Mistral Small 3.1 and Phi-3.5-vision scale to ~2 MP or less),
     # and far below the decompression bombs it is for (one RGB copy of the largest is 200 MB).
     max_image_pixels: int = Field(default=8192 * 8192, gt=0)
+    # SecretStr: the key never shows in a repr, a log line or an error message.
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    public_metrics: bool = False
+    ssl_mode: Literal["DISABLED", "TLS", "MTLS"] = "DISABLED"
+    ssl_key_path: Path | None = None
+    ssl_certs_path: Path | None = None
+    ssl_ca_certs_path: Path | None = None
     # Media URLs, fetched by the front under nimctl.server.media_fetch's checks (docs/security.md).
     media_urls: Literal["fetch", "none"] = "fetch"
     allowed_media_domains: list[str] = Field(default_factory=list)
@@ -115,7 +138,7 @@ class ServerConfig(BaseModel):
             raise ValueError("no such file")
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "ssl_mode", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
@@ -134,6 +157,11 @@ class ServerConfig(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"cannot split into arguments ({exc})") from None
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> ServerConfig:
+        if self.ssl_mode == "DISABLED":
+            return self
 
     @field_validator("model_path")
     @classmethod
@@ -158,6 +186,9 @@ class ServerConfig(BaseModel):
 
 def _config_error(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
+    if not first["loc"]:  # a check across fields: its input is every value, secrets included
+        message = first["msg"].removeprefix("Value error, ")
+        return ConfigError(message, hint="fix or unset the variables it names")
     field = str(first["loc"][0]) if first["loc"] else "?"
     variable = next((name for name, f in ENV_FIELDS.items() if f == field), field)
     message = first["msg"].removeprefix("Value error, ")

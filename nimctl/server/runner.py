@@ -7,7 +7,9 @@ import logging
 import math
 import signal
 import socket
+import ssl
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -16,6 +18,9 @@ from nimctl.server.app import create_app
 from nimctl.server.logs import configure_logging
 from nimctl.server.plan import LaunchPlan
 from nimctl.server.state import Cut, ServerState
+
+if TYPE_CHECKING:
+    from nimctl.server.config import ServerConfig
 
 log = logging.getLogger("nimctl.server")
 
@@ -76,8 +81,28 @@ def bind_port(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror}",
             hint="set NIM_SERVER_PORT to a free port",
         ) from None
-    sock.set_inheritable(True)
+    # Not inheritable (Python's default, said here on purpose): uvicorn serves a socket it is
+    # given in this process and needs no child to inherit it (only its --workers/--reload
+    # modes, which the front does not use, spawn children that do), and every child the front
+    # starts (engine, fetch, watchdog) must not hold the port open after the front has gone.
+    sock.set_inheritable(False)
     return sock
+
+
+def tls_options(config: ServerConfig) -> dict[str, Any]:
+    """uvicorn's TLS keywords for NIM_SSL_MODE: none when DISABLED; MTLS also wants a client
+    certificate that the NIM_SSL_CA_CERTS_PATH CA signed (the handshake fails without one)."""
+    if config.ssl_mode == "DISABLED":
+        return {}
+    options: dict[str, Any] = {
+        "ssl_keyfile": str(config.ssl_key_path),
+        "ssl_certfile": str(config.ssl_certs_path),
+    }
+    if config.ssl_ca_certs_path is not None:
+        options["ssl_ca_certs"] = str(config.ssl_ca_certs_path)
+    if config.ssl_mode == "MTLS":
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
 
 
 def serve(plan: LaunchPlan) -> int:
@@ -102,12 +127,15 @@ def serve(plan: LaunchPlan) -> int:
         # uvicorn's deadline is a backstop behind the front's own (``_end_drain``).
         timeout_graceful_shutdown=math.ceil(config.shutdown_timeout + DRAIN_BACKSTOP_S),
         lifespan="on",
+        h11_max_incomplete_event_size=config.max_header_bytes,  # under h11 only; limits.py counts too
+        **tls_options(config),
     )
     server = _FrontServer(uv_config, state)
     log.info(
-        "nim-serve on %s:%s; model %s; profile %s (%s)",
+        "nim-serve on %s:%s (%s); model %s; profile %s (%s)",
         config.host,
         config.server_port,
+        "https" if config.ssl_mode != "DISABLED" else "http",
         plan.source.uri,
         plan.profile_name or "none",
         plan.selection_reason,
