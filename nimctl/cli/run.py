@@ -132,6 +132,35 @@ def run(
         bool,
         typer.Option("--dry-run", help="Print the equivalent docker run (or shell) command; start nothing."),
     ] = False,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve without an API key (by default each instance gets its own, used by nimctl's "
+            "commands; `nimctl env NAME` prints it).",
+        ),
+    ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Serve https, with a certificate from a CA made for this instance."),
+    ] = False,
+    tls_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tls-host",
+            metavar="NAME",
+            help="Another name or address the certificate is valid for (repeatable; always: localhost, "
+            "127.0.0.1, ::1). Implies --tls.",
+            show_default=False,
+        ),
+    ] = None,
+    mtls: Annotated[
+        bool,
+        typer.Option(
+            "--mtls",
+            help="Mutual TLS: clients must show a certificate the instance's CA issued. Implies --tls.",
+        ),
+    ] = False,
 ) -> None:
     """Start a NIM for MODEL and wait until it is ready; arguments after -- go to the engine."""
     from nimctl.errors import UsageError
@@ -148,6 +177,11 @@ def run(
         raise UsageError(f"bad --runtime {runtime!r}: use auto, docker or local")
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
+    from nimctl.runtime.credentials import Security
+
+    security = Security(
+        api_key=not no_auth, tls=tls or mtls or bool(tls_host), mtls=mtls, tls_hosts=tuple(tls_host or ())
+    )
     choice = choose_runtime(runtime)  # type: ignore[arg-type]
     chosen = choice.runtime
     spec = plan_run(
@@ -170,7 +204,13 @@ def run(
         # None: $NIMCTL_ASSUME_GPUS, else this machine's (plan_run reads them itself).
         inventory=detect_inventory(assume_gpus) if assume_gpus is not None else None,
         runtime_note=choice.note,
+        security=security,
     )
+    if no_auth and not _loopback(spec.host):
+        out.warn(
+            f"--no-auth on {spec.host}: anyone who reaches this address can use the model; "
+            "leave --no-auth out to require a key"
+        )
     if choice.note:
         out.info(choice.note)
     if spec.profile_id:
@@ -289,6 +329,7 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
             f"{spec.model} is ready at {spec.url} after {format_duration(took)} "
             f"(instance {spec.name}, {spec.runtime})\n"
             f"  nimctl chat --url {spec.url} 'Describe this image' --image PATH\n"
+            f'  eval "$(nimctl env {spec.name})"   # OPENAI_BASE_URL and OPENAI_API_KEY for other clients\n'
             f"  nimctl logs -f {spec.name}\n"
             f"  nimctl stop {spec.name}"
         )
@@ -318,6 +359,16 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
 def register(app: typer.Typer) -> None:
     app.command("run", context_settings={"allow_extra_args": True})(run)
 
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _given(ctx: typer.Context, name: str, value: str) -> str | None:

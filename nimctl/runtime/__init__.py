@@ -13,5 +13,6 @@ command line), ``docker_client`` (connecting, and the SDK's errors as nimctl's),
 runtime interface), ``docker_runtime`` / ``local_runtime`` (the two runtimes),
 ``processes`` (a local instance's process tree), ``instances`` (what both share),
 ``readiness`` (the wait), ``manage`` (both runtimes behind one API), ``launcher`` (the parent
-of a local instance's server).
+of a local instance's server), ``credentials`` (each instance's API key and TLS files) and
+``certs`` (the instance's own CA and certificates).
 """

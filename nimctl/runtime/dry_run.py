@@ -29,6 +29,8 @@ _SECRET_FLAG = re.compile(
 )
 # Engine arguments passed through the environment, as NIM does; masked like the command line.
 PASSTHROUGH_ARGS_ENV = contract.PASSTHROUGH_ARGS
+# Where a secret is, not the secret: shown, so that --dry-run says where the server looks.
+_SECRET_PATHS = frozenset({contract.API_KEY_FILE, contract.SSL_KEY_PATH})
 
 
 def masked_args(args: Iterable[str]) -> list[str]:
@@ -51,7 +53,8 @@ def masked_args(args: Iterable[str]) -> list[str]:
 
 def masked_env(env: Mapping[str, str]) -> dict[str, str]:
     """The variables, in their order, with secret values (and secrets in the engine's) as ``***``."""
-    masked = {key: (MASK if is_secret(key) else value) for key, value in env.items()}
+    hidden = {key for key in env if is_secret(key) and key not in _SECRET_PATHS}
+    masked = {key: (MASK if key in hidden else value) for key, value in env.items()}
     if PASSTHROUGH_ARGS_ENV in masked:
         try:
             words = shlex.split(masked[PASSTHROUGH_ARGS_ENV])

@@ -117,7 +117,19 @@ def start_instance(
     chosen = runtime_for(spec.runtime, every)
     # The name is one instance across runtimes: the others are asked to let it go.
     others = [runtime for runtime in every if runtime is not chosen]
-    return Started(spec, chosen.start(spec, others=others, on_build=on_build), chosen)
+    if spec.security is None:
+        return Started(spec, chosen.start(spec, others=others, on_build=on_build), chosen)
+    from nimctl.runtime import credentials
+
+    # Written only once no instance holds the name: a running one's key must not be replaced.
+    for runtime in every:
+        runtime.check_name(spec.name)
+    credentials.create(spec.name, spec.url, spec.security)
+    try:
+        return Started(spec, chosen.start(spec, others=others, on_build=on_build), chosen)
+    except BaseException:
+        credentials.remove(spec.name)
+        raise
 
 
 def wait_for(started: Started, *, timeout: float, on_event: ReadinessListener | None = None) -> float:
@@ -251,7 +263,15 @@ def stop_instance(name: str, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
     for runtime in runtimes():
         if runtime.kind != found.runtime.kind:
             runtime.forget_ended(name)
+    _forget_credentials(name)
     return stopped
+
+
+def _forget_credentials(name: str) -> None:
+    """A stopped instance's key and certificates go with it."""
+    from nimctl.runtime.credentials import remove
+
+    remove(name)
 
 
 def stop_handle(started: Started, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
@@ -260,6 +280,7 @@ def stop_handle(started: Started, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
         return started.runtime.stop(started.handle, timeout)
     finally:
         started.close()
+        _forget_credentials(started.spec.name)
 
 
 @dataclass
@@ -289,4 +310,6 @@ def stop_all(*, timeout: int = STOP_TIMEOUT_S) -> StopAll:
             notes.append(f"{runtime.plural} not stopped: {exc.message}")
     result.note = "; ".join(notes) or None
     result.stopped.sort(key=lambda stopped: stopped.instance.name)
+    for stopped in result.stopped:
+        _forget_credentials(stopped.instance.name)
     return result

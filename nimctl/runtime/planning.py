@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from nimctl import contract
 from nimctl.errors import UsageError
 from nimctl.runtime.gpu_request import GpuRequest
-from nimctl.runtime.placement import PLACEMENTS
+from nimctl.runtime.placement import PLACEMENTS, Placement
 from nimctl.runtime.spec import (
+    Mount,
     RunSpec,
     Runtime,
     check_name,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from nimctl.gpu import Inventory
     from nimctl.profiles import Manifest
     from nimctl.profiles.selection import Selection
+    from nimctl.runtime.credentials import Security
 
 
 def plan_run(
@@ -48,6 +50,7 @@ def plan_run(
     runtime_note: str | None = None,
     lora: Path | None = None,
     max_model_len: int | None = None,
+    security: Security | None = None,
 ) -> RunSpec:
     """Resolve the model and choose the profile on this host; nothing is started.
 
@@ -56,7 +59,8 @@ def plan_run(
     profile pinned here is the one the server would choose itself. ``--profile``, ``--lora``,
     ``--max-model-len`` and ``--prefer`` (None: not given) set their variables over ``-e`` ones,
     as a flag wins over a variable. ``runtime_note`` says why ``auto`` chose the runtime it did,
-    for the errors that follow from it.
+    for the errors that follow from it. ``security`` (None: an open server) is the key and TLS
+    the instance gets: the server is told where its credentials folder is (:func:`_credentials`).
     """
     from nimctl.gpu import detect_inventory
     from nimctl.profiles.selection import parse_preference
@@ -90,6 +94,9 @@ def plan_run(
         options[contract.PROFILE_PREFERENCE] = parse_preference(prefer)
     if profile is not None:
         options[contract.MODEL_PROFILE] = profile
+    name = check_name(name) if name else default_name(resolved.manifest, model)
+    if security is not None and security.any:
+        options.update(_credentials(placement, name, security, mounts))
 
     def server_env(profile_id: str | None = None, devices: str | None = None) -> dict[str, str]:
         env = placement.server_env(resolved, model, port, host, cache)
@@ -126,7 +133,7 @@ def plan_run(
     env = server_env(profile_id, devices)
 
     return RunSpec(
-        name=check_name(name) if name else default_name(resolved.manifest, model),
+        name=name,
         runtime=runtime,
         model=model,
         model_path=env[contract.MODEL_PATH],
@@ -147,7 +154,26 @@ def plan_run(
         engine_args=list(engine_args or []),
         restart=restart,
         user=f"{os.getuid()}:{os.getgid()}",
+        security=security if security is not None and security.any else None,
     )
+
+
+def _credentials(placement: Placement, name: str, security: Security, mounts: list[Mount]) -> dict[str, str]:
+    """The server's variables for the instance's credentials folder: only paths, never the key,
+    so the key is in no environment or command line (``ps``, ``docker inspect``). The folder
+    is written at start (:func:`nimctl.runtime.credentials.create`), not here."""
+    from nimctl.runtime.credentials import folder_for
+
+    where = placement.folder(folder_for(name), contract.CONTAINER_CREDENTIALS, mounts)
+    env: dict[str, str] = {}
+    if security.api_key:
+        env[contract.API_KEY_FILE] = f"{where}/{contract.API_KEYS_FILE_NAME}"
+    if security.tls:
+        env[contract.SSL_MODE] = "MTLS" if security.mtls else "TLS"
+        env[contract.SSL_KEY_PATH] = f"{where}/{contract.SERVER_KEY_FILE_NAME}"
+        env[contract.SSL_CERTS_PATH] = f"{where}/{contract.SERVER_CERT_FILE_NAME}"
+        env[contract.SSL_CA_CERTS_PATH] = f"{where}/{contract.CA_CERT_FILE_NAME}"
+    return env
 
 
 def _lora_folder(folder: Path) -> Path:

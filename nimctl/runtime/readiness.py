@@ -46,8 +46,13 @@ def wait_ready(
 ) -> float:
     """Block until ``target`` is ready; returns the seconds it took."""
     from nimctl._httpx import httpx
+    from nimctl.runtime.credentials import load
 
-    with httpx.Client(timeout=2.0) as client:
+    # An instance with TLS is checked against its own CA (and shown its client certificate, for
+    # mTLS); the health probes need no key.
+    found = load(target.name) if target.url.startswith("https:") else None
+    verify = (found.ssl_context() if found is not None else None) or True
+    with httpx.Client(timeout=2.0, verify=verify) as client:
         return _wait(client, target, timeout, on_event or (lambda _event: None), stop_hint)
 
 

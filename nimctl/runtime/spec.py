@@ -18,6 +18,7 @@ from nimctl.runtime.gpu_request import GpuRequest
 
 if TYPE_CHECKING:
     from nimctl.profiles import Manifest
+    from nimctl.runtime.credentials import Security
 
 Runtime = Literal["docker", "local"]
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -65,12 +66,14 @@ class RunSpec:
     engine_args: list[str] = field(default_factory=list)
     restart: str = "no"
     user: str = ""
+    security: Security | None = None  # the key and TLS files written at start (None: an open server)
 
     @property
     def url(self) -> str:
         # A wildcard address is reached through the loopback of its own family.
         host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"http://{url_host(host)}:{self.port}"
+        scheme = "https" if self.security is not None and self.security.tls else "http"
+        return f"{scheme}://{url_host(host)}:{self.port}"
 
     @property
     def labels(self) -> dict[str, str]:

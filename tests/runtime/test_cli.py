@@ -43,6 +43,7 @@ def invoke(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
 def check_golden(name: str, text: str, cache: Path) -> None:
     generic = (
         text.replace(f"{os.getuid()}:{os.getgid()}", "{UID}:{GID}")
+        .replace(str(cache.parent / "state"), "{STATE}")  # the env fixture's: credentials live there
         .replace(str(cache), "{CACHE}")
         .replace(f"version={__version__}", "version={VERSION}")
         .replace(f"nim-cpu:{__version__}", "nim-cpu:{VERSION}")
