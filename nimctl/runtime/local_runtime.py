@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from nimctl import contract
 from nimctl.errors import RuntimeFailure, UsageError
 from nimctl.runtime.base import Handle, InstanceRuntime
 from nimctl.runtime.dry_run import local_run_line
@@ -269,8 +270,12 @@ def start(spec: RunSpec) -> LocalHandle:
 
 def process_environment(spec: RunSpec) -> dict[str, str]:
     """What ``nim-serve`` runs with: the caller's environment under the spec's (which tells a
-    host process the paths and port a container has built in), output unbuffered for the log."""
-    return {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+    host process the paths and port a container has built in), output unbuffered for the log.
+
+    The caller's ``NIMCTL_API_KEY`` is the client commands' key for some server: it does not pass
+    on, or it would let a second key into this instance (``-e NIMCTL_API_KEY=...`` still does)."""
+    inherited = {key: value for key, value in os.environ.items() if key != contract.API_KEY}
+    return {**inherited, **spec.env, "PYTHONUNBUFFERED": "1"}
 
 
 def logs(handle: LocalHandle, *, follow: bool, tail: int | None) -> Iterator[str]:

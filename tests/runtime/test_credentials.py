@@ -86,3 +86,13 @@ def test_no_auth_asks_for_nothing() -> None:
     assert spec.security is None
     assert contract.API_KEY_FILE not in spec.env
     assert all(m.target != contract.CONTAINER_CREDENTIALS for m in spec.mounts)
+
+
+def test_a_host_process_does_not_inherit_the_callers_client_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nimctl.runtime.local_runtime import process_environment
+
+    monkeypatch.setenv(contract.API_KEY, "the-callers-key-for-another-server")
+    spec = plan_run(model="tiny-vlm", runtime="local", name="hosted", security=Security())
+    assert contract.API_KEY not in process_environment(spec)
+    given = plan_run(model="tiny-vlm", runtime="local", name="hosted", env_pairs=[f"{contract.API_KEY}=mine"])
+    assert process_environment(given)[contract.API_KEY] == "mine"
