@@ -115,10 +115,11 @@ def test_container_is_locked_down(
     assert attrs["Config"]["Labels"]["ai.nimctl.url"] == started["url"]
 
 
-def test_chat_with_an_image_through_the_published_port(started: dict[str, str]) -> None:
+def test_chat_with_an_image_through_the_published_port(started: dict[str, str], session_dirs: dict) -> None:
     from openai import OpenAI
 
-    client = OpenAI(base_url=started["url"] + "/v1", api_key="unused", timeout=300)
+    key = (session_dirs["state"] / "credentials" / NAME / "api-keys").read_text().strip()  # run made one
+    client = OpenAI(base_url=started["url"] + "/v1", api_key=key, timeout=300)
     question = {"type": "text", "text": "What is in this picture?"}
     image = {"type": "image_url", "image_url": {"url": png_data_url()}}
     with_image = client.chat.completions.create(

@@ -56,7 +56,8 @@ def test_local_instance_lifecycle(tmp_path: Path, tmp_path_factory: pytest.TempP
 
         from openai import OpenAI
 
-        client = OpenAI(base_url=url + "/v1", api_key="unused", timeout=300)
+        key = (state / "credentials" / NAME / "api-keys").read_text().strip()  # run made one for it
+        client = OpenAI(base_url=url + "/v1", api_key=key, timeout=300)
         reply = client.chat.completions.create(
             model="tiny-vlm",
             max_tokens=4,
