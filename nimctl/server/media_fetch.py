@@ -18,8 +18,8 @@ Every refusal or failure is a :class:`BadRequestError` (a 400 saying why). The e
 with ``--allowed-media-domains`` naming a domain that cannot exist (``plan.ENGINE_MEDIA_DOMAIN``),
 so a remote URL that reached it some other way would be refused there, not fetched.
 
-Requests without ``://`` in their bytes (no URL at all: ``data:`` URLs have none) are relayed as
-they came, unparsed here.
+Requests whose bytes hold no ``:/`` (``data:`` URLs have none), spelt plainly or JSON-escaped,
+are relayed as they came, unparsed here (:func:`_may_name_a_url`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import ipaddress
 import json
 import mimetypes
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,7 +198,7 @@ class _RefusalError(Exception):
 async def fetch_remote_media(body: bytes, config: ServerConfig) -> bytes:
     """``body`` with every remote or local media URL replaced by a ``data:`` URL of what it holds;
     ``body`` itself when it names none. Raises :class:`BadRequestError` saying why a URL failed."""
-    if b"://" not in body:
+    if not _may_name_a_url(body):
         return body  # the fast path: no URL, nothing parsed twice
     try:
         payload = parse_object(body)
@@ -228,12 +228,23 @@ async def fetch_remote_media(body: bytes, config: ServerConfig) -> bytes:
     return _json_bytes(payload)
 
 
+# A URL's ":/" as JSON may spell it: plainly, with "/" escaped, or with either as a \u escape.
+_URL_HINTS = (b":/", b":\\/", b"\\u00")
+
+
+def _may_name_a_url(body: bytes) -> bool:
+    """Whether ``body`` may hold a URL with a scheme and a path; bytes.find is C, and no copy is made.
+    A URL spelt with no slash at all (``http:host``) passes here and in the front's checks, and the
+    engine refuses it (its --allowed-media-domains)."""
+    return any(hint in body for hint in _URL_HINTS)
+
+
 def _json_bytes(payload: dict[str, Any]) -> bytes:
-    # ASCII escapes: a lone surrogate the client sent as \\ud800 stays valid JSON, not an encode error.
+    # ASCII escapes: a lone surrogate the client sent as \ud800 stays valid JSON, not an encode error.
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _url_targets(payload: dict[str, Any]) -> Any:
+def _url_targets(payload: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, str, str, str]]:
     """(holder, key, url, kind, param) for each content part naming a file:// or http(s) URL."""
     messages = payload.get("messages")
     if not isinstance(messages, list):
@@ -243,14 +254,15 @@ def _url_targets(payload: dict[str, Any]) -> Any:
         if not isinstance(content, list):
             continue
         for number, part in enumerate(content):
-            key = _URL_PARTS.get(part.get("type")) if isinstance(part, dict) else None  # type: ignore[arg-type]
+            part_type = part.get("type") if isinstance(part, dict) else None
+            key = _URL_PARTS.get(part_type) if isinstance(part_type, str) else None  # a list is unhashable
             if key is None:
                 continue
             media = part.get(key)
             url = media.get("url") if isinstance(media, dict) else media
-            if isinstance(url, str) and url[:8].lower().startswith(("http://", "https://", "file:")):
+            if isinstance(url, str) and url.partition(":")[0].lower() in ("http", "https", "file"):
                 param = f"messages[{index}].content[{number}].{key}"
-                yield part, key, url, _KIND[part["type"]], param
+                yield part, key, url, _KIND[part_type], param
 
 
 async def _inline(url: str, kind: str, param: str, policy: MediaPolicy) -> str:
@@ -282,7 +294,7 @@ def _data_url(
     if kind == "image":
         media_type = sniff_media_type(data)
         if media_type is None:
-            kinds = ", ".join(kind.removeprefix("image/").upper() for kind in SUPPORTED_TYPES)
+            kinds = ", ".join(supported.removeprefix("image/").upper() for supported in SUPPORTED_TYPES)
             raise BadRequestError(f"image URL {shown} does not hold a {kinds} image", param)
         size = image_size(data)
         if size is not None and size[0] * size[1] > policy.max_pixels:

@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -224,6 +225,34 @@ def test_addresses_inside_the_network_are_refused(
     assert not media_host.saw(url)
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda url: url.replace("/", "\\/"),  # JSON's escaped slash
+        lambda url: url.replace(":", "\\u003a", 1),  # the colon as a \\u escape
+        lambda url: url.replace("http://", "HTTP:/"),  # one slash, upper case
+    ],
+)
+def test_every_spelling_of_a_url_is_checked(tmp_path: Path, media_host: MediaHost, spelling: Any) -> None:
+    url = media_host.url("/cat.png")
+    body = b'{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"%s"}}]}]}'
+    with pytest.raises(BadRequestError, match="refused"):
+        asyncio.run(fetch_remote_media(body % spelling(url).encode(), config(tmp_path)))
+    assert not media_host.saw(url)
+
+
+def test_a_responses_style_input_image_is_checked(tmp_path: Path, media_host: MediaHost) -> None:
+    url = media_host.url("/cat.png")
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": [{"type": "input_image", "image_url": url}]}]}
+    )
+    with pytest.raises(BadRequestError, match="loopback"):
+        asyncio.run(fetch_remote_media(body.encode(), config(tmp_path)))
+    assert not media_host.saw(url)
+    relayed = json.loads(asyncio.run(fetch_remote_media(body.encode(), config(tmp_path, **ESCAPE))))
+    assert relayed["messages"][0]["content"][0]["image_url"].startswith("data:image/png;base64,")
+
+
 def test_metadata_addresses_are_refused_even_inside_the_escape(tmp_path: Path) -> None:
     settings = config(tmp_path, **{contract.MEDIA_ALLOWED_NETWORKS: "169.254.0.0/16"})
     assert "metadata" in refusal(chat("http://169.254.169.254/latest/meta-data/"), settings)
@@ -287,6 +316,11 @@ def test_a_download_over_the_byte_cap_is_cut_while_reading(tmp_path: Path, media
 
 def test_an_image_over_the_pixel_cap_is_refused(tmp_path: Path, media_host: MediaHost) -> None:
     assert "100000x100000" in refusal(chat(media_host.url("/huge.png")), config(tmp_path, **ESCAPE))
+
+
+def test_a_port_nobody_listens_on_is_a_400(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/cat.png"  # free a moment ago: nothing listens there
+    assert "could not be fetched" in refusal(chat(url), config(tmp_path, **ESCAPE))
 
 
 def test_an_answer_that_is_no_image_is_refused(tmp_path: Path, media_host: MediaHost) -> None:
