@@ -28,6 +28,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import logging
 import mimetypes
 import socket
 from collections.abc import Iterator, Mapping
@@ -81,7 +82,17 @@ class MediaPolicy:
     local_dir: Path | None = None
 
 
+_log = logging.getLogger(__name__)
+_warned: set[tuple[str, ...]] = set()
+
+
 def policy_from_config(config: ServerConfig) -> MediaPolicy:
+    escape = tuple(config.media_allowed_networks)
+    if escape and escape not in _warned:  # once: the escape is for tests, and a server log should say so
+        _warned.add(escape)
+        _log.warning(
+            "NIMCTL_MEDIA_ALLOWED_NETWORKS=%s: media may be fetched from these networks", ",".join(escape)
+        )
     return MediaPolicy(
         remote=config.media_urls == "fetch",
         allowed_domains=frozenset(config.allowed_media_domains),
