@@ -42,6 +42,22 @@ MEDIA_MAX_MB: Final = "NIMCTL_MEDIA_MAX_MB"
 MEDIA_LOCAL_DIR: Final = "NIMCTL_MEDIA_LOCAL_DIR"
 MEDIA_ALLOWED_NETWORKS: Final = "NIMCTL_MEDIA_ALLOWED_NETWORKS"
 MEDIA_HOSTS_FILE: Final = "NIMCTL_MEDIA_HOSTS_FILE"
+# Request limits (docs/security.md, "Request limits").
+MAX_BODY_BYTES: Final = "NIMCTL_MAX_BODY_BYTES"
+MAX_HEADER_BYTES: Final = "NIMCTL_MAX_HEADER_BYTES"
+BODY_TIMEOUT: Final = "NIMCTL_BODY_TIMEOUT"
+MAX_MESSAGES: Final = "NIMCTL_MAX_MESSAGES"
+MAX_CONTENT_PARTS: Final = "NIMCTL_MAX_CONTENT_PARTS"
+MAX_TOKENS_CAP: Final = "NIMCTL_MAX_TOKENS_CAP"
+MAX_N: Final = "NIMCTL_MAX_N"
+MAX_CONCURRENT_REQUESTS: Final = "NIMCTL_MAX_CONCURRENT_REQUESTS"
+QUEUE_TIMEOUT: Final = "NIMCTL_QUEUE_TIMEOUT"
+RATE_LIMIT_RPM: Final = "NIMCTL_RATE_LIMIT_RPM"
+# CORS (NIM's names; off unless origins are given).
+CORS_ALLOW_ORIGINS: Final = "NIM_CORS_ALLOW_ORIGINS"
+CORS_ALLOW_METHODS: Final = "NIM_CORS_ALLOW_METHODS"
+CORS_ALLOW_HEADERS: Final = "NIM_CORS_ALLOW_HEADERS"
+CORS_ALLOW_CREDENTIALS: Final = "NIM_CORS_ALLOW_CREDENTIALS"
 API_KEY: Final = "NIMCTL_API_KEY"
 API_KEY_FILE: Final = "NIMCTL_API_KEY_FILE"
 PUBLIC_METRICS: Final = "NIMCTL_PUBLIC_METRICS"
@@ -80,6 +96,20 @@ VARIABLES: Final[dict[str, str]] = {
     MEDIA_LOCAL_DIR: "a folder file:// media URLs may read from (default: file:// refused)",
     MEDIA_ALLOWED_NETWORKS: "TESTS ONLY: comma-separated networks (127.0.0.0/8) media may be fetched from",
     MEDIA_HOSTS_FILE: "an /etc/hosts-style file: names found there resolve from it, not DNS, for media URLs",
+    MAX_BODY_BYTES: "the largest request body in bytes (413 beyond it)",
+    MAX_HEADER_BYTES: "the most bytes of request headers in all (431 beyond it)",
+    BODY_TIMEOUT: "seconds a client has to send the whole request body (408 after)",
+    MAX_MESSAGES: "the most messages in one chat request (400 beyond it)",
+    MAX_CONTENT_PARTS: "the most content parts in one chat request, all messages together (400 beyond it)",
+    MAX_TOKENS_CAP: "the largest max_tokens or max_completion_tokens accepted (default: the context length)",
+    MAX_N: "the largest n (choices per request) accepted",
+    MAX_CONCURRENT_REQUESTS: "inference requests handled at once; more wait NIMCTL_QUEUE_TIMEOUT, then 429",
+    QUEUE_TIMEOUT: "seconds a request over NIMCTL_MAX_CONCURRENT_REQUESTS waits for a slot before a 429",
+    RATE_LIMIT_RPM: "inference requests per minute per API key (else per client address); unset: no limit",
+    CORS_ALLOW_ORIGINS: "comma-separated origins browsers may call from ('*': any); unset: CORS off",
+    CORS_ALLOW_METHODS: "comma-separated methods allowed cross-origin (default '*')",
+    CORS_ALLOW_HEADERS: "comma-separated request headers allowed cross-origin (default '*')",
+    CORS_ALLOW_CREDENTIALS: "1/true: browsers may send cookies and auth headers cross-origin (default false)",
     API_KEY: "a key clients must send as 'Authorization: Bearer KEY' (none set, no key file: open)",
     API_KEY_FILE: "a file of keys, one a line, plain or sha256:HEX (nimctl run writes one per instance)",
     PUBLIC_METRICS: "1: /v1/metrics answers without a key (for a Prometheus scraper)",

@@ -47,13 +47,6 @@ ENV_FIELDS: dict[str, str] = {
     contract.PROFILES_DIR: "profiles_dir",
     contract.PROFILE_PREFERENCE: "profile_preference",
     contract.MAX_IMAGE_PIXELS: "max_image_pixels",
-    contract.API_KEY: "api_key",
-    contract.API_KEY_FILE: "api_key_file",
-    contract.PUBLIC_METRICS: "public_metrics",
-    contract.SSL_MODE: "ssl_mode",
-    contract.SSL_KEY_PATH: "ssl_key_path",
-    contract.SSL_CERTS_PATH: "ssl_certs_path",
-    contract.SSL_CA_CERTS_PATH: "ssl_ca_certs_path",
     contract.MEDIA_URLS: "media_urls",
     contract.ALLOWED_MEDIA_DOMAINS: "allowed_media_domains",
     contract.MEDIA_FETCH_TIMEOUT: "media_fetch_timeout",
@@ -61,6 +54,27 @@ ENV_FIELDS: dict[str, str] = {
     contract.MEDIA_LOCAL_DIR: "media_local_dir",
     contract.MEDIA_ALLOWED_NETWORKS: "media_allowed_networks",
     contract.MEDIA_HOSTS_FILE: "media_hosts_file",
+    contract.MAX_BODY_BYTES: "max_body_bytes",
+    contract.MAX_HEADER_BYTES: "max_header_bytes",
+    contract.BODY_TIMEOUT: "body_timeout",
+    contract.MAX_MESSAGES: "max_messages",
+    contract.MAX_CONTENT_PARTS: "max_content_parts",
+    contract.MAX_TOKENS_CAP: "max_tokens_cap",
+    contract.MAX_N: "max_n",
+    contract.MAX_CONCURRENT_REQUESTS: "max_concurrent_requests",
+    contract.QUEUE_TIMEOUT: "queue_timeout",
+    contract.RATE_LIMIT_RPM: "rate_limit_rpm",
+    contract.CORS_ALLOW_ORIGINS: "cors_allow_origins",
+    contract.CORS_ALLOW_METHODS: "cors_allow_methods",
+    contract.CORS_ALLOW_HEADERS: "cors_allow_headers",
+    contract.CORS_ALLOW_CREDENTIALS: "cors_allow_credentials",
+    contract.API_KEY: "api_key",
+    contract.API_KEY_FILE: "api_key_file",
+    contract.PUBLIC_METRICS: "public_metrics",
+    contract.SSL_MODE: "ssl_mode",
+    contract.SSL_KEY_PATH: "ssl_key_path",
+    contract.SSL_CERTS_PATH: "ssl_certs_path",
+    contract.SSL_CA_CERTS_PATH: "ssl_ca_certs_path",
 }
 
 
@@ -93,14 +107,6 @@ class ServerConfig(BaseModel):
     # (Qwen2.5-VL's 12.8 MP; Gemma 3, Mistral Small 3.1 and Phi-3.5-vision scale to ~2 MP or less),
     # and far below the decompression bombs it is for (one RGB copy of the largest is 200 MB).
     max_image_pixels: int = Field(default=8192 * 8192, gt=0)
-    # SecretStr: the key never shows in a repr, a log line or an error message.
-    api_key: SecretStr | None = None
-    api_key_file: Path | None = None
-    public_metrics: bool = False
-    ssl_mode: Literal["DISABLED", "TLS", "MTLS"] = "DISABLED"
-    ssl_key_path: Path | None = None
-    ssl_certs_path: Path | None = None
-    ssl_ca_certs_path: Path | None = None
     # Media URLs, fetched by the front under nimctl.server.media_fetch's checks (docs/security.md).
     media_urls: Literal["fetch", "none"] = "fetch"
     allowed_media_domains: list[str] = Field(default_factory=list)
@@ -138,6 +144,32 @@ class ServerConfig(BaseModel):
             raise ValueError("no such file")
         return value
 
+    # Request limits; the reasons for each default are in docs/security.md ("Request limits").
+    # 32 MiB: a 50 MP camera JPEG (10-20 MB) inline in base64 (x4/3), the pixel cap's real use, fits.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # h11's own default, made settable
+    body_timeout: float = Field(default=60.0, gt=0)  # 32 MiB at ~5 Mbit/s
+    max_messages: int = Field(default=2048, gt=0)  # OpenAI's own limit
+    max_content_parts: int = Field(default=2048, gt=0)
+    max_tokens_cap: int | None = Field(default=None, gt=0)  # the engine refuses beyond the context
+    max_n: int = Field(default=128, gt=0)  # OpenAI's own limit
+    max_concurrent_requests: int = Field(default=1024, gt=0)
+    queue_timeout: float = Field(default=5.0, ge=0)
+    rate_limit_rpm: int | None = Field(default=None, gt=0)
+    # CORS is off while no origin is allowed.
+    cors_allow_origins: list[str] = Field(default_factory=list)
+    cors_allow_methods: list[str] = Field(default_factory=lambda: ["*"])
+    cors_allow_headers: list[str] = Field(default_factory=lambda: ["*"])
+    cors_allow_credentials: bool = False
+    # SecretStr: the key never shows in a repr, a log line or an error message.
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    public_metrics: bool = False
+    ssl_mode: Literal["DISABLED", "TLS", "MTLS"] = "DISABLED"
+    ssl_key_path: Path | None = None
+    ssl_certs_path: Path | None = None
+    ssl_ca_certs_path: Path | None = None
+
     @field_validator("log_level", "ssl_mode", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -162,6 +194,22 @@ class ServerConfig(BaseModel):
     def _tls_files(self) -> ServerConfig:
         if self.ssl_mode == "DISABLED":
             return self
+        needed = [contract.SSL_KEY_PATH, contract.SSL_CERTS_PATH]
+        if self.ssl_mode == "MTLS":
+            needed.append(contract.SSL_CA_CERTS_PATH)
+        for variable in needed:
+            path = getattr(self, ENV_FIELDS[variable])
+            if path is None or not Path(path).is_file():
+                what = "is not set" if path is None else f"is {path}, not a file"
+                raise ValueError(f"{contract.SSL_MODE}={self.ssl_mode} needs {variable}, which {what}")
+        return self
+
+    @field_validator("cors_allow_origins", "cors_allow_methods", "cors_allow_headers", mode="before")
+    @classmethod
+    def _cors_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("model_path")
     @classmethod
