@@ -3,8 +3,10 @@
 Only the shapes that the engine answers with a 500 (and so would blame itself for the client's
 mistake) are checked here: content parts without ``type``, media URLs that are not objects with a
 ``url`` or name a scheme the engine cannot fetch, inline images that do not decode or declare more
-pixels than allowed, ``structured_outputs``/``response_format`` that are not objects, and integers
-beyond 64 bits. Every other field is the engine's to judge; its 4xx answers pass through.
+pixels than allowed, ``structured_outputs``/``response_format`` that are not objects, ``tools`` and
+``tool_choice`` entries without a function name, and integers beyond 64 bits. Every other field is
+the engine's to judge; its 4xx answers pass through. On top of those, the server's own limits
+(:class:`BodyLimits`): how many messages and content parts, and how large ``max_tokens`` and ``n``.
 
 The walk touches each message part and each top-level field once, with no validation framework:
 the front parses every request, and its CPU is the engine's loss on a CPU-bound machine.
@@ -35,6 +37,19 @@ class BadRequestError(Exception):
         self.param = param
 
 
+@dataclass(frozen=True)
+class BodyLimits:
+    """The server's caps on a request's size in work; None: no cap of the front's (the engine's apply)."""
+
+    max_messages: int | None = None
+    max_content_parts: int | None = None  # all messages together
+    max_tokens: int | None = None  # max_tokens and max_completion_tokens
+    max_n: int | None = None
+
+
+NO_LIMITS = BodyLimits()
+
+
 @dataclass
 class CheckedBody:
     """A request body that passed the checks, with what the error mapping needs to know about it."""
@@ -55,7 +70,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def check_body(body: bytes, *, max_image_pixels: int) -> CheckedBody:
+def check_body(body: bytes, *, max_image_pixels: int, limits: BodyLimits = NO_LIMITS) -> CheckedBody:
     """Parse ``body`` and check it; raises :class:`BadRequestError` saying what is wrong."""
     checked = CheckedBody(parse_object(body))
     payload = checked.payload
@@ -64,13 +79,80 @@ def check_body(body: bytes, *, max_image_pixels: int) -> CheckedBody:
         if value is not None and not isinstance(value, dict):
             raise BadRequestError(f"{name} must be an object, not {_json_type(value)}", name)
     _check_integers(payload)
+    _check_caps(payload, limits)
+    if "tools" in payload or "tool_choice" in payload:
+        _check_tools(payload.get("tools"), payload.get("tool_choice"))
     messages = payload.get("messages")
     if isinstance(messages, list):
+        if limits.max_messages is not None and len(messages) > limits.max_messages:
+            raise BadRequestError(
+                f"{len(messages)} messages: this server accepts at most {limits.max_messages} "
+                "(NIMCTL_MAX_MESSAGES)",
+                "messages",
+            )
+        parts_left = limits.max_content_parts
         for index, message in enumerate(messages):
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, list):
+                if parts_left is not None:
+                    parts_left -= len(content)
+                    if parts_left < 0:
+                        raise BadRequestError(
+                            f"more than {limits.max_content_parts} content parts in the request's messages "
+                            "(NIMCTL_MAX_CONTENT_PARTS)",
+                            f"messages[{index}].content",
+                        )
                 _check_parts(content, f"messages[{index}].content", checked, max_image_pixels)
     return checked
+
+
+def _check_caps(payload: dict[str, Any], limits: BodyLimits) -> None:
+    # type() is int: a bool is not a count, and other types are the engine's to refuse.
+    if limits.max_tokens is not None:
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = payload.get(name)
+            if type(value) is int and value > limits.max_tokens:
+                raise BadRequestError(
+                    f"{name} is {value}: this server accepts at most {limits.max_tokens} "
+                    "(NIMCTL_MAX_TOKENS_CAP)",
+                    name,
+                )
+    n = payload.get("n")
+    if limits.max_n is not None and type(n) is int and n > limits.max_n:
+        raise BadRequestError(f"n is {n}: this server accepts at most {limits.max_n} (NIMCTL_MAX_N)", "n")
+
+
+def _function_name(entry: Any) -> str | None:
+    """The name of ``{"type": "function", "function": {"name": ...}}``; None when it has none."""
+    if not isinstance(entry, dict) or entry.get("type", "function") != "function":
+        return None
+    function = entry.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _check_tools(tools: Any, tool_choice: Any) -> None:
+    # The engine reads tool.function.name unchecked when a tool is named: without one it fails (a 500).
+    names = set()
+    if isinstance(tools, list):
+        for index, tool in enumerate(tools):
+            name = _function_name(tool)
+            if name is None:
+                raise BadRequestError(
+                    f'tools[{index}] must be {{"type": "function", "function": {{"name": "...", ...}}}}',
+                    f"tools[{index}]",
+                )
+            names.add(name)
+    if isinstance(tool_choice, dict):
+        name = _function_name(tool_choice)
+        if name is None:
+            raise BadRequestError(
+                'tool_choice must be "none", "auto", "required" or '
+                '{"type": "function", "function": {"name": "..."}}',
+                "tool_choice",
+            )
+        if isinstance(tools, list) and name not in names:
+            raise BadRequestError(f"tool_choice names {name!r}, which is not among the tools", "tool_choice")
 
 
 def _check_integers(payload: dict[str, Any]) -> None:

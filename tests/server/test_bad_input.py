@@ -224,6 +224,44 @@ def test_the_largest_64_bit_integer_passes_the_front(nim_server: ServerProcess) 
     assert post(nim_server, "/v1/completions", json=body).status_code == 200
 
 
+# --- Item: tools without a function name (the engine answered 500, the front 502) -------------------
+
+NAMED_CHOICE = {"type": "function", "function": {"name": "get_weather"}}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("tools", "tool_choice", "param"),
+    [
+        ([{"type": "function"}], NAMED_CHOICE, "tools[0]"),
+        ([{"type": "function", "function": "get_weather"}], NAMED_CHOICE, "tools[0]"),
+        ([{"type": "function", "function": {"name": 7}}], "auto", "tools[0]"),
+        ([{"type": "retrieval", "function": {"name": "x"}}], "auto", "tools[0]"),
+        (["get_weather"], "auto", "tools[0]"),
+        ([WEATHER], {"type": "function"}, "tool_choice"),
+        ([WEATHER], {"type": "function", "function": {}}, "tool_choice"),
+        ([WEATHER], {"type": "function", "function": {"name": "other"}}, "tool_choice"),
+    ],
+)
+def test_tools_and_tool_choice_without_a_function_name(
+    nim_server: ServerProcess, tools: object, tool_choice: object, param: str
+) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": tools, "tool_choice": tool_choice}
+    error = assert_openai_error(post(nim_server, "/v1/chat/completions", json=body), 400)
+    assert error["param"] == param
+
+
+def test_a_named_tool_choice_passes_the_front(nim_server: ServerProcess) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER],
+        "tool_choice": NAMED_CHOICE,
+        "max_tokens": 4,
+    }
+    assert post(nim_server, "/v1/chat/completions", json=body).status_code == 200
+
+
 # --- Item: images with more pixels than the cap -------------------------------------------------
 
 HUGE = (30000, 30000)  # 900 megapixels: the header of a file of a few hundred bytes
