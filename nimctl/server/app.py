@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -15,6 +16,7 @@ from nimctl import __version__
 from nimctl.server import inference, management
 from nimctl.server.auth import ApiKeyMiddleware, middleware_options
 from nimctl.server.http_errors import openai_error
+from nimctl.server.limits import LimitsMiddleware
 from nimctl.server.metrics import FrontMetrics
 from nimctl.server.middleware import FrontMiddleware
 from nimctl.server.proxy import EngineProxy
@@ -71,7 +73,19 @@ def create_app(
         return openai_error(400, str(first.get("msg")), param=param)
 
     routes = {route.path for route in app.routes if isinstance(route, APIRoute)}
+    config = state.plan.config
+    # Inside FrontMiddleware, so a refusal counts in the metrics; inside auth, which names the caller.
+    app.add_middleware(LimitsMiddleware, config=config, limited_paths=inference.LIMITED_PATHS)
     app.add_middleware(FrontMiddleware, state=state, metrics=metrics, routes=routes)
     # Added last, so outermost: a request without a key costs one hash and never reaches the rest.
     app.add_middleware(ApiKeyMiddleware, **middleware_options(state.plan.config))
+    if config.cors_allow_origins:
+        # Outermost: a browser's preflight carries no key and must be answered before auth.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_allow_origins,
+            allow_methods=config.cors_allow_methods,
+            allow_headers=config.cors_allow_headers,
+            allow_credentials=config.cors_allow_credentials,
+        )
     return app

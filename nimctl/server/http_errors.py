@@ -13,8 +13,11 @@ _TYPES = {
     403: "PermissionDeniedError",
     404: "NotFoundError",
     405: "MethodNotAllowedError",
+    408: "RequestTimeoutError",
     413: "RequestTooLargeError",
     422: "BadRequestError",
+    429: "RateLimitError",
+    431: "RequestHeaderFieldsTooLargeError",
     500: "InternalServerError",
     502: "BadGatewayError",
     503: "ServiceUnavailableError",
@@ -54,15 +57,20 @@ _MEANINGS = {
     400: "The request is malformed or names something the model cannot do",
     404: "No such model (or, for /v1/license, no license file)",
     405: "Method not allowed (the Allow header lists the allowed ones)",
-    413: "The request body is too large",
+    408: "The request body did not arrive within the server's deadline (NIMCTL_BODY_TIMEOUT)",
+    413: "The request body is larger than the server accepts (NIMCTL_MAX_BODY_BYTES)",
     422: "The engine could not use the request's input (for example a media URL that answered 4xx)",
+    429: "Too many requests: the concurrency limit or the caller's rate limit; see Retry-After",
+    431: "The request's headers are larger than the server accepts (NIMCTL_MAX_HEADER_BYTES)",
     502: "The engine failed on the request, or answered in a way the front cannot read",
     503: "The model is not ready yet, the server is shutting down, or the engine is not answering",
 }
 # The error statuses of each kind of route: a new status is one entry here and one in _MEANINGS.
-INFERENCE_ERRORS = (400, 404, 413, 422, 502, 503)
-MODEL_LIST_ERRORS = (502, 503)
-MANAGEMENT_ERRORS = (503,)  # while the server drains
+INFERENCE_ERRORS = (400, 404, 408, 413, 422, 429, 431, 502, 503)
+# Any route: a body or headers over the limits (limits.py) are refused before routing.
+_ANY_ROUTE = (413, 431)
+MODEL_LIST_ERRORS = (*_ANY_ROUTE, 502, 503)
+MANAGEMENT_ERRORS = (*_ANY_ROUTE, 503)  # 503 while the server drains
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

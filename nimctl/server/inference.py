@@ -27,7 +27,12 @@ from nimctl.server.http_errors import (
 )
 from nimctl.server.media_fetch import fetch_remote_media
 from nimctl.server.proxy import EngineProxy, engine_unavailable
-from nimctl.server.request_checks import BadRequestError, CheckedBody, check_body
+from nimctl.server.request_checks import BadRequestError, BodyLimits, CheckedBody, check_body
+
+# The routes that put work on the engine: the concurrency and rate limits apply to these (limits.py).
+LIMITED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize", "/v1/chat/completions/render"}
+)
 
 _JSON_BODY = {
     "requestBody": {
@@ -90,8 +95,17 @@ def _judged(response: Response, checked: CheckedBody) -> Response:
 def build_router(proxy: EngineProxy) -> APIRouter:
     router = APIRouter(tags=["inference"])
 
+    config = proxy.state.plan.config
+    limits = BodyLimits(
+        max_messages=config.max_messages,
+        max_content_parts=config.max_content_parts,
+        max_tokens=config.max_tokens_cap,
+        max_n=config.max_n,
+    )
+
     def check(body: bytes) -> CheckedBody:
-        return check_body(body, max_image_pixels=proxy.state.plan.config.max_image_pixels)
+        # The body was read whole, but no more than NIMCTL_MAX_BODY_BYTES of it (limits.py).
+        return check_body(body, max_image_pixels=config.max_image_pixels, limits=limits)
 
     async def checked_relay(request: Request) -> Response:
         if (refusal := proxy.not_ready()) is not None:
