@@ -58,6 +58,13 @@ def _clients_fault(message: str, checked: CheckedBody) -> Response | None:
         which = f"the image at {urls[0]}" if len(urls) == 1 else f"one of the images at {', '.join(urls)}"
         reason = message or "no answer in time"
         return openai_error(400, f"{which} could not be fetched: {reason}", param="messages")
+    if "Failed to apply prompt replacement" in message:
+        # The chat template left out or moved an image's placeholder (an image in a message of a
+        # role the template renders as plain text, say): the request's own structure did it.
+        return openai_error(
+            400, f"the chat template did not place every image of the request in the prompt ({message})",
+            param="messages",
+        )
     if _WRONG_TYPE.search(message):
         return openai_error(400, f"a field of the request has the wrong JSON type (the engine: {message})")
     return None

@@ -111,6 +111,7 @@ REMOTE = CheckedBody({}, remote_urls=["http://127.0.0.1:9/cat.png"])
         ("Cannot load local files without `--allowed-local-media-path`.", CheckedBody({}), 400, "not local files"),
         ("Image size (900000000 pixels) exceeds limit of 178956970 pixels, could be decompression bomb DOS attack.", CheckedBody({}), 400, "too large"),
         ("'int' object has no attribute 'get'", CheckedBody({}), 400, "wrong JSON type"),
+        ("Failed to apply prompt replacement for mm_items['image'][0]", CheckedBody({}), 400, "chat template"),
         # Not the client's fault: the engine's failure, a 502 that carries its message.
         ("", CheckedBody({}), 502, "no message"),
         ("CUDA error: an illegal memory access was encountered", REMOTE, 502, "illegal memory access"),
