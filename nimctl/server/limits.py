@@ -78,7 +78,8 @@ def _read_headers(scope: Scope) -> tuple[int | None, int]:
     for name, value in scope["headers"]:
         size += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
         if name == b"content-length":
-            declared = int(value)  # h11 refuses a length that is not digits before the app sees it
+            # The HTTP parser refuses a malformed length; should one get by, it is not ours to judge.
+            declared = int(value) if value.isdigit() else None
     return declared, size
 
 
@@ -125,8 +126,11 @@ class LimitsMiddleware:
                 )
             if declared is not None and declared > self.max_body:
                 raise self._too_large()
-            if scope["method"] == "POST" and scope["path"] in self.limited_paths:
+            method = scope["method"]
+            if method == "POST" and scope["path"] in self.limited_paths:
                 await self._limited(scope, self._guarded(receive), send_watching)
+            elif declared is None and method in ("GET", "HEAD"):
+                await self.app(scope, receive, send_watching)  # no body the app would read: no guard
             else:
                 await self.app(scope, self._guarded(receive), send_watching)
         except RefusedError as refusal:
