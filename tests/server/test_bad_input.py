@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import io
 import json
-import socket
 import struct
-import threading
 import time
-import uuid
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -175,13 +169,14 @@ CHAT_PATHS = ["/v1/chat/completions", "/tokenize", "/v1/chat/completions/render"
     ("part", "fragment"),
     [
         # The engine took the string for a URL and tried to read a local file (500).
-        ({"type": "image_url", "image_url": "file:///etc/passwd", "uuid": "x"}, "must be an object"),
-        ({"type": "image_url", "image_url": "https://127.0.0.1:9/a.png", "uuid": "x"}, "must be an object"),
+        # The media fetcher sees every URL first (docs/security.md): refused before any shape check.
+        ({"type": "image_url", "image_url": "file:///etc/passwd", "uuid": "x"}, "file:// URLs are refused"),
+        ({"type": "image_url", "image_url": "https://127.0.0.1:9/a.png", "uuid": "x"}, "loopback address"),
         ({"image_url": "file:///etc/passwd", "uuid": "x"}, "has no 'type'"),
         ({"image_url": {"url": "file:///etc/passwd"}, "uuid": "x"}, "has no 'type'"),
         ({"image_url": "https://127.0.0.1:9/a.png"}, "has no 'type'"),
-        ({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}, "uuid": "x"}, "scheme 'file'"),
-        ({"type": "video_url", "video_url": {"url": "file:///etc/passwd"}}, "scheme 'file'"),
+        ({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}, "uuid": "x"}, "file:// URLs are refused"),
+        ({"type": "video_url", "video_url": {"url": "file:///etc/passwd"}}, "file:// URLs are refused"),
     ],
 )
 def test_content_parts_the_engine_answered_with_500(
@@ -337,105 +332,8 @@ def test_an_image_over_the_pixel_cap_is_refused_before_the_engine(nim_server: Se
         assert time.monotonic() - started < 5
 
 
-# --- Item: images the engine fetches and cannot get -----------------------------------------------
-
-
-@dataclass
-class MediaHost:
-    """A loopback HTTP server of the test's own that answers the engine's image fetches badly."""
-
-    url: str
-    requested: list[str]
-
-
-HANG_LIMIT_S = 30  # how long /hang holds a fetch at most; the engine must give up well before
-FETCH_LIMIT_S = 15  # the engine's fetch timeout (5 s, one try) plus its own work
-
-
-@pytest.fixture(scope="module")
-def media_host() -> Iterator[MediaHost]:
-    release = threading.Event()
-    requested: list[str] = []
-    bodies = {"/huge.png": declaring("PNG", HUGE), "/large.png": declaring("PNG", (10000, 10000))}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requested.append(self.path)
-            path = self.path.split("?")[0]
-            if path == "/hang":
-                release.wait(HANG_LIMIT_S)  # never answers while the test runs
-            elif path == "/error":
-                self.send_error(500)
-            elif path == "/redirect":
-                self.send_response(302)
-                self.send_header("Location", "/huge.png")
-                self.end_headers()
-            elif path in bodies:
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(bodies[path])))
-                self.end_headers()
-                self.wfile.write(bodies[path])
-            else:
-                self.send_error(404)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield MediaHost(f"http://127.0.0.1:{server.server_address[1]}", requested)
-    release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
-
-
-def fetch_answer(nim_server: ServerProcess, url: str) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    body = chat_body([{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}])
-    response = post(nim_server, "/v1/chat/completions", json=body)
-    return response, time.monotonic() - started
-
-
-@pytest.mark.parametrize(("path", "fragment"), [("/hang", "could not be fetched"), ("/error", "could not be fetched"), ("/missing.png", "")])
-def test_an_image_url_that_fails_is_a_prompt_4xx(
-    nim_server: ServerProcess, media_host: MediaHost, path: str, fragment: str
-) -> None:
-    # A fresh URL each time: the engine caches what it fetched.
-    url = f"{media_host.url}{path}?case={uuid.uuid4().hex}"
-    response, elapsed = fetch_answer(nim_server, url)
-    error = assert_openai_error(response)
-    assert fragment in str(error["message"])
-    assert elapsed < FETCH_LIMIT_S
-
-
-def test_an_image_url_nobody_listens_on_is_a_prompt_400(nim_server: ServerProcess) -> None:
-    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    response, elapsed = fetch_answer(nim_server, f"http://127.0.0.1:{port}/cat.png")
-    error = assert_openai_error(response, 400)
-    assert f"127.0.0.1:{port}" in str(error["message"]) and "could not be fetched" in str(error["message"])
-    assert elapsed < FETCH_LIMIT_S
-
-
-@pytest.mark.parametrize("path", ["/huge.png", "/large.png"])
-def test_a_fetched_image_over_the_pixel_cap_is_a_400(nim_server: ServerProcess, media_host: MediaHost, path: str) -> None:
-    response, _ = fetch_answer(nim_server, f"{media_host.url}{path}?case={uuid.uuid4().hex}")
-    error = assert_openai_error(response, 400)
-    assert "pixels" in str(error["message"])
-
-
-def test_redirects_are_not_followed(nim_server: ServerProcess, media_host: MediaHost) -> None:
-    case = uuid.uuid4().hex
-    response, elapsed = fetch_answer(nim_server, f"{media_host.url}/redirect?case={case}")
-    assert_openai_error(response)
-    assert elapsed < FETCH_LIMIT_S
-    assert f"/redirect?case={case}" in media_host.requested
-    assert "/huge.png" not in media_host.requested  # the redirect's target was never fetched
+# --- Item: images by URL -------------------------------------------------------------------------
+# The front fetches them itself, under its checks: tests/server/test_media_fetch.py.
 
 
 def test_the_pixel_cap_is_the_configured_one() -> None:
