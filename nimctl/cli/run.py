@@ -132,6 +132,10 @@ def run(
         bool,
         typer.Option("--dry-run", help="Print the equivalent docker run (or shell) command; start nothing."),
     ] = False,
+    i_know: Annotated[
+        bool,
+        typer.Option("--i-know", help="With --no-auth: serve keyless on a non-loopback --host, on purpose."),
+    ] = False,
     no_auth: Annotated[
         bool,
         typer.Option(
@@ -166,7 +170,7 @@ def run(
     from nimctl.errors import UsageError
     from nimctl.gpu import detect_inventory
     from nimctl.runtime.manage import choose_runtime, dry_run_line
-    from nimctl.runtime.planning import plan_run
+    from nimctl.runtime.planning import is_loopback, plan_run
 
     out = output(ctx)
     engine_args = list(ctx.args)
@@ -180,7 +184,11 @@ def run(
     from nimctl.runtime.credentials import Security
 
     security = Security(
-        api_key=not no_auth, tls=tls or mtls or bool(tls_host), mtls=mtls, tls_hosts=tuple(tls_host or ())
+        api_key=not no_auth,
+        tls=tls or mtls or bool(tls_host),
+        mtls=mtls,
+        tls_hosts=tuple(tls_host or ()),
+        open_to_network=i_know,
     )
     choice = choose_runtime(runtime)  # type: ignore[arg-type]
     chosen = choice.runtime
@@ -206,7 +214,7 @@ def run(
         runtime_note=choice.note,
         security=security,
     )
-    if no_auth and not _loopback(spec.host):
+    if no_auth and not is_loopback(spec.host):
         out.warn(
             f"--no-auth on {spec.host}: anyone who reaches this address can use the model; "
             "leave --no-auth out to require a key"
@@ -359,16 +367,6 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
 def register(app: typer.Typer) -> None:
     app.command("run", context_settings={"allow_extra_args": True})(run)
 
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _given(ctx: typer.Context, name: str, value: str) -> str | None:

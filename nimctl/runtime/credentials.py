@@ -36,6 +36,8 @@ class Security:
     tls: bool = False
     mtls: bool = False
     tls_hosts: tuple[str, ...] = field(default_factory=tuple)
+    # --i-know: serve without a key on an address others can reach, on purpose.
+    open_to_network: bool = False
 
     @property
     def any(self) -> bool:

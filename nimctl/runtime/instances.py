@@ -97,7 +97,9 @@ def name_in_use_error(name: str, holder: str) -> UsageError:
     )
 
 
-def answers(url: str, path: str, *, client: httpx.Client | None = None, timeout: float = 2.0) -> bool:
+def answers(
+    url: str, path: str, *, client: httpx.Client | None = None, timeout: float = 2.0, verify: Any = True
+) -> bool:
     """Whether ``url + path`` answers 200; any transport failure is a no.
 
     ``client`` lets the readiness wait reuse one connection pool across its probes.
@@ -107,13 +109,20 @@ def answers(url: str, path: str, *, client: httpx.Client | None = None, timeout:
     try:
         if client is not None:
             return client.get(url + path).status_code == 200
-        return httpx.get(url + path, timeout=timeout).status_code == 200
+        return httpx.get(url + path, timeout=timeout, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def ask_ready(url: str, timeout: float = 2.0) -> bool:
-    return answers(url, READY_PATH, timeout=timeout)
+def ask_ready(url: str, timeout: float = 2.0, *, name: str | None = None) -> bool:
+    """Whether ``url`` is ready; an https instance (``name``) is checked against its own CA."""
+    verify: Any = True
+    if name is not None and url.startswith("https:"):
+        from nimctl.runtime.credentials import load
+
+        found = load(name)
+        verify = (found.ssl_context() if found is not None else None) or True
+    return answers(url, READY_PATH, timeout=timeout, verify=verify)
 
 
 def lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
@@ -135,7 +144,8 @@ def fill_readiness(instances: list[Instance]) -> list[Instance]:
     running = [instance for instance in instances if instance.running]
     if running:
         with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
-            for instance, ready in zip(running, pool.map(lambda i: ask_ready(i.url), running), strict=True):
+            answers_ready = pool.map(lambda i: ask_ready(i.url, name=i.name), running)
+            for instance, ready in zip(running, answers_ready, strict=True):
                 instance.ready = ready
     return instances
 

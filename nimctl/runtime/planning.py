@@ -76,6 +76,8 @@ def plan_run(
             f"-e {contract.MODEL_PATH}: nimctl run sets it from the model it resolves",
             hint=f"name the model as the argument: nimctl run {user_env[contract.MODEL_PATH]}",
         )
+    if security is not None:
+        _check_exposure(host, security, user_env)
     resolved = resolve_model(model or contract.DEFAULT_MODEL)
     # What the user named, for names and labels: the default model by its manifest's name.
     model = model or (resolved.manifest.model.name if resolved.manifest else contract.DEFAULT_MODEL)
@@ -155,6 +157,30 @@ def plan_run(
         restart=restart,
         user=f"{os.getuid()}:{os.getgid()}",
         security=security if security is not None and security.any else None,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a name other than localhost counts as exposed)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(host: str, security: Security, user_env: dict[str, str]) -> None:
+    """No key on an address others can reach is refused unless asked for twice (--no-auth --i-know)."""
+    keyed = security.api_key or contract.API_KEY in user_env or contract.API_KEY_FILE in user_env
+    if keyed or is_loopback(host) or security.open_to_network:
+        return
+    raise UsageError(
+        f"--no-auth on {host}: anyone who reaches that address could use the model",
+        hint="leave --no-auth out (nimctl makes a key and its commands use it), publish on 127.0.0.1, "
+        "or add --i-know to serve it open on purpose",
     )
 
 

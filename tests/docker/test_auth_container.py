@@ -3,6 +3,7 @@ nor its command, the client commands find key and CA by themselves, and stop rem
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,9 @@ def test_the_key_stays_out_of_docker_inspect_and_the_client_finds_it(
     code, out, err = nimctl("models", "--url", guarded)
     assert code == 0, err
     assert "tiny-vlm" in out
+    code, out, err = nimctl("ps", "--format", "json")  # ps asks readiness over https, with the CA
+    assert code == 0, err
+    assert any(row["name"] == NAME and row["ready"] is True for row in json.loads(out)), out
 
     code, _, err = nimctl("stop", NAME)
     assert code == 0, err

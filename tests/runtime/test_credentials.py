@@ -96,3 +96,21 @@ def test_a_host_process_does_not_inherit_the_callers_client_key(monkeypatch: pyt
     assert contract.API_KEY not in process_environment(spec)
     given = plan_run(model="tiny-vlm", runtime="local", name="hosted", env_pairs=[f"{contract.API_KEY}=mine"])
     assert process_environment(given)[contract.API_KEY] == "mine"
+
+
+def test_no_key_on_an_exposed_address_is_asked_for_twice() -> None:
+    from typer.testing import CliRunner
+
+    from nimctl.cli.main import app
+
+    def run(*flags: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["run", "--runtime", "docker", "--dry-run", *flags], env={"NO_COLOR": "1"})
+        return result.exit_code, result.stderr
+
+    code, stderr = run("--no-auth", "--host", "0.0.0.0")
+    assert code == 2 and stderr.startswith("Error: --no-auth on 0.0.0.0:") and "--i-know" in stderr
+    code, stderr = run("--no-auth", "--host", "0.0.0.0", "--i-know")
+    assert code == 0 and "anyone who reaches this address" in stderr
+    assert run("--host", "0.0.0.0")[0] == 0  # with its key: fine to expose
+    assert run("--no-auth")[0] == 0  # loopback: only this machine
+    assert run("--no-auth", "--host", "0.0.0.0", "-e", "NIMCTL_API_KEY=mine")[0] == 0
