@@ -25,11 +25,11 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The ASGI scope key under which the auth middleware leaves the caller's key identity.
+from nimctl.server.auth import SCOPE_KEY as KEY_SCOPE
 from nimctl.server.config import ServerConfig
 from nimctl.server.http_errors import openai_error
 
-# The ASGI scope key under which the auth middleware leaves the caller's key identity.
-KEY_SCOPE = "nimctl.key"
 # Buckets kept at most; past it, full buckets (keys idle for a minute) are dropped.
 _MAX_BUCKETS = 10_000
 
