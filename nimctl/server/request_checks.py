@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,15 +59,30 @@ class CheckedBody:
     remote_urls: list[str] = field(default_factory=list)  # http(s) media the engine will fetch
 
 
+# A JSON escape of a UTF-16 surrogate (\\uD800-\\uDFFF): only a pair of them makes a character.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_object(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # Strict UTF-8 first: json.loads(bytes) lets encoded lone surrogates through, which the
+        # engine then fails on with an empty 500 (found by the fuzz gate).
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(f"request body is not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
         raise BadRequestError(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequestError("request body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise BadRequestError("request body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(body):  # rare: only then is the whole body walked
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequestError("request body has a lone UTF-16 surrogate escape") from None
     return payload
 
 

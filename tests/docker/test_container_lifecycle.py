@@ -138,7 +138,7 @@ def test_chat_with_an_image_through_the_published_port(started: dict[str, str], 
 def test_logs_show_the_engine_start(started: dict[str, str], nimctl: Cli) -> None:
     code, out, err = nimctl("logs", NAME)
     assert code == 0, err
-    assert "nim-serve on 0.0.0.0:8000; model builtin://tiny-vlm" in out
+    assert "nim-serve on 0.0.0.0:8000 (http); model builtin://tiny-vlm" in out
     assert "engine started" in out and "vllm.entrypoints.openai.api_server" in out
     code, out, _ = nimctl("logs", NAME, "--tail", "3")
     assert code == 0 and len(out.splitlines()) == 3

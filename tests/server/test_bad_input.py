@@ -47,6 +47,20 @@ def test_malformed_json(nim_server: ServerProcess, path: str) -> None:
     assert_openai_error(response, 400)
 
 
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        # Found by the fuzz gate: a UTF-8-encoded lone surrogate, and its JSON escape, in `stop`.
+        # vLLM answered both with an empty 500.
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "stop": "\xed\xa0\x80"}', "not valid UTF-8"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "stop": "\\ud800"}', "lone UTF-16 surrogate"),
+    ],
+)
+def test_text_that_is_not_unicode_is_a_400(nim_server: ServerProcess, body: bytes, fragment: str) -> None:
+    response = post(nim_server, "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert fragment in assert_openai_error(response, 400)["message"]
+
+
 def test_body_not_an_object(nim_server: ServerProcess) -> None:
     assert_openai_error(post(nim_server, "/v1/chat/completions", json=["not", "an", "object"]), 400)
 
