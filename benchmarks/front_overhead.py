@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _nim_serve import free_port, start_nim_serve  # the benchmarks' folder is on sys.path
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
@@ -144,10 +144,6 @@ async def run_round(
     return samples
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(model: str, key: str | None) -> tuple[subprocess.Popen[bytes], Target]:
@@ -164,23 +160,8 @@ def start_server(model: str, key: str | None) -> tuple[subprocess.Popen[bytes], 
     if key:
         env["NIMCTL_API_KEY"] = key
     log = Path(cache) / "bench-server.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nimctl", "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{front}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"nim-serve exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(url + "/v1/health/ready", timeout=5).status_code == 200:
-                return process, Target(url, f"http://127.0.0.1:{engine}", key, process.pid)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    process.wait(30)
-    sys.exit("server not ready after 600 s")
+    process = start_nim_serve(env, log, front)
+    return process, Target(f"http://127.0.0.1:{front}", f"http://127.0.0.1:{engine}", key, process.pid)
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:

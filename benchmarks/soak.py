@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from _nim_serve import free_port, start_nim_serve  # the benchmarks' folder is on sys.path
 from PIL import Image
 
 ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
@@ -245,32 +245,13 @@ async def soak(
 # --- Running it ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(model: str, cache: str) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     env = {**os.environ, "NIM_MODEL_PATH": model, "NIM_SERVER_PORT": str(port), "NIM_CACHE_PATH": cache}
     log = Path(tempfile.mkdtemp(prefix="nimctl-soak-log-")) / "nim-serve.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nimctl", "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"nim-serve exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(url + "/v1/health/ready", timeout=5).status_code == 200:
-                return process, url, log
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    sys.exit(f"server not ready after 600 s; see {log}")
+    return start_nim_serve(env, log, port), f"http://127.0.0.1:{port}", log
 
 
 def main() -> None:
