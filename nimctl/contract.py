@@ -61,6 +61,7 @@ CORS_ALLOW_CREDENTIALS: Final = "NIM_CORS_ALLOW_CREDENTIALS"
 API_KEY: Final = "NIMCTL_API_KEY"
 API_KEY_FILE: Final = "NIMCTL_API_KEY_FILE"
 PUBLIC_METRICS: Final = "NIMCTL_PUBLIC_METRICS"
+FRONT_DATA_PATH: Final = "NIMCTL_FRONT_DATA_PATH"
 SSL_MODE: Final = "NIM_SSL_MODE"
 SSL_KEY_PATH: Final = "NIM_SSL_KEY_PATH"
 SSL_CERTS_PATH: Final = "NIM_SSL_CERTS_PATH"
@@ -113,6 +114,7 @@ VARIABLES: Final[dict[str, str]] = {
     API_KEY: "a key clients must send as 'Authorization: Bearer KEY' (none set, no key file: open)",
     API_KEY_FILE: "a file of keys, one a line, plain or sha256:HEX (nimctl run writes one per instance)",
     PUBLIC_METRICS: "1: /v1/metrics answers without a key (for a Prometheus scraper)",
+    FRONT_DATA_PATH: "lean (default): inference routes skip the framework; framework: as before (benchmarks)",
     SSL_MODE: "DISABLED, TLS or MTLS (TLS, and clients must show a certificate the CA signed)",
     SSL_KEY_PATH: "the server's private key (PEM), for TLS and MTLS",
     SSL_CERTS_PATH: "the server's certificate chain (PEM), for TLS and MTLS",

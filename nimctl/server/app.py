@@ -11,12 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from nimctl import __version__
 from nimctl.server import inference, management
-from nimctl.server.auth import ApiKeyMiddleware, middleware_options
+from nimctl.server.auth import ApiKeyMiddleware, key_check
 from nimctl.server.http_errors import openai_error
-from nimctl.server.limits import LimitsMiddleware
+from nimctl.server.lean_relay import LeanRelay
+from nimctl.server.limits import LimitsMiddleware, RequestLimits
 from nimctl.server.metrics import FrontMetrics
 from nimctl.server.middleware import FrontMiddleware
 from nimctl.server.proxy import EngineProxy
@@ -24,12 +26,24 @@ from nimctl.server.state import ServerState
 from nimctl.server.supervisor import Supervisor
 
 
+class Front(FastAPI):
+    """The FastAPI app, with the relayed inference routes answered by the lean path when it is on."""
+
+    lean: LeanRelay | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lean = self.lean
+        if lean is not None and lean.takes(scope) and await lean(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     state: ServerState,
     *,
     request_exit: Callable[[int], None] = lambda code: None,
     supervise: bool = True,
-) -> FastAPI:
+) -> Front:
     """Build the front. ``supervise=False`` starts no engine: the caller runs one (or a stand-in)."""
     metrics = FrontMetrics(state)
     proxy = EngineProxy(state)
@@ -46,7 +60,7 @@ def create_app(
                 await supervisor.stop(state.plan.config.shutdown_timeout)
             await proxy.aclose()
 
-    app = FastAPI(
+    app = Front(
         title="nimctl NIM server",
         version=__version__,
         description="NIM management endpoints and OpenAI-compatible inference relayed to vLLM.",
@@ -56,7 +70,8 @@ def create_app(
         redirect_slashes=False,
     )
     app.include_router(management.build_router(state, metrics, proxy))
-    app.include_router(inference.build_router(proxy))
+    inference_router, relay = inference.build_router(proxy)
+    app.include_router(inference_router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -74,11 +89,23 @@ def create_app(
 
     routes = {route.path for route in app.routes if isinstance(route, APIRoute)}
     config = state.plan.config
+    keys = key_check(config)
+    limits = RequestLimits(config)  # one set of slots and rate buckets for both paths
     # Inside FrontMiddleware, so a refusal counts in the metrics; inside auth, which names the caller.
-    app.add_middleware(LimitsMiddleware, config=config, limited_paths=inference.LIMITED_PATHS)
+    app.add_middleware(LimitsMiddleware, config=config, limited_paths=inference.LIMITED_PATHS, limits=limits)
     app.add_middleware(FrontMiddleware, state=state, metrics=metrics, routes=routes)
     # Added last, so outermost: a request without a key costs one hash and never reaches the rest.
-    app.add_middleware(ApiKeyMiddleware, **middleware_options(state.plan.config))
+    app.add_middleware(ApiKeyMiddleware, check=keys)
+    if config.front_data_path == "lean":
+        app.lean = LeanRelay(
+            paths=inference.RELAYED_PATHS,
+            state=state,
+            metrics=metrics,
+            keys=keys,
+            limits=limits,
+            relay=relay,
+            cors=bool(config.cors_allow_origins),
+        )
     if config.cors_allow_origins:
         # Outermost: a browser's preflight carries no key and must be answered before auth.
         app.add_middleware(

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nimctl import contract
 from nimctl.errors import ConfigError
@@ -100,41 +100,38 @@ def load_keys(config: ServerConfig) -> list[KeyEntry]:
     return entries
 
 
-class ApiKeyMiddleware:
-    """401 in OpenAI's shape, with ``WWW-Authenticate: Bearer``, for a request without a known key."""
+class KeyCheck:
+    """The key check itself, shared by :class:`ApiKeyMiddleware` and the lean inference path
+    (:mod:`nimctl.server.lean_relay`), which call it with the Authorization header they found."""
 
-    def __init__(self, app: ASGIApp, *, keys: list[KeyEntry], public_metrics: bool = False) -> None:
-        self.app = app
+    def __init__(self, keys: list[KeyEntry], *, public_metrics: bool = False) -> None:
         self._keys = tuple(keys)
-        self._open = OPEN_PATHS | ({METRICS_PATH} if public_metrics else set())
+        self.active = bool(self._keys)
+        self.open_paths = OPEN_PATHS | ({METRICS_PATH} if public_metrics else set())
         self._last_log = 0.0
         self._unlogged = 0
         self._missing = _response_parts("missing API key: send 'Authorization: Bearer KEY'")
         self._wrong = _response_parts("invalid API key")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._keys or scope["path"] in self._open:
-            await self.app(scope, receive, send)
-            return
-        token = _bearer(scope)
-        identity = self._identify(token) if token is not None else None
-        if identity is None:
-            self._log_failure(scope, missing=token is None)
-            body, headers = self._missing if token is None else self._wrong
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        scope[SCOPE_KEY] = identity
-        scope.setdefault("state", {})[SCOPE_KEY] = identity
-        await self.app(scope, receive, send)
-
-    def _identify(self, token: str) -> str | None:
+    def identify(self, authorization: bytes | None) -> str | None:
+        """The identity of the key in an ``Authorization`` header's value; None when it names none."""
+        token = _bearer_token(authorization) if authorization is not None else None
+        if token is None:
+            return None
         presented = digest_of(token)
         found = None
         for entry in self._keys:  # no early exit: every request compares against every key
             if hmac.compare_digest(presented, entry.digest):
                 found = entry.identity
         return found
+
+    async def refuse(self, scope: Scope, authorization: bytes | None, send: Send) -> None:
+        """Answer the 401 for a request whose header ``identify`` did not accept, and log it (rarely)."""
+        missing = authorization is None or _bearer_token(authorization) is None
+        self._log_failure(scope, missing=missing)
+        body, headers = self._missing if missing else self._wrong
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _log_failure(self, scope: Scope, *, missing: bool) -> None:
         now = time.monotonic()
@@ -149,12 +146,44 @@ class ApiKeyMiddleware:
         self._last_log, self._unlogged = now, 0
 
 
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+class ApiKeyMiddleware:
+    """401 in OpenAI's shape, with ``WWW-Authenticate: Bearer``, for a request without a known key."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        check: KeyCheck | None = None,
+        keys: list[KeyEntry] | None = None,
+        public_metrics: bool = False,
+    ) -> None:
+        self.app = app
+        self.check = check or KeyCheck(keys or [], public_metrics=public_metrics)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.check.active or scope["path"] in self.check.open_paths:
+            await self.app(scope, receive, send)
+            return
+        authorization = _header(scope, b"authorization")
+        identity = self.check.identify(authorization)
+        if identity is None:
+            await self.check.refuse(scope, authorization, send)
+            return
+        scope[SCOPE_KEY] = identity
+        scope.setdefault("state", {})[SCOPE_KEY] = identity
+        await self.app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
     return None
+
+
+def _bearer_token(authorization: bytes) -> str | None:
+    scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _response_parts(message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -168,6 +197,6 @@ def _response_parts(message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     return body, headers
 
 
-def middleware_options(config: ServerConfig) -> dict[str, Any]:
-    """The keywords ``app.add_middleware(ApiKeyMiddleware, ...)`` takes for ``config``."""
-    return {"keys": load_keys(config), "public_metrics": config.public_metrics}
+def key_check(config: ServerConfig) -> KeyCheck:
+    """The key check ``config`` asks for (inactive when it names no key)."""
+    return KeyCheck(load_keys(config), public_metrics=config.public_metrics)

@@ -71,6 +71,7 @@ ENV_FIELDS: dict[str, str] = {
     contract.API_KEY: "api_key",
     contract.API_KEY_FILE: "api_key_file",
     contract.PUBLIC_METRICS: "public_metrics",
+    contract.FRONT_DATA_PATH: "front_data_path",
     contract.SSL_MODE: "ssl_mode",
     contract.SSL_KEY_PATH: "ssl_key_path",
     contract.SSL_CERTS_PATH: "ssl_certs_path",
@@ -165,6 +166,8 @@ class ServerConfig(BaseModel):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     public_metrics: bool = False
+    # The inference routes' path through the front; "framework" is kept to measure against.
+    front_data_path: Literal["lean", "framework"] = "lean"
     ssl_mode: Literal["DISABLED", "TLS", "MTLS"] = "DISABLED"
     ssl_key_path: Path | None = None
     ssl_certs_path: Path | None = None
@@ -175,7 +178,7 @@ class ServerConfig(BaseModel):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("profile_preference", "media_urls", mode="before")
+    @field_validator("profile_preference", "media_urls", "front_data_path", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

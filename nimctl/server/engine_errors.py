@@ -62,7 +62,8 @@ def _clients_fault(message: str, checked: CheckedBody) -> Response | None:
         # The chat template left out or moved an image's placeholder (an image in a message of a
         # role the template renders as plain text, say): the request's own structure did it.
         return openai_error(
-            400, f"the chat template did not place every image of the request in the prompt ({message})",
+            400,
+            f"the chat template did not place every image of the request in the prompt ({message})",
             param="messages",
         )
     if _WRONG_TYPE.search(message):

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
 from nimctl.server.engine_errors import judge_engine_error
 from nimctl.server.http_errors import (
@@ -26,9 +27,11 @@ from nimctl.server.http_errors import (
     openai_error,
 )
 from nimctl.server.media_fetch import fetch_remote_media
-from nimctl.server.proxy import EngineProxy, engine_unavailable
+from nimctl.server.proxy import EngineProxy, engine_unavailable, forwardable
 from nimctl.server.request_checks import BadRequestError, BodyLimits, CheckedBody, check_body
 
+# The routes relayed as they are (the lean path's, nimctl/server/lean_relay.py).
+RELAYED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"})
 # The routes that put work on the engine: the concurrency and rate limits apply to these (limits.py).
 LIMITED_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize", "/v1/chat/completions/render"}
@@ -92,35 +95,54 @@ def _judged(response: Response, checked: CheckedBody) -> Response:
     return judge_engine_error(response.status_code, _engine_error_body(response), checked) or response
 
 
-def build_router(proxy: EngineProxy) -> APIRouter:
-    router = APIRouter(tags=["inference"])
+class InferenceRelay:
+    """One relayed inference request from its read body to the answer: the checks before the
+    engine, the relay, and the judging of the engine's errors after it. Shared by the routes
+    below and the lean path (:mod:`nimctl.server.lean_relay`), which answers them in practice."""
 
-    config = proxy.state.plan.config
-    limits = BodyLimits(
-        max_messages=config.max_messages,
-        max_content_parts=config.max_content_parts,
-        max_tokens=config.max_tokens_cap,
-        max_n=config.max_n,
-    )
+    def __init__(self, proxy: EngineProxy) -> None:
+        self.proxy = proxy
+        self.config = config = proxy.state.plan.config
+        self.limits = BodyLimits(
+            max_messages=config.max_messages,
+            max_content_parts=config.max_content_parts,
+            max_tokens=config.max_tokens_cap,
+            max_n=config.max_n,
+        )
 
-    def check(body: bytes) -> CheckedBody:
+    def check(self, body: bytes) -> CheckedBody:
         # The body was read whole, but no more than NIMCTL_MAX_BODY_BYTES of it (limits.py).
-        return check_body(body, max_image_pixels=config.max_image_pixels, limits=limits)
+        return check_body(body, max_image_pixels=self.config.max_image_pixels, limits=self.limits)
+
+    async def answer(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, receive: Receive
+    ) -> Response:
+        proxy = self.proxy
+        if (refusal := proxy.not_ready()) is not None:
+            return refusal
+        try:
+            # Media URLs become data: URLs fetched under the front's checks: the engine fetches nothing.
+            body = await fetch_remote_media(body, self.config)
+            checked = self.check(body)
+        except BadRequestError as exc:
+            return openai_error(400, str(exc), param=exc.param)
+        response = await proxy.forward(method, target, headers, body, receive)
+        if _engine_asks_for_a_resend(response):
+            response = await proxy.forward(method, target, headers, body, receive)  # once: vLLM dropped them
+        return _judged(response, checked)
+
+
+def build_router(proxy: EngineProxy) -> tuple[APIRouter, InferenceRelay]:
+    router = APIRouter(tags=["inference"])
+    relay = InferenceRelay(proxy)
+    check = relay.check
 
     async def checked_relay(request: Request) -> Response:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
+        target = request.url.path + ("?" + request.url.query if request.url.query else "")
         body = await request.body()
-        try:
-            # Media URLs become data: URLs fetched under the front's checks: the engine fetches nothing.
-            body = await fetch_remote_media(body, proxy.state.plan.config)
-            checked = check(body)
-        except BadRequestError as exc:
-            return openai_error(400, str(exc), param=exc.param)
-        response = await proxy.relay(request, body)
-        if _engine_asks_for_a_resend(response):
-            response = await proxy.relay(request, body)  # once: vLLM has dropped the stale entries
-        return _judged(response, checked)
+        return await relay.answer(request.method, target, forwardable(request.headers), body, request.receive)
 
     @router.post("/v1/chat/completions", summary="Chat completion (OpenAI)", **_RELAYED_ROUTE)
     async def chat_completions(request: Request) -> Response:
@@ -192,4 +214,4 @@ def build_router(proxy: EngineProxy) -> APIRouter:
         # `prompt` is the front's own field: whatever the engine calls by that name does not replace it.
         return JSONResponse({"prompt": prompt, **{k: v for k, v in rendered.items() if k != "prompt"}})
 
-    return router
+    return router, relay

@@ -71,7 +71,7 @@ class RateLimiter:
             del self.buckets[key]
 
 
-def _read_headers(scope: Scope) -> tuple[int | None, int]:
+def read_headers(scope: Scope) -> tuple[int | None, int]:
     """The declared body length (None: not declared) and the headers' size, in one pass."""
     declared = None
     size = 0
@@ -83,7 +83,7 @@ def _read_headers(scope: Scope) -> tuple[int | None, int]:
     return declared, size
 
 
-def _client_key(scope: Scope) -> str:
+def client_key(scope: Scope) -> str:
     key = scope.get(KEY_SCOPE)
     if key:
         return f"key:{key}"
@@ -91,56 +91,34 @@ def _client_key(scope: Scope) -> str:
     return f"addr:{client[0]}" if client else "addr:?"
 
 
-class LimitsMiddleware:
-    def __init__(self, app: ASGIApp, *, config: ServerConfig, limited_paths: Iterable[str]) -> None:
-        self.app = app
+class RequestLimits:
+    """The limits themselves, shared by :class:`LimitsMiddleware` and the lean inference path
+    (:mod:`nimctl.server.lean_relay`)."""
+
+    def __init__(self, config: ServerConfig) -> None:
         self.max_body = config.max_body_bytes
         self.max_headers = config.max_header_bytes
         self.body_timeout = config.body_timeout
         self.queue_timeout = config.queue_timeout
-        self.limited_paths = frozenset(limited_paths)
         self.slots = asyncio.Semaphore(config.max_concurrent_requests)
         self.retry_after = str(max(1, math.ceil(config.queue_timeout)))
         self.rate = RateLimiter(config.rate_limit_rpm) if config.rate_limit_rpm else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response_started = False
+    def check_headers(self, declared: int | None, header_bytes: int) -> None:
+        """Refuse headers over the limit, or a declared body over it, before anything is read."""
+        if header_bytes > self.max_headers:
+            raise RefusedError(
+                431,
+                f"the request's headers are larger than the {self.max_headers} bytes this server "
+                "accepts (NIMCTL_MAX_HEADER_BYTES)",
+                {"Connection": "close"},
+            )
+        if declared is not None and declared > self.max_body:
+            raise self.too_large()
 
-        async def send_watching(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            declared, header_bytes = _read_headers(scope)
-            if header_bytes > self.max_headers:
-                raise RefusedError(
-                    431,
-                    f"the request's headers are larger than the {self.max_headers} bytes this server "
-                    "accepts (NIMCTL_MAX_HEADER_BYTES)",
-                    {"Connection": "close"},
-                )
-            if declared is not None and declared > self.max_body:
-                raise self._too_large()
-            method = scope["method"]
-            if method == "POST" and scope["path"] in self.limited_paths:
-                await self._limited(scope, self._guarded(receive), send_watching)
-            elif declared is None and method in ("GET", "HEAD"):
-                await self.app(scope, receive, send_watching)  # no body the app would read: no guard
-            else:
-                await self.app(scope, self._guarded(receive), send_watching)
-        except RefusedError as refusal:
-            if response_started:
-                return  # too late to answer: ending the call closes the connection
-            response = openai_error(refusal.status, str(refusal), headers=refusal.headers)
-            await response(scope, receive, send)
-
-    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.rate is not None and (wait := self.rate.take(_client_key(scope))):
+    async def admit(self, client_key: str) -> None:
+        """Take a rate-limit token and a concurrency slot (429 when neither comes); ``release`` after."""
+        if self.rate is not None and (wait := self.rate.take(client_key)):
             seconds = str(max(1, math.ceil(wait)))
             raise RefusedError(
                 429,
@@ -160,12 +138,11 @@ class LimitsMiddleware:
                 ) from None
         else:
             await self.slots.acquire()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.slots.release()
 
-    def _too_large(self) -> RefusedError:
+    def release(self) -> None:
+        self.slots.release()
+
+    def too_large(self) -> RefusedError:
         return RefusedError(
             413,
             f"request body is larger than the {self.max_body} bytes this server accepts "
@@ -173,7 +150,7 @@ class LimitsMiddleware:
             {"Connection": "close"},
         )
 
-    def _guarded(self, receive: Receive) -> Receive:
+    def guarded(self, receive: Receive) -> Receive:
         """``receive`` counting body bytes against the limit, with the body's deadline."""
         received = 0
         deadline: float | None = None
@@ -189,18 +166,68 @@ class LimitsMiddleware:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                raise RefusedError(
-                    408,
-                    f"the request body did not arrive within {self.body_timeout:g} s (NIMCTL_BODY_TIMEOUT)",
-                    {"Connection": "close"},
-                ) from None
+                raise self.too_slow() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise self._too_large()
+                    raise self.too_large()
                 done = not message.get("more_body", False)
             else:
                 done = True
             return message
 
         return guarded_receive
+
+    def too_slow(self) -> RefusedError:
+        return RefusedError(
+            408,
+            f"the request body did not arrive within {self.body_timeout:g} s (NIMCTL_BODY_TIMEOUT)",
+            {"Connection": "close"},
+        )
+
+
+class LimitsMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: ServerConfig,
+        limited_paths: Iterable[str],
+        limits: RequestLimits | None = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits or RequestLimits(config)
+        self.limited_paths = frozenset(limited_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_watching(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        limits = self.limits
+        try:
+            declared, header_bytes = read_headers(scope)
+            limits.check_headers(declared, header_bytes)
+            method = scope["method"]
+            if method == "POST" and scope["path"] in self.limited_paths:
+                await limits.admit(client_key(scope))
+                try:
+                    await self.app(scope, limits.guarded(receive), send_watching)
+                finally:
+                    limits.release()
+            elif declared is None and method in ("GET", "HEAD"):
+                await self.app(scope, receive, send_watching)  # no body the app would read: no guard
+            else:
+                await self.app(scope, limits.guarded(receive), send_watching)
+        except RefusedError as refusal:
+            if response_started:
+                return  # too late to answer: ending the call closes the connection
+            response = openai_error(refusal.status, str(refusal), headers=refusal.headers)
+            await response(scope, receive, send)

@@ -67,8 +67,12 @@ class EngineCutError(aiohttp.ClientError):
         self.cut = cut
 
 
-def _forwardable(headers: Any) -> dict[str, str]:
+def forwardable(headers: Any) -> dict[str, str]:
+    """``headers`` without the hop-by-hop ones: what goes on to the engine, or back to the client."""
     return {key: value for key, value in headers.items() if key.lower() not in _HOP_BY_HOP}
+
+
+HOP_BY_HOP_RAW = frozenset(name.encode() for name in _HOP_BY_HOP)  # as ASGI spells header names
 
 
 class _EngineResponse(aiohttp.ClientResponse):
@@ -122,7 +126,7 @@ class _RelayedStream(Response):
         self.what = what  # "POST /v1/chat/completions", for the log
         self.status_code = upstream.status
         self.background = None
-        self.init_headers(_forwardable(upstream.headers))
+        self.init_headers(forwardable(upstream.headers))
         self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -215,23 +219,28 @@ class EngineProxy:
             return refusal
         if body is None:
             body = await request.body()
-        what = f"{request.method} {request.url.path}"
+        target = request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        return await self.forward(request.method, target, forwardable(request.headers), body, request.receive)
+
+    async def forward(
+        self, method: str, target: str, headers: dict[str, str], body: bytes, receive: Receive
+    ) -> Response:
+        """Send one request (``target``: path and query; ``headers`` without hop-by-hop ones) to the
+        engine; the answer as a Response to send on, a stream relayed as it comes. ``receive`` is the
+        client's, its body already read: a disconnect on it ends the request."""
+        what = f"{method} {target}"
         with self.state.in_flight.watch() as watch:
-            watcher = asyncio.create_task(_end_on_disconnect(request.receive, watch))
+            watcher = asyncio.create_task(_end_on_disconnect(receive, watch))
             upstream: aiohttp.ClientResponse | None = None
             try:
-                upstream = await self._request(
-                    request.method,
-                    request.url.path,
-                    params=list(request.query_params.multi_items()),
-                    headers=_forwardable(request.headers),
-                    data=body,
-                )
+                upstream = await self._request(method, target, headers=headers, data=body)
                 if upstream.content_type == "text/event-stream":
                     stream, upstream = _RelayedStream(upstream, self.state.in_flight, what), None
                     return stream  # it watches the client and the cuts itself from here
                 content = await upstream.read()
-                return Response(content, status_code=upstream.status, headers=_forwardable(upstream.headers))
+                return Response(content, status_code=upstream.status, headers=forwardable(upstream.headers))
             except aiohttp.ClientError as exc:
                 return engine_unavailable(exc)
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import signal
@@ -118,18 +119,7 @@ def serve(plan: LaunchPlan) -> int:
             server.should_exit = True
 
     app = create_app(state, request_exit=request_exit)
-    uv_config = uvicorn.Config(
-        app,
-        host=config.host,
-        port=config.server_port,
-        log_config=None,
-        access_log=config.log_level == "DEBUG",
-        # uvicorn's deadline is a backstop behind the front's own (``_end_drain``).
-        timeout_graceful_shutdown=math.ceil(config.shutdown_timeout + DRAIN_BACKSTOP_S),
-        lifespan="on",
-        h11_max_incomplete_event_size=config.max_header_bytes,  # under h11 only; limits.py counts too
-        **tls_options(config),
-    )
+    uv_config = uvicorn_config(app, config)
     server = _FrontServer(uv_config, state)
     log.info(
         "nim-serve on %s:%s (%s); model %s; profile %s (%s)",
@@ -140,5 +130,27 @@ def serve(plan: LaunchPlan) -> int:
         plan.profile_name or "none",
         plan.selection_reason,
     )
+    # What exists now (the app, the plan, imported modules) lives as long as the server: the
+    # collector need not walk it again in every full collection (it cost ~4 % of the front's CPU).
+    gc.freeze()
     server.run(sockets=[sock])
     return state.exit_code
+
+
+def uvicorn_config(app: Any, config: ServerConfig) -> uvicorn.Config:
+    """uvicorn's settings for the front. The C event loop and HTTP parser are named rather than
+    left to "auto", so that a missing one is an error at start, not a slower server."""
+    return uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        host=config.host,
+        port=config.server_port,
+        log_config=None,
+        access_log=config.log_level == "DEBUG",
+        # uvicorn's deadline is a backstop behind the front's own (``_end_drain``).
+        timeout_graceful_shutdown=math.ceil(config.shutdown_timeout + DRAIN_BACKSTOP_S),
+        lifespan="on",
+        h11_max_incomplete_event_size=config.max_header_bytes,  # under h11 only; limits.py counts too
+        **tls_options(config),
+    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 if TYPE_CHECKING:
     from nimctl.server.engine import EngineProcess
@@ -50,16 +49,32 @@ CLIENT_GONE = Cut(499, "the client closed the connection")
 
 
 class RequestWatch:
-    """One request to the engine in flight; ``end`` stops the work inside its ``scope``."""
+    """One request to the engine in flight; ``end`` stops the work inside its ``with`` block.
+
+    A cancel scope of plain asyncio (anyio's cost ~6 % of the front's CPU per request): ``end``
+    cancels the task from a loop callback, so that the cancellation lands at an await inside the
+    block (a callback runs only while the task waits), never after it; asyncio.timeout does the same.
+    """
+
+    __slots__ = ("_cancelled", "_handle", "_inside", "_task", "cut")
 
     def __init__(self) -> None:
-        self.scope = anyio.CancelScope()
         self.cut: Cut | None = None
+        self._task = asyncio.current_task()
+        self._handle: asyncio.Handle | None = None
+        self._inside = True
+        self._cancelled = False
 
     def end(self, cut: Cut) -> None:
         if self.cut is None:  # the first reason stands: a client gone stays gone
             self.cut = cut
-        self.scope.cancel()
+        if self._inside and self._handle is None and self._task is not None:
+            self._handle = self._task.get_loop().call_soon(self._cancel)
+
+    def _cancel(self) -> None:
+        if self._inside and self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
 
 
 class InFlight:
@@ -82,14 +97,24 @@ class InFlight:
         """Run the body as a request in flight; when it is ended, the body stops at its next await
         and execution goes on after the ``with`` block, where ``watch.cut`` says why."""
         watch = RequestWatch()
-        with watch.scope:
-            self._watches.add(watch)
-            try:
-                if self._standing is not None:
-                    watch.end(self._standing)
-                yield watch
-            finally:
-                self._watches.discard(watch)
+        self._watches.add(watch)
+        delivered = False
+        try:
+            if self._standing is not None:
+                watch.end(self._standing)
+            yield watch
+        except asyncio.CancelledError:
+            delivered = True
+            # Ours alone is swallowed; one that someone else asked for too goes on up.
+            if not watch._cancelled or watch._task is None or watch._task.uncancel() > 0:
+                raise
+        finally:
+            watch._inside = False
+            self._watches.discard(watch)
+            if watch._handle is not None:
+                watch._handle.cancel()
+            if watch._cancelled and not delivered and watch._task is not None:
+                watch._task.uncancel()  # the body swallowed it: the task's count stays true
 
     def cut_all(self, cut: Cut, *, standing: bool = False) -> int:
         """End every request in flight (and, ``standing``, every later one until ``lift``); how many."""
