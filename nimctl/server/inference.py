@@ -12,6 +12,7 @@ passed through unchanged.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -115,9 +116,14 @@ class InferenceRelay:
         return check_body(body, max_image_pixels=self.config.max_image_pixels, limits=self.limits)
 
     async def answer(
-        self, method: str, target: str, headers: dict[str, str], body: bytes, receive: Receive
+        self, method: str, target: str, headers: dict[str, str] | bytes, body: bytes, receive: Receive
     ) -> Response:
+        """``headers``: a dict for the aiohttp relay, or the header lines as bytes for the lean
+        engine client (:meth:`EngineProxy.forward_lean`)."""
         proxy = self.proxy
+        forward: Callable[..., Awaitable[Response]] = (
+            proxy.forward_lean if isinstance(headers, bytes) else proxy.forward
+        )
         if (refusal := proxy.not_ready()) is not None:
             return refusal
         try:
@@ -126,9 +132,9 @@ class InferenceRelay:
             checked = self.check(body)
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
-        response = await proxy.forward(method, target, headers, body, receive)
+        response = await forward(method, target, headers, body, receive)
         if _engine_asks_for_a_resend(response):
-            response = await proxy.forward(method, target, headers, body, receive)  # once: vLLM dropped them
+            response = await forward(method, target, headers, body, receive)
         return _judged(response, checked)
 
 

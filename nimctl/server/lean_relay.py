@@ -78,7 +78,7 @@ class LeanRelay:
         authorization = origin = None
         declared: int | None = None
         header_bytes = 0
-        forward: dict[str, str] = {}
+        forward: list[bytes] = []
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
             if name == b"authorization":
@@ -88,7 +88,7 @@ class LeanRelay:
             elif name == b"origin":
                 origin = value
             if name not in HOP_BY_HOP_RAW:
-                forward[name.decode("latin-1")] = value.decode("latin-1")
+                forward += (name, b": ", value, b"\r\n")
         if origin is not None and self.cors:
             return False
         if self.keys.active:
@@ -97,7 +97,7 @@ class LeanRelay:
                 await self.keys.refuse(scope, authorization, send)
                 return True
             scope[SCOPE_KEY] = identity
-        await self._answer(scope, receive, send, declared, header_bytes, forward)
+        await self._answer(scope, receive, send, declared, header_bytes, b"".join(forward))
         return True
 
     async def _answer(
@@ -107,7 +107,7 @@ class LeanRelay:
         send: Send,
         declared: int | None,
         header_bytes: int,
-        forward: dict[str, str],
+        forward: bytes,
     ) -> None:
         metrics = self.metrics
         started = time.perf_counter()
@@ -151,7 +151,7 @@ class LeanRelay:
         send: Send,
         declared: int | None,
         header_bytes: int,
-        forward: dict[str, str],
+        forward: bytes,
     ) -> None:
         limits = self.limits
         limits.check_headers(declared, header_bytes)

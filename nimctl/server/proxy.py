@@ -6,14 +6,17 @@ when the client goes away the upstream response is closed at once so that vLLM a
 generation, streamed or not; when the engine hangs or a SIGTERM drain runs out, the front
 ends the request itself, with an error in OpenAI's shape (a final SSE error event for a stream).
 
-The relay uses aiohttp: its C HTTP parser costs a fraction of the CPU of a pure-Python
-client per streamed chunk, and on a CPU-bound engine every cycle the front spends is one
-the engine does not get (see benchmarks/front_overhead.py).
+Two clients reach the engine. The relayed inference routes go through the lean one
+(:mod:`nimctl.server.engine_client`, :meth:`EngineProxy.forward_lean`): on a CPU-bound engine
+every cycle the front spends is one the engine does not get (benchmarks/front_overhead.py).
+The front's own calls (health, the model list, render) and the framework path
+(NIMCTL_FRONT_DATA_PATH=framework) use aiohttp (:meth:`EngineProxy.forward`, ``call_json``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -21,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 
-from nimctl.server.http_errors import error_body, openai_error
-from nimctl.server.state import CLIENT_GONE, Cut, InFlight, RequestWatch
+from nimctl.server.engine_client import EngineClient, EngineResponse
+from nimctl.server.http_errors import openai_error
+from nimctl.server.relayed_stream import RelayedStream, end_on_disconnect, ended
+from nimctl.server.state import CLIENT_GONE, Cut
 
 if TYPE_CHECKING:
     from aiohttp.connector import Connection
@@ -55,8 +60,6 @@ STALE_RETRIES = 2
 # Idle connections are let go before vLLM's own keep-alive (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s)
 # closes them, so that the pool rarely hands out one the engine is closing at that moment.
 KEEPALIVE_S = 3.0
-# An SSE event ends with a blank line; vLLM writes "\n\n".
-_EVENT_END = b"\n\n"
 
 
 class EngineCutError(aiohttp.ClientError):
@@ -73,6 +76,10 @@ def forwardable(headers: Any) -> dict[str, str]:
 
 
 HOP_BY_HOP_RAW = frozenset(name.encode() for name in _HOP_BY_HOP)  # as ASGI spells header names
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
 class _EngineResponse(aiohttp.ClientResponse):
@@ -105,76 +112,12 @@ def _finish(response: aiohttp.ClientResponse) -> None:
         response.close()
 
 
-async def _end_on_disconnect(receive: Receive, watch: RequestWatch) -> None:
-    """Ends ``watch`` when the client goes away (the request body has been read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    watch.end(CLIENT_GONE)
-
-
-def _sse_error(cut: Cut) -> bytes:
-    """A stream's last event when the front ends it: the error in OpenAI's stream shape."""
-    return b"data: " + json.dumps(error_body(cut.status, cut.message)).encode() + _EVENT_END
-
-
-class _RelayedStream(Response):
-    """Sends an upstream streaming body on, closing upstream when either side ends."""
-
-    def __init__(self, upstream: aiohttp.ClientResponse, in_flight: InFlight, what: str) -> None:
-        self.upstream = upstream
-        self.in_flight = in_flight
-        self.what = what  # "POST /v1/chat/completions", for the log
-        self.status_code = upstream.status
-        self.background = None
-        self.init_headers(forwardable(upstream.headers))
-        self._started = False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            with self.in_flight.watch() as watch:
-                watcher = asyncio.create_task(_end_on_disconnect(receive, watch))
-                try:
-                    await self._relay(send)
-                except OSError:
-                    watch.end(CLIENT_GONE)  # it went away while we wrote: nothing left to tell it
-                except aiohttp.ClientError as exc:
-                    watch.end(Cut(502, f"the engine's stream broke off: {type(exc).__name__}"))
-                finally:
-                    watcher.cancel()
-            if watch.cut is CLIENT_GONE:
-                return
-            if watch.cut is not None and not self._started:
-                await _ended(watch.cut, self.what)(scope, receive, send)
-                return
-            if watch.cut is not None:
-                log.warning("%s: stream ended by the front: %s", self.what, watch.cut.message)
-                await send({"type": "http.response.body", "body": _sse_error(watch.cut), "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            _finish(self.upstream)
-
-    async def _relay(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        self._started = True
-        # Whole events only: an error event the front may add must not land inside a cut one.
-        pending = b""
-        async for chunk in self.upstream.content.iter_any():
-            data = pending + chunk if pending else chunk
-            end = data.rfind(_EVENT_END) + len(_EVENT_END)
-            if end < len(_EVENT_END):
-                pending = data
-                continue
-            pending = data[end:]
-            await send({"type": "http.response.body", "body": data[:end], "more_body": True})
-        if pending:  # the engine's last bytes, whatever they are
-            await send({"type": "http.response.body", "body": pending, "more_body": True})
-
-
 class EngineProxy:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self._session: aiohttp.ClientSession | None = None
         self._fresh_session: aiohttp.ClientSession | None = None
+        self._engine_client: EngineClient | None = None
 
     def _new_session(self, **connector_options: Any) -> aiohttp.ClientSession:
         if self.state.engine_url is None:
@@ -207,6 +150,8 @@ class EngineProxy:
         for session in (self._session, self._fresh_session):
             if session is not None:
                 await session.close()
+        if self._engine_client is not None:
+            self._engine_client.close()
 
     def not_ready(self) -> Response | None:
         if self.state.ready:
@@ -232,12 +177,20 @@ class EngineProxy:
         client's, its body already read: a disconnect on it ends the request."""
         what = f"{method} {target}"
         with self.state.in_flight.watch() as watch:
-            watcher = asyncio.create_task(_end_on_disconnect(receive, watch))
+            watcher = asyncio.create_task(end_on_disconnect(receive, watch))
             upstream: aiohttp.ClientResponse | None = None
             try:
                 upstream = await self._request(method, target, headers=headers, data=body)
                 if upstream.content_type == "text/event-stream":
-                    stream, upstream = _RelayedStream(upstream, self.state.in_flight, what), None
+                    stream = RelayedStream(
+                        upstream.status,
+                        _raw(forwardable(upstream.headers)),
+                        upstream.content.iter_any(),
+                        functools.partial(_finish, upstream),
+                        self.state.in_flight,
+                        what,
+                    )
+                    upstream = None
                     return stream  # it watches the client and the cuts itself from here
                 content = await upstream.read()
                 return Response(content, status_code=upstream.status, headers=forwardable(upstream.headers))
@@ -248,7 +201,53 @@ class EngineProxy:
                 if upstream is not None:
                     _finish(upstream)  # closed when dropped unread: vLLM aborts the generation
         # Here only when the request was ended before the engine answered.
-        return _ended(watch.cut or CLIENT_GONE, what)
+        return ended(watch.cut or CLIENT_GONE, what)
+
+    async def forward_lean(
+        self, method: str, target: str, header_block: bytes, body: bytes, receive: Receive
+    ) -> Response:
+        """``forward`` through the lean engine client (:mod:`nimctl.server.engine_client`), with the
+        client's headers as they go on the wire (hop-by-hop ones left out)."""
+        what = f"{method} {target}"
+        with self.state.in_flight.watch() as watch:
+            watcher = asyncio.create_task(end_on_disconnect(receive, watch))
+            upstream: EngineResponse | None = None
+            try:
+                upstream = await self.engine_client.request(method, target, header_block, body)
+                headers = [(name, value) for name, value in upstream.headers if name not in HOP_BY_HOP_RAW]
+                if upstream.content_type == "text/event-stream":
+                    stream = RelayedStream(
+                        upstream.status,
+                        headers,
+                        upstream.chunks(),
+                        upstream.finish,
+                        self.state.in_flight,
+                        what,
+                    )
+                    upstream = None
+                    return stream  # it watches the client and the cuts itself from here
+                content = await upstream.read()
+                response = Response(content, status_code=upstream.status)
+                response.raw_headers = [*headers, (b"content-length", b"%d" % len(content))]
+                return response
+            except aiohttp.ClientError as exc:
+                return engine_unavailable(exc)
+            finally:
+                watcher.cancel()
+                if upstream is not None:
+                    upstream.finish()  # closed when dropped unread: vLLM aborts the generation
+        return ended(watch.cut or CLIENT_GONE, what)
+
+    @property
+    def engine_client(self) -> EngineClient:
+        port = self.state.engine_port
+        if port is None:
+            raise aiohttp.ClientConnectionError("the engine has not been started yet")
+        if self._engine_client is None or self._engine_client.port != port:
+            if self._engine_client is not None:
+                self._engine_client.close()  # the engine was started again, on another port
+            self._engine_client = EngineClient("127.0.0.1", port)
+        return self._engine_client
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
         """Send one request; one that meets a stale pooled connection is sent again on new ones."""
@@ -305,14 +304,6 @@ class EngineProxy:
                 _finish(response)
         except (aiohttp.ClientError, TimeoutError):
             return None
-
-
-def _ended(cut: Cut, what: str) -> Response:
-    if cut is CLIENT_GONE:
-        # Nobody reads this; the status is for the front's request metrics (nginx's "client closed").
-        return Response(status_code=cut.status)
-    log.warning("%s: ended by the front: %s", what, cut.message)
-    return openai_error(cut.status, cut.message, headers={"Retry-After": "5"})
 
 
 def engine_unavailable(exc: BaseException) -> Response:
