@@ -1,35 +1,45 @@
-"""What the front costs: the same chat requests straight to the engine and through the front.
+"""What the front costs, design by design: the same chat requests straight to the engine and
+through each data-path design, in one run.
 
-Rounds alternate between the two paths in one run (so drift in the machine's load hits
-both alike), at concurrency 1, 8 and 32. Every request streams, so each one gives its
-time to first token (TTFT) and its end-to-end latency; requests/s is per round.
+Designs (benchmarks/design_*.py; each starts its own server and engine, one after the other):
+  lean       nim-serve as shipped: the relayed routes in one plain ASGI handler (the default)
+  framework  nim-serve with NIMCTL_FRONT_DATA_PATH=framework: through FastAPI's stack, as before
+  nginx      nginx on the data path, nim-serve beside it for the rest (a prototype; needs nginx)
+  in-vllm    nimctl's checks as middleware inside vLLM's own API server (a prototype, no hop)
+Every design runs with an API key, sent on its path (``lean-open``: lean without a key).
 
-By default the server starts with a random NIMCTL_API_KEY and the front's requests carry it
-("front+key"): the key check (nimctl/server/auth.py) and the limits middleware (always on,
-nimctl/server/limits.py) both run. --no-key starts it without a key ("front": limits only).
---compare-key runs both servers one after the other and prints what the key check adds.
-Beside the latencies goes the front process's own CPU per request (utime+stime from
-/proc/PID/stat over that path's rounds; the engine is another process and not counted); on the
-"direct" rows it is the front's idle background, the floor to read the others against.
+For each design and concurrency (1, 8, 32), rounds alternate between the design's path and the
+bare engine behind it ("direct"), so drift in the machine's load hits both alike. Every request
+streams (16 tokens, ignore_eos); each round gives its p50 latency, p50 time to first token and
+requests/s, and the table shows the median over the rounds of each path, and their ratio.
 
-    python benchmarks/front_overhead.py                  # starts nim-serve with builtin://tiny-vlm
-    python benchmarks/front_overhead.py --compare-key --concurrency 1,8 --rounds 4
-    python benchmarks/front_overhead.py --front http://127.0.0.1:8000 --engine http://127.0.0.1:PORT \
-        [--api-key KEY] [--front-pid PID]
+The front's CPU per request and per streamed chunk comes from /proc/PID/stat (utime+stime of the
+design's front processes) over two legs of at least 500 requests each, one of 1-token answers and
+one of 16-token ones, each sent through the design and direct: the front's CPU over a leg is
+``a * requests + b * chunks`` (chunks: the SSE events the client got), solved from the two legs,
+after taking out the front's idle background (its CPU rate over the direct legs, where it relays
+nothing, times the leg's length). For a design inside the engine's process the direct legs' CPU
+is subtracted instead (it is the engine's own work).
+The load generator (this process, aiohttp) shows its own CPU, as a share of one core, beside it.
 
-Targets: p50 latency and TTFT ratios (front/direct) <= 1.05, throughput ratio >= 0.95.
+    python benchmarks/front_overhead.py                          # every design available here
+    python benchmarks/front_overhead.py --design lean,framework --rounds 5
+
+Targets (issue #11): p50 and TTFT ratios <= 1.03, throughput ratio >= 0.97 at every concurrency;
+front CPU <= 0.1 ms per request and <= 0.01 ms per chunk.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
+import resource
 import secrets
-import signal
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,282 +47,267 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-from _nim_serve import free_port, start_nim_serve  # the benchmarks' folder is on sys.path
+import aiohttp
+from _designs import Deployment
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+DESIGNS = ("lean", "framework", "nginx", "in-vllm")
+TARGETS = {"p50": 1.03, "ttft": 1.03, "rps": 0.97, "cpu_request_ms": 0.1, "cpu_chunk_ms": 0.01}
 
 
 @dataclass
-class Samples:
+class Round:
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
+    chunks: int = 0
     wall: float = 0.0
-    requests: int = 0
-    front_cpu: float | None = None  # seconds of the front process's CPU over these rounds
-
-    def add(self, other: Samples) -> None:
-        self.latencies += other.latencies
-        self.ttfts += other.ttfts
-        self.wall += other.wall
-        self.requests += other.requests
-        if other.front_cpu is not None:
-            self.front_cpu = (self.front_cpu or 0.0) + other.front_cpu
+    loadgen_cpu: float = 0.0  # seconds of this process's CPU
+    front_cpu: float = 0.0  # seconds of the design's front processes' CPU
 
     @property
-    def rps(self) -> float:
-        return self.requests / self.wall if self.wall else 0.0
-
-    @property
-    def cpu_ms_per_request(self) -> float | None:
-        if self.front_cpu is None or not self.requests:
-            return None
-        return self.front_cpu * 1e3 / self.requests
-
-
-@dataclass
-class Target:
-    """One server's two URLs, the key its front wants (None: open) and its process id."""
-
-    front: str
-    engine: str
-    key: str | None
-    pid: int | None
-
-    @property
-    def label(self) -> str:
-        return "front+key" if self.key else "front"
-
-    def headers(self, path: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"} if self.key and path != "direct" else {}
+    def figures(self) -> dict[str, float]:
+        return {
+            "p50": statistics.median(self.latencies),
+            "ttft": statistics.median(self.ttfts),
+            "rps": len(self.latencies) / self.wall,
+            "loadgen": self.loadgen_cpu / self.wall,
+        }
 
 
-def process_cpu(pid: int | None) -> float | None:
-    """utime + stime of one process (not its children), in seconds; None when unreadable."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces; fields from 3 on
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # fields 14 and 15 of proc(5)
+def process_cpu(pids: list[int]) -> float:
+    """utime + stime of ``pids`` (not their children), in seconds; a gone process counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces; fields from 3 on
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return total / CLOCK_TICK
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-async def one_request(client: httpx.AsyncClient, url: str, payload: dict[str, object], out: Samples) -> None:
+async def one_request(session: aiohttp.ClientSession, url: str, payload: bytes, out: Round) -> None:
     started = time.perf_counter()
     first = None
-    async with client.stream("POST", url + "/v1/chat/completions", json=payload) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if first is None and line.startswith("data: ") and '"content"' in line:
-                first = time.perf_counter()
+    async with session.post(url, data=payload) as response:
+        if response.status != 200:
+            sys.exit(f"{url} answered {response.status}: {(await response.text())[:300]}")
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                out.chunks += 1
+                if first is None and b'"content"' in line:
+                    first = time.perf_counter()
     end = time.perf_counter()
     out.latencies.append(end - started)
     out.ttfts.append((first or end) - started)
 
 
 async def run_round(
-    url: str, model: str, concurrency: int, requests: int, max_tokens: int, headers: dict[str, str]
-) -> Samples:
-    payload = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Describe a quiet morning in a small town."}],
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-        "temperature": 0,
-        "stream": True,
-    }
-    samples = Samples(requests=requests)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=limits, headers=headers) as client:
-        queue = list(range(requests))
+    deployment: Deployment, path: str, model: str, concurrency: int, requests: int, max_tokens: int
+) -> Round:
+    payload = json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Describe a quiet morning in a small town."}],
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": True,
+        }
+    ).encode()
+    base = deployment.direct_url if path == "direct" else deployment.url
+    url = base + "/v1/chat/completions"
+    headers = {"Content-Type": "application/json", **deployment.headers(path)}
+    out = Round()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        left = [requests]
 
         async def worker() -> None:
-            while queue:
-                queue.pop()
-                await one_request(client, url, payload, samples)
+            while left[0] > 0:
+                left[0] -= 1
+                await one_request(session, url, payload, out)
 
-        started = time.perf_counter()
+        cpu_before, front_before, started = own_cpu(), process_cpu(deployment.front_pids), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        samples.wall = time.perf_counter() - started
-    return samples
+        out.wall = time.perf_counter() - started
+        out.loadgen_cpu = own_cpu() - cpu_before
+        out.front_cpu = process_cpu(deployment.front_pids) - front_before
+    return out
 
 
+def served_model(deployment: Deployment) -> str:
+    async def read() -> str:
+        async with (
+            aiohttp.ClientSession(headers=deployment.headers("front")) as session,
+            session.get(deployment.url + "/v1/models") as response,
+        ):
+            if response.status != 200:
+                sys.exit(f"{deployment.name}: /v1/models answered {response.status}")
+            return str((await response.json())["data"][0]["id"])
+
+    return asyncio.run(read())
 
 
-def start_server(model: str, key: str | None) -> tuple[subprocess.Popen[bytes], Target]:
-    front, engine = free_port(), free_port()
-    cache = os.environ.get("NIM_CACHE_PATH") or tempfile.mkdtemp(prefix="nimctl-bench-")
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("NIMCTL_API_KEY", "NIMCTL_API_KEY_FILE")},
-        "NIM_MODEL_PATH": model,
-        "NIM_SERVER_PORT": str(front),
-        "NIMCTL_ENGINE_PORT": str(engine),
-        "NIM_CACHE_PATH": cache,
-        "NIM_LOG_LEVEL": "WARNING",
-    }
-    if key:
-        env["NIMCTL_API_KEY"] = key
-    log = Path(cache) / "bench-server.log"
-    process = start_nim_serve(env, log, front)
-    return process, Target(f"http://127.0.0.1:{front}", f"http://127.0.0.1:{engine}", key, process.pid)
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(30)
-
-
-def bench(target: Target, args: argparse.Namespace) -> dict[int, dict[str, Samples]]:
-    """Check that the front wants the key it was given (or none), warm both paths, measure."""
-    models = httpx.get(target.front + "/v1/models", headers=target.headers("front"), timeout=30)
-    models.raise_for_status()
-    model = models.json()["data"][0]["id"]
-    if target.key:
-        bare = httpx.get(target.front + "/v1/models", timeout=30).status_code
-        if bare != 401:
-            sys.exit(f"the front answered {bare}, not 401, without the key: is the key check on?")
-    for path, url in (("front", target.front), ("direct", target.engine)):
-        asyncio.run(run_round(url, model, 2, 4, args.max_tokens, target.headers(path)))
-    return measure(target, model, args)
-
-
-def measure(target: Target, model: str, args: argparse.Namespace) -> dict[int, dict[str, Samples]]:
-    results: dict[int, dict[str, Samples]] = {}
-    for concurrency in (int(c) for c in args.concurrency.split(",")):
-        requests = args.requests or max(64, 8 * concurrency)
-        totals = {"direct": Samples(), target.label: Samples()}
-        for round_index in range(args.rounds):
-            order = list(totals) if round_index % 2 == 0 else list(reversed(totals))
-            for path in order:
-                url = target.engine if path == "direct" else target.front
-                cpu_before = process_cpu(target.pid)
-                samples = asyncio.run(
-                    run_round(url, model, concurrency, requests, args.max_tokens, target.headers(path))
+def measure_latency(deployment: Deployment, model: str, args: argparse.Namespace) -> dict[int, Any]:
+    results: dict[int, Any] = {}
+    for concurrency in args.concurrency:
+        requests = max(64, 8 * concurrency)
+        rounds: dict[str, list[Round]] = {"direct": [], "design": []}
+        for index in range(args.rounds):
+            for path in ("direct", "design") if index % 2 == 0 else ("design", "direct"):
+                rounds[path].append(
+                    asyncio.run(run_round(deployment, path, model, concurrency, requests, args.max_tokens))
                 )
-                cpu_after = process_cpu(target.pid)
-                if cpu_before is not None and cpu_after is not None:
-                    samples.front_cpu = cpu_after - cpu_before
-                totals[path].add(samples)
-        results[concurrency] = totals
-        print(f"{target.label}: concurrency {concurrency} done", file=sys.stderr)
+        medians = {
+            path: {
+                key: statistics.median(r.figures[key] for r in rs)
+                for key in ("p50", "ttft", "rps", "loadgen")
+            }
+            for path, rs in rounds.items()
+        }
+        ratio = {key: medians["design"][key] / medians["direct"][key] for key in ("p50", "ttft", "rps")}
+        results[concurrency] = {**medians, "ratio": ratio}
+        print(f"{deployment.name}: concurrency {concurrency} done", file=sys.stderr)
     return results
 
 
-Figures = dict[int, dict[str, Any]]  # concurrency -> path (and "ratio") -> figure -> value
-METRICS = ("p50", "p99", "ttft_p50", "rps")
+def measure_cpu(deployment: Deployment, model: str, args: argparse.Namespace) -> dict[str, float]:
+    """The front's CPU per request and per chunk, from a 1-token and a ``--max-tokens`` leg."""
+    legs: dict[int, dict[str, Round]] = {}
+    for max_tokens in (1, args.max_tokens):
+        legs[max_tokens] = {
+            path: asyncio.run(run_round(deployment, path, model, 8, args.cpu_requests, max_tokens))
+            for path in ("design", "direct")
+        }
+
+    # The front's idle work (health probes, its log reader) runs through every leg: its rate over the
+    # direct legs, where the front relays nothing, is taken out of the design legs by their length.
+    direct_legs = [leg["direct"] for leg in legs.values()]
+    background = sum(r.front_cpu for r in direct_legs) / sum(r.wall for r in direct_legs)
+
+    def front_cost(leg: dict[str, Round]) -> float:
+        if deployment.cpu_shared_with_engine:  # the same process did the engine's work on both paths
+            return leg["design"].front_cpu - leg["direct"].front_cpu
+        return leg["design"].front_cpu - background * leg["design"].wall
+
+    short, long = legs[1], legs[args.max_tokens]
+    extra_chunks = long["design"].chunks - short["design"].chunks
+    per_chunk = (front_cost(long) - front_cost(short)) / extra_chunks if extra_chunks > 0 else 0.0
+    per_request = (front_cost(short) - per_chunk * short["design"].chunks) / args.cpu_requests
+    return {
+        "request_ms": per_request * 1e3,
+        "chunk_ms": per_chunk * 1e3,
+        "chunks_per_request": long["design"].chunks / args.cpu_requests,
+        "background_share": 0.0 if deployment.cpu_shared_with_engine else background,
+        "loadgen_share": max(r.loadgen_cpu / r.wall for leg in legs.values() for r in leg.values()),
+    }
 
 
-def report(results: dict[int, dict[str, Samples]]) -> Figures:
-    print(
-        f"{'conc':>4} {'path':>9} {'p50 ms':>8} {'p99 ms':>8} {'TTFT p50':>9} {'req/s':>7} "
-        f"{'front CPU ms/req':>17}"
-    )
-    figures: Figures = {}
-    for concurrency, paths in results.items():
-        row: dict[str, dict[str, Any]] = {}
-        for path, samples in paths.items():
-            r = {
-                "p50": statistics.median(samples.latencies),
-                "p99": percentile(samples.latencies, 0.99),
-                "ttft_p50": statistics.median(samples.ttfts),
-                "rps": samples.rps,
-            }
-            cpu_ms = samples.cpu_ms_per_request
-            row[path] = {**r, "cpu_ms": cpu_ms}
-            cpu = "-" if cpu_ms is None else f"{cpu_ms:.2f}"
+def report(name: str, latency: dict[int, Any], cpu: dict[str, float], gaps: list[str]) -> None:
+    print(f"\n{name}")
+    print(f"{'conc':>4} {'path':>7} {'p50 ms':>8} {'TTFT ms':>8} {'req/s':>7} {'loadgen CPU':>12}")
+    for concurrency, row in latency.items():
+        for path in ("direct", "design"):
+            figures = row[path]
             print(
-                f"{concurrency:>4} {path:>9} {r['p50'] * 1e3:>8.1f} {r['p99'] * 1e3:>8.1f} "
-                f"{r['ttft_p50'] * 1e3:>9.1f} {r['rps']:>7.2f} {cpu:>17}"
+                f"{concurrency:>4} {path if path == 'direct' else name[:7]:>7} {figures['p50'] * 1e3:>8.1f} "
+                f"{figures['ttft'] * 1e3:>8.1f} {figures['rps']:>7.1f} {figures['loadgen'] * 100:>11.0f}%"
             )
-        front = next(path for path in row if path != "direct")
-        ratio: dict[str, float] = {key: row[front][key] / row["direct"][key] for key in METRICS}
-        ok = ratio["p50"] <= 1.05 and ratio["ttft_p50"] <= 1.05 and ratio["rps"] >= 0.95
-        print(
-            f"{concurrency:>4} {'ratio':>9} {ratio['p50']:>8.3f} {ratio['p99']:>8.3f} "
-            f"{ratio['ttft_p50']:>9.3f} {ratio['rps']:>7.3f}  {'ok' if ok else 'MISS'}"
-        )
-        figures[concurrency] = {**row, "ratio": ratio}
-    return figures
-
-
-def compare(open_figures: Figures, keyed_figures: Figures) -> None:
-    """What the key check adds: keyed run minus open run (the limits middleware runs in both)."""
-    for concurrency in (c for c in open_figures if c in keyed_figures):
-        plain, keyed = open_figures[concurrency], keyed_figures[concurrency]
-        cpu_plain, cpu_keyed = plain["front"]["cpu_ms"], keyed["front+key"]["cpu_ms"]
-        cpu = "n/a" if cpu_plain is None or cpu_keyed is None else f"{cpu_keyed - cpu_plain:+.3f} ms"
-        changes = ", ".join(
-            f"{name} {plain['ratio'][key]:.3f} -> {keyed['ratio'][key]:.3f}"
-            for name, key in (("p50", "p50"), ("TTFT p50", "ttft_p50"), ("req/s", "rps"))
+        ratio = row["ratio"]
+        ok = (
+            ratio["p50"] <= TARGETS["p50"]
+            and ratio["ttft"] <= TARGETS["ttft"]
+            and ratio["rps"] >= TARGETS["rps"]
         )
         print(
-            f"conc {concurrency}: auth (key check; limits on in both runs): {cpu} CPU per request (front), "
-            f"ratio changes {changes}"
+            f"{concurrency:>4} {'ratio':>7} {ratio['p50']:>8.3f} {ratio['ttft']:>8.3f} {ratio['rps']:>7.3f}"
+            f"  {'ok' if ok else 'MISS'}"
         )
+    cpu_ok = cpu["request_ms"] <= TARGETS["cpu_request_ms"] and cpu["chunk_ms"] <= TARGETS["cpu_chunk_ms"]
+    print(
+        f"front CPU: {cpu['request_ms']:.3f} ms/request, {cpu['chunk_ms']:.4f} ms/chunk "
+        f"({cpu['chunks_per_request']:.0f} chunks a request; "
+        f"idle background {cpu['background_share'] * 100:.1f}% "
+        f"of a core; load generator at most {cpu['loadgen_share'] * 100:.0f}% of a core)  "
+        f"{'ok' if cpu_ok else 'MISS'}"
+    )
+    for gap in gaps:
+        print(f"  does not keep: {gap}")
+
+
+def summary(figures: dict[str, Any]) -> None:
+    print("\nsummary (ratios design/direct: p50, TTFT, req/s at each concurrency; front CPU)")
+    for name, entry in figures.items():
+        ratios = "  ".join(
+            f"c{c}: {r['ratio']['p50']:.3f} {r['ratio']['ttft']:.3f} {r['ratio']['rps']:.3f}"
+            for c, r in entry["latency"].items()
+        )
+        cpu = entry["cpu"]
+        print(f"{name:>10}  {ratios}  |  {cpu['request_ms']:.3f} ms/req {cpu['chunk_ms']:.4f} ms/chunk")
+
+
+def start_design(name: str, model: str, workdir: Path) -> Deployment | None:
+    key = None if name.endswith("-open") else secrets.token_urlsafe(32)
+    base = name.removesuffix("-open")
+    if base in ("lean", "framework"):
+        return importlib.import_module("design_nim_serve").start(model, key, workdir, data_path=base)
+    if base == "nginx" and shutil.which("nginx") is None:
+        print("nginx: skipped (no nginx on PATH: apt-get install nginx-light)", file=sys.stderr)
+        return None
+    module = importlib.import_module(f"design_{base.replace('-', '_')}")
+    deployment: Deployment = module.start(model, key, workdir)
+    return deployment
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--front", help="URL of a running front (with --engine)")
-    parser.add_argument("--engine", help="URL of its engine (the loopback port nim-serve started vLLM on)")
-    parser.add_argument("--api-key", help="key of a running front (default: $NIMCTL_API_KEY)")
-    parser.add_argument("--front-pid", type=int, help="process id of a running front, for its CPU figures")
-    parser.add_argument("--model-path", default="builtin://tiny-vlm", help="model when starting a server")
-    parser.add_argument("--no-key", action="store_true", help="start the server without an API key")
     parser.add_argument(
-        "--compare-key", action="store_true", help="run an open server, then a keyed one, and compare"
+        "--design", default=",".join(DESIGNS), help=f"comma-separated, of {', '.join(DESIGNS)}"
     )
+    parser.add_argument("--model-path", default="builtin://tiny-vlm")
     parser.add_argument("--concurrency", default="1,8,32")
     # Short rounds are at the mercy of one stall of a 2-core machine: a round lasts seconds.
-    parser.add_argument("--rounds", type=int, default=6, help="rounds per path and concurrency")
-    parser.add_argument(
-        "--requests", type=int, default=0, help="requests per round (default 8 x concurrency, at least 64)"
-    )
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per path and concurrency (at least 5)")
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--cpu-requests", type=int, default=500, help="requests in each CPU leg")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    if args.rounds < 1 or any(int(c) < 1 for c in args.concurrency.split(",")):
-        parser.error("--rounds and every --concurrency must be at least 1")
-
-    if args.front and args.engine:
-        if args.compare_key:
-            parser.error("--compare-key starts its own servers: leave out --front and --engine")
-        key = None if args.no_key else (args.api_key or os.environ.get("NIMCTL_API_KEY") or None)
-        target = Target(args.front.rstrip("/"), args.engine.rstrip("/"), key, args.front_pid)
-        figures = {target.label: report(bench(target, args))}
-    else:
-        keys = (
-            [None, secrets.token_urlsafe(32)]
-            if args.compare_key
-            else [None if args.no_key else secrets.token_urlsafe(32)]
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    names = [n.strip() for n in args.design.split(",") if n.strip()]
+    unknown = [n for n in names if n.removesuffix("-open") not in DESIGNS]
+    if unknown or args.rounds < 1 or min(args.concurrency) < 1 or args.max_tokens < 2:
+        parser.error(
+            f"unknown design {unknown}" if unknown else "--rounds, --concurrency >= 1, --max-tokens >= 2"
         )
-        figures = {}
-        for key in keys:
-            server, target = start_server(args.model_path, key)
-            try:
-                results = bench(target, args)
-            finally:
-                stop_server(server)
-            print(f"\n{target.label} (server {'with' if key else 'without'} NIMCTL_API_KEY)")
-            figures[target.label] = report(results)
-        if args.compare_key:
-            print()
-            compare(figures["front"], figures["front+key"])
+
+    figures: dict[str, Any] = {}
+    for name in names:
+        workdir = Path(tempfile.mkdtemp(prefix=f"nimctl-bench-{name}-"))
+        deployment = start_design(name, args.model_path, workdir)
+        if deployment is None:
+            continue
+        try:
+            model = served_model(deployment)
+            for path in ("design", "direct"):  # warm both paths
+                asyncio.run(run_round(deployment, path, model, 2, 8, args.max_tokens))
+            latency = measure_latency(deployment, model, args)
+            cpu = measure_cpu(deployment, model, args)
+        finally:
+            deployment.stop()
+        figures[deployment.name] = {"latency": latency, "cpu": cpu, "gaps": deployment.gaps}
+        report(deployment.name, latency, cpu, deployment.gaps)
+    summary(figures)
     if args.json:
-        print(json.dumps(figures, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
