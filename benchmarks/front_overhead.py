@@ -13,9 +13,9 @@ bare engine behind it ("direct"), so drift in the machine's load hits both alike
 streams (16 tokens, ignore_eos); each round gives its p50 latency, p50 time to first token and
 requests/s, and the table shows the median over the rounds of each path, and their ratio.
 
-The front's CPU per request and per streamed chunk comes from /proc/PID/stat (utime+stime of the
-design's front processes) over two legs of at least 500 requests each, one of 1-token answers and
-one of 16-token ones, each sent through the design and direct: the front's CPU over a leg is
+The front's CPU per request and per streamed chunk comes from /proc (schedstat of every thread of
+the design's front processes) over two legs of 2 x 500 requests each, one of 1-token answers and
+one of 16-token ones, each sent through the design and direct, alternating: the front's CPU over a leg is
 ``a * requests + b * chunks`` (chunks: the SSE events the client got), solved from the two legs,
 after taking out the front's idle background (its CPU rate over the direct legs, where it relays
 nothing, times the leg's length). For a design inside the engine's process the direct legs' CPU
@@ -64,6 +64,16 @@ class Round:
     loadgen_cpu: float = 0.0  # seconds of this process's CPU
     front_cpu: float = 0.0  # seconds of the design's front processes' CPU
 
+    def plus(self, other: Round) -> Round:
+        return Round(
+            self.latencies + other.latencies,
+            self.ttfts + other.ttfts,
+            self.chunks + other.chunks,
+            self.wall + other.wall,
+            self.loadgen_cpu + other.loadgen_cpu,
+            self.front_cpu + other.front_cpu,
+        )
+
     @property
     def figures(self) -> dict[str, float]:
         return {
@@ -75,16 +85,18 @@ class Round:
 
 
 def process_cpu(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (not their children), in seconds; a gone process counts 0."""
+    """CPU time of ``pids``, all their threads (not their children), in seconds; a gone one counts 0.
+
+    From /proc/PID/task/TID/schedstat (nanoseconds on the CPU): /proc/PID/stat's utime and stime
+    count 10 ms clock ticks, too coarse for a few hundred requests at a fraction of a ms each."""
     total = 0
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces; fields from 3 on
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return total / CLOCK_TICK
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def own_cpu() -> float:
@@ -180,12 +192,12 @@ def measure_latency(deployment: Deployment, model: str, args: argparse.Namespace
 
 def measure_cpu(deployment: Deployment, model: str, args: argparse.Namespace) -> dict[str, float]:
     """The front's CPU per request and per chunk, from a 1-token and a ``--max-tokens`` leg."""
-    legs: dict[int, dict[str, Round]] = {}
-    for max_tokens in (1, args.max_tokens):
-        legs[max_tokens] = {
-            path: asyncio.run(run_round(deployment, path, model, 8, args.cpu_requests, max_tokens))
-            for path in ("design", "direct")
-        }
+    legs: dict[int, dict[str, Round]] = {1: {}, args.max_tokens: {}}
+    for repeat in range(2):  # each leg twice, alternating, summed: drift hits all four alike
+        for max_tokens in (1, args.max_tokens) if repeat == 0 else (args.max_tokens, 1):
+            for path in ("design", "direct"):
+                done = asyncio.run(run_round(deployment, path, model, 8, args.cpu_requests, max_tokens))
+                legs[max_tokens][path] = legs[max_tokens][path].plus(done) if repeat else done
 
     # The front's idle work (health probes, its log reader) runs through every leg: its rate over the
     # direct legs, where the front relays nothing, is taken out of the design legs by their length.
@@ -200,11 +212,12 @@ def measure_cpu(deployment: Deployment, model: str, args: argparse.Namespace) ->
     short, long = legs[1], legs[args.max_tokens]
     extra_chunks = long["design"].chunks - short["design"].chunks
     per_chunk = (front_cost(long) - front_cost(short)) / extra_chunks if extra_chunks > 0 else 0.0
-    per_request = (front_cost(short) - per_chunk * short["design"].chunks) / args.cpu_requests
+    requests = len(short["design"].latencies)
+    per_request = (front_cost(short) - per_chunk * short["design"].chunks) / requests
     return {
         "request_ms": per_request * 1e3,
         "chunk_ms": per_chunk * 1e3,
-        "chunks_per_request": long["design"].chunks / args.cpu_requests,
+        "chunks_per_request": long["design"].chunks / len(long["design"].latencies),
         "background_share": 0.0 if deployment.cpu_shared_with_engine else background,
         "loadgen_share": max(r.loadgen_cpu / r.wall for leg in legs.values() for r in leg.values()),
     }
