@@ -118,8 +118,12 @@ class _Connection(asyncio.Protocol):
         response = self.response
         if response is None:
             return
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            response.headers.clear()
+            return
         self.head_seen = True
-        response.status = self.parser.get_status_code()
+        response.status = status
         response.keep_alive = self.parser.should_keep_alive()
         for name, value in response.headers:
             if name == b"content-type":
@@ -129,7 +133,8 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        if self.head_seen:  # not the end of an interim answer
+            self.complete = True
 
     # the client's side
     def send(self, request: bytes) -> EngineResponse:

@@ -50,6 +50,8 @@ _HOP_BY_HOP = {
     "upgrade",
     "host",
     "content-length",
+    # The front has read the whole body already: the engine must not be asked to wait for it.
+    "expect",
 }
 # A pooled connection the engine has closed fails like this before our request reaches it:
 # vLLM's uvicorn closes its side right after some of its 500s, and after 5 s idle.

@@ -118,3 +118,27 @@ def test_a_stream_is_read_as_it_comes_and_dropping_it_closes_the_connection() ->
         return got
 
     assert asyncio.run(scenario()) == [b"data: {}\n\n", b"data: {}\n\n"]
+
+
+def test_an_interim_100_continue_is_skipped_for_the_answer_after_it() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"ok": true}'
+        writer.write(
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[int, str, bytes]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        client = EngineClient("127.0.0.1", server.sockets[0].getsockname()[1])
+        response = await client.request("POST", "/v1/completions", HEADERS, b"{}")
+        answer = (response.status, response.content_type, await response.read())
+        response.finish()
+        server.close()
+        return answer
+
+    assert asyncio.run(scenario()) == (200, "application/json", b'{"ok": true}')
