@@ -31,6 +31,9 @@ import httptools
 STALE_RETRIES = 2
 KEEPALIVE_S = 3.0  # below vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE (5 s)
 CONNECT_TIMEOUT_S = 5.0
+# Bytes of an answer held for a client that reads slower than the engine writes; past it the front
+# stops reading from the engine (TCP then slows the engine), as aiohttp's reader did.
+READ_HIGH_WATER = 256 * 1024
 
 
 class _StaleConnectionError(aiohttp.ServerDisconnectedError):
@@ -61,7 +64,7 @@ class EngineResponse:
         while True:
             if connection.body:
                 data = b"".join(connection.body) if len(connection.body) > 1 else connection.body[0]
-                connection.body.clear()
+                connection.take_body()
                 yield data
                 continue
             if connection.complete:
@@ -71,7 +74,10 @@ class EngineResponse:
             await connection.wait()
 
     def finish(self) -> None:
-        """Done with the answer: its connection goes back to the pool if it may, else is closed."""
+        """Done with the answer: its connection goes back to the pool if it may, else is closed.
+        A second call does nothing (the connection may be another request's by then)."""
+        if self._connection.response is not self:
+            return
         self._connection.release(reuse=self.complete and self.keep_alive and self.status < 500)
 
 
@@ -86,6 +92,8 @@ class _Connection(asyncio.Protocol):
         self.head_seen = False
         self.error: Exception | None = None
         self.closed = False
+        self.buffered = 0  # bytes in ``body``
+        self.reading_paused = False
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
 
@@ -131,6 +139,17 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > READ_HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def take_body(self) -> None:
+        self.body.clear()
+        self.buffered = 0
+        if self.reading_paused and not self.closed and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def on_message_complete(self) -> None:
         if self.head_seen:  # not the end of an interim answer
@@ -139,7 +158,7 @@ class _Connection(asyncio.Protocol):
     # the client's side
     def send(self, request: bytes) -> EngineResponse:
         self.response = EngineResponse(self)
-        self.body.clear()
+        self.take_body()
         self.complete = self.head_seen = False
         self.error = None
         assert self.transport is not None

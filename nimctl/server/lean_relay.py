@@ -82,7 +82,8 @@ class LeanRelay:
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
             if name == b"authorization":
-                authorization = value
+                if authorization is None:  # the first, as the key middleware reads it
+                    authorization = value
             elif name == b"content-length":
                 declared = int(value) if value.isdigit() else None
             elif name == b"origin":
@@ -155,6 +156,9 @@ class LeanRelay:
     ) -> None:
         limits = self.limits
         limits.check_headers(declared, header_bytes)
+        if (refusal := self.relay.proxy.not_ready()) is not None:
+            await refusal(scope, receive, send)  # before the body is read, as the framework's route does
+            return
         await limits.admit(client_key(scope))
         try:
             guarded = limits.guarded(receive)

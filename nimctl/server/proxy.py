@@ -177,7 +177,7 @@ class EngineProxy:
         """Send one request (``target``: path and query; ``headers`` without hop-by-hop ones) to the
         engine; the answer as a Response to send on, a stream relayed as it comes. ``receive`` is the
         client's, its body already read: a disconnect on it ends the request."""
-        what = f"{method} {target}"
+        what = f"{method} {target.partition('?')[0]}"  # no query in the log: it is the client's text
         with self.state.in_flight.watch() as watch:
             watcher = asyncio.create_task(end_on_disconnect(receive, watch))
             upstream: aiohttp.ClientResponse | None = None
@@ -210,14 +210,17 @@ class EngineProxy:
     ) -> Response:
         """``forward`` through the lean engine client (:mod:`nimctl.server.engine_client`), with the
         client's headers as they go on the wire (hop-by-hop ones left out)."""
-        what = f"{method} {target}"
+        what = f"{method} {target.partition('?')[0]}"  # no query in the log: it is the client's text
         with self.state.in_flight.watch() as watch:
+            if watch.cut is not None:  # a standing cut: nothing goes to the engine
+                return ended(watch.cut, what)
             watcher = asyncio.create_task(end_on_disconnect(receive, watch))
             upstream: EngineResponse | None = None
             try:
                 upstream = await self.engine_client.request(method, target, header_block, body)
                 headers = [(name, value) for name, value in upstream.headers if name not in HOP_BY_HOP_RAW]
-                if upstream.content_type == "text/event-stream":
+                # A 5xx is read whole, a stream too: the relay judges it (inference.py) from its body.
+                if upstream.content_type == "text/event-stream" and upstream.status < 500:
                     stream = RelayedStream(
                         upstream.status,
                         headers,

@@ -9,7 +9,7 @@ import json
 import aiohttp
 import pytest
 
-from nimctl.server.engine_client import STALE_RETRIES, EngineClient, header_block
+from nimctl.server.engine_client import READ_HIGH_WATER, STALE_RETRIES, EngineClient, header_block
 from tests.server.test_faults import StandIn
 
 HEADERS = header_block([(b"content-type", b"application/json")])
@@ -142,3 +142,35 @@ def test_an_interim_100_continue_is_skipped_for_the_answer_after_it() -> None:
         return answer
 
     assert asyncio.run(scenario()) == (200, "application/json", b'{"ok": true}')
+
+
+def test_a_reader_that_falls_behind_stops_the_reading_from_the_engine() -> None:
+    """What the engine sends while nobody reads is held up to about READ_HIGH_WATER, not whole."""
+    total = 8 * READ_HIGH_WATER
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % total
+        )
+        event = b"data: " + b"x" * 4090 + b"\n\n"
+        for _ in range(total // len(event)):
+            writer.write(event)
+        writer.write(b"y" * (total % len(event)))
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[int, int]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        client = EngineClient("127.0.0.1", server.sockets[0].getsockname()[1])
+        response = await client.request("POST", "/v1/chat/completions", HEADERS, b"{}")
+        await asyncio.sleep(0.5)  # the client does not read: the engine's bytes pile up
+        held = response._connection.buffered
+        received = sum([len(chunk) async for chunk in response.chunks()])
+        response.finish()
+        server.close()
+        return held, received
+
+    held, received = asyncio.run(scenario())
+    assert held <= 2 * READ_HIGH_WATER, held
+    assert received == total

@@ -23,7 +23,7 @@ from nimctl.server.config import ServerConfig
 from nimctl.server.plan import build_plan
 from nimctl.server.runner import uvicorn_config
 from nimctl.server.state import Phase, ServerState
-from tests.server.test_front import engine_port  # noqa: F401  (the stand-in engine, a fixture)
+from tests.server.test_front import ODD_ANSWERS, engine_port  # noqa: F401  (engine_port: a fixture)
 
 KEY = "lean-test-key"
 CHAT = {"model": "tiny-llm", "messages": [{"role": "user", "content": "hi"}]}
@@ -84,6 +84,9 @@ def test_answers_match_the_framework_path(fronts: Callable[..., list[Any]]) -> N
     status, body, _ = _same(pair, "POST", "/v1/chat/completions", json=CHAT, headers=AUTH)
     assert status == 200 and body["auth"] == AUTH["authorization"]  # headers reach the engine
     assert _same(pair, "POST", "/v1/chat/completions", json=CHAT)[0] == 401
+    # Two Authorization headers: both paths read the first.
+    two = [("authorization", "Bearer no"), ("authorization", AUTH["authorization"])]
+    assert _same(pair, "POST", "/v1/chat/completions", json=CHAT, headers=two)[0] == 401
     assert (
         _same(pair, "POST", "/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer no"})[0]
         == 401
@@ -116,6 +119,12 @@ def test_streams_match_the_framework_path(fronts: Callable[..., list[Any]]) -> N
 def test_the_body_limit_and_cors_match_the_framework_path(fronts: Callable[..., list[Any]]) -> None:
     pair = fronts(max_body_bytes=1024, cors_allow_origins=["https://app.example"])
     assert _same(pair, "POST", "/v1/chat/completions", content=b"x" * 4096, headers=AUTH)[0] == 413
+    for _, state in pair:
+        state.set_phase(Phase.loading)
+    # Not ready: refused before the body is read, so a body over the limit is not what is answered.
+    assert _same(pair, "POST", "/v1/chat/completions", content=iter([b"x" * 4096]), headers=AUTH)[0] == 503
+    for _, state in pair:
+        state.set_phase(Phase.ready)
     origin = {**AUTH, "origin": "https://app.example"}
     _, _, headers = _same(pair, "POST", "/v1/chat/completions", json=CHAT, headers=origin)
     assert headers["access-control-allow-origin"] == "https://app.example"
@@ -142,3 +151,12 @@ def test_uvloop_and_httptools_are_named_not_left_to_auto(tmp_path: Path) -> None
     uv_config.load()
     assert uv_config.http_protocol_class is HttpToolsProtocol
     assert isinstance(uv_config, uvicorn.Config)
+
+
+def test_an_engine_5xx_stream_is_judged_as_a_whole(fronts: Callable[..., list[Any]]) -> None:
+    ODD_ANSWERS["/v1/chat/completions"] = (500, b"data: {}\n\n", "text/event-stream")
+    try:
+        status, body, _ = _same(fronts(), "POST", "/v1/chat/completions", json=CHAT, headers=AUTH)
+    finally:
+        ODD_ANSWERS.clear()
+    assert status == 502 and body["error"]["code"] == 502
