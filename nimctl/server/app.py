@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -24,6 +25,19 @@ from nimctl.server.middleware import FrontMiddleware
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import ServerState
 from nimctl.server.supervisor import Supervisor
+
+
+class _CORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight in OpenAI's error shape (it answers plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {
+            k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")
+        }
+        return openai_error(400, bytes(response.body).decode(), headers=headers)
 
 
 class Front(FastAPI):
@@ -109,7 +123,7 @@ def create_app(
     if config.cors_allow_origins:
         # Outermost: a browser's preflight carries no key and must be answered before auth.
         app.add_middleware(
-            CORSMiddleware,
+            _CORSMiddleware,
             allow_origins=config.cors_allow_origins,
             allow_methods=config.cors_allow_methods,
             allow_headers=config.cors_allow_headers,

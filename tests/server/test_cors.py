@@ -28,7 +28,10 @@ def client_for(env: dict[str, str], tmp_path: Path) -> TestClient:
 
 @pytest.fixture
 def cors(tmp_path: Path) -> Iterator[TestClient]:
-    env = {"NIM_CORS_ALLOW_ORIGINS": f"{ALLOWED}, https://other.example", "NIM_CORS_ALLOW_METHODS": "GET,POST"}
+    env = {
+        "NIM_CORS_ALLOW_ORIGINS": f"{ALLOWED}, https://other.example",
+        "NIM_CORS_ALLOW_METHODS": "GET,POST",
+    }
     with client_for(env, tmp_path) as client:
         yield client
 
@@ -39,7 +42,10 @@ def test_cors_is_off_by_default(tmp_path: Path) -> None:
         assert response.status_code == 405  # no CORS layer: OPTIONS is just a method the route lacks
         assert response.json()["error"]["code"] == 405
         assert "access-control-allow-origin" not in response.headers
-        assert "access-control-allow-origin" not in client.get("/v1/health/live", headers={"Origin": ALLOWED}).headers
+        assert (
+            "access-control-allow-origin"
+            not in client.get("/v1/health/live", headers={"Origin": ALLOWED}).headers
+        )
 
 
 def test_preflight_from_an_allowed_origin(cors: TestClient) -> None:
@@ -60,6 +66,14 @@ def test_preflight_from_another_origin_or_method_is_denied(cors: TestClient) -> 
         "/v1/chat/completions", headers={"Origin": ALLOWED, "Access-Control-Request-Method": "DELETE"}
     )
     assert method.status_code == 400
+    # Refusals in OpenAI's shape, saying what was refused.
+    assert other.json()["error"] == {
+        "message": "Disallowed CORS origin",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+    assert "method" in method.json()["error"]["message"]
     plain = cors.get("/v1/health/live", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in plain.headers
 
