@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
@@ -30,6 +31,7 @@ from nimctl.server.http_errors import (
 from nimctl.server.media_fetch import fetch_remote_media
 from nimctl.server.proxy import EngineProxy, engine_unavailable, forwardable
 from nimctl.server.request_checks import BadRequestError, BodyLimits, CheckedBody, check_body
+from nimctl.server.state import CLIENT_GONE
 
 # The routes relayed as they are (the lean path's, nimctl/server/lean_relay.py).
 RELAYED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"})
@@ -147,7 +149,10 @@ def build_router(proxy: EngineProxy) -> tuple[APIRouter, InferenceRelay]:
         if (refusal := proxy.not_ready()) is not None:
             return refusal
         target = request.url.path + ("?" + request.url.query if request.url.query else "")
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            return Response(status_code=CLIENT_GONE.status)  # nobody to answer; for the metrics only
         return await relay.answer(request.method, target, forwardable(request.headers), body, request.receive)
 
     @router.post("/v1/chat/completions", summary="Chat completion (OpenAI)", **_RELAYED_ROUTE)

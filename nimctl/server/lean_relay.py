@@ -29,6 +29,7 @@ from nimctl.server.auth import SCOPE_KEY
 from nimctl.server.http_errors import openai_error
 from nimctl.server.limits import RefusedError, client_key
 from nimctl.server.proxy import HOP_BY_HOP_RAW
+from nimctl.server.state import CLIENT_GONE
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
     from nimctl.server.state import ServerState
 
 log = logging.getLogger("nimctl.server")
-
-# The status the metrics record for a request whose client left before its body was read.
-_CLIENT_LEFT = 499
 
 
 class _BodyNotReceivedError(Exception):
@@ -134,7 +132,7 @@ class LeanRelay:
                 response = openai_error(refusal.status, str(refusal), headers=refusal.headers)
                 await response(scope, receive, send_watching)
         except _BodyNotReceivedError:
-            status = _CLIENT_LEFT
+            status = CLIENT_GONE.status  # nobody to answer; for the metrics only
         except Exception:
             if response_started:
                 raise  # too late for an error body: the server logs it and drops the connection

@@ -160,3 +160,42 @@ def test_an_engine_5xx_stream_is_judged_as_a_whole(fronts: Callable[..., list[An
     finally:
         ODD_ANSWERS.clear()
     assert status == 502 and body["error"]["code"] == 502
+
+
+def test_a_client_gone_before_its_body_is_counted_as_499_on_both_paths(
+    fronts: Callable[..., list[Any]],
+) -> None:
+    """Nobody to answer: no 500, no traceback, a 499 in the metrics (nginx's "client closed")."""
+    headers = [(b"authorization", AUTH["authorization"].encode()), (b"content-type", b"application/json")]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+
+    async def gone() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def sent(message: dict[str, Any]) -> None:
+        pass
+
+    for client, _ in fronts():
+        client.portal.call(client.app, dict(scope), gone, sent)
+        text = client.get("/v1/metrics", headers=AUTH).text
+        statuses = {
+            s.labels["status"]: s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "nimctl_http_requests"
+            for s in family.samples
+            if s.name.endswith("_total") and s.labels["route"] == "/v1/chat/completions"
+        }
+        assert statuses == {"499": 1}
