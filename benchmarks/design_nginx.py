@@ -21,9 +21,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import design_nim_serve
 from _designs import Deployment
-from _nim_serve import free_port, start_nim_serve
+from _nim_serve import free_port
 
 CONF_TEMPLATE = Path(__file__).with_name("nginx_front.conf")
 MAX_BODY_BYTES = 32 * 1024 * 1024  # nimctl's default NIMCTL_MAX_BODY_BYTES (nimctl/server/config.py)
@@ -155,29 +157,21 @@ def _write_conf(workdir: Path, key: str | None, port: int, engine_port: int, fro
 
 
 def start(model: str, key: str | None, workdir: Path) -> Deployment:
-    front_port, engine_port, port = free_port(), free_port(), free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("NIMCTL_API_KEY", "NIMCTL_API_KEY_FILE")},
-        "NIM_MODEL_PATH": model,
-        "NIM_SERVER_PORT": str(front_port),
-        "NIMCTL_ENGINE_PORT": str(engine_port),
-        "NIM_CACHE_PATH": os.environ.get("NIM_CACHE_PATH") or str(workdir / "cache"),
-        "NIM_LOG_LEVEL": "WARNING",
-    }
-    if key is not None:
-        env["NIMCTL_API_KEY"] = key  # the front's management routes want it too
-    server = start_nim_serve(env, workdir / "nim-serve.log", front_port)
-
+    # nim-serve as the lean design runs it (its management routes want the key too); nginx in front.
+    front = design_nim_serve.start(model, key, workdir)
+    front_port, engine_port = urlsplit(front.url).port, urlsplit(front.direct_url).port
+    assert front_port is not None and engine_port is not None
+    port = free_port()
     try:
         nginx, workers = _start_nginx(_write_conf(workdir, key, port, engine_port, front_port), workdir, port)
     except BaseException:
-        _terminate(server, 60)
+        front.stop()
         raise
 
     def stop() -> None:
         _terminate(nginx, 10)  # SIGTERM: nginx's fast shutdown (SIGQUIT would drain)
-        _terminate(server, 60)
+        front.stop()
 
     return Deployment(
         name="nginx",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from nimctl.server.auth import SCOPE_KEY
 from nimctl.server.http_errors import openai_error
@@ -41,6 +41,14 @@ if TYPE_CHECKING:
     from nimctl.server.state import ServerState
 
 log = logging.getLogger("nimctl.server")
+
+
+class _Head(NamedTuple):
+    """What the one pass over a request's headers found."""
+
+    declared: int | None  # Content-Length, when given
+    size: int  # all header bytes, as on the wire
+    forward: bytes  # the header lines the engine gets
 
 
 class _BodyNotReceivedError(Exception):
@@ -96,18 +104,10 @@ class LeanRelay:
                 await self.keys.refuse(scope, authorization, send)
                 return True
             scope[SCOPE_KEY] = identity
-        await self._answer(scope, receive, send, declared, header_bytes, b"".join(forward))
+        await self._answer(scope, receive, send, _Head(declared, header_bytes, b"".join(forward)))
         return True
 
-    async def _answer(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        declared: int | None,
-        header_bytes: int,
-        forward: bytes,
-    ) -> None:
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         metrics = self.metrics
         started = time.perf_counter()
         status = 500
@@ -126,7 +126,7 @@ class LeanRelay:
                 response = openai_error(503, "server is shutting down", headers={"Connection": "close"})
                 await response(scope, receive, send_watching)
                 return
-            await self._limited(scope, receive, send_watching, declared, header_bytes, forward)
+            await self._limited(scope, receive, send_watching, head)
         except RefusedError as refusal:
             if not response_started:
                 response = openai_error(refusal.status, str(refusal), headers=refusal.headers)
@@ -143,17 +143,9 @@ class LeanRelay:
             metrics.in_flight.dec()
             metrics.observe(scope["path"], "POST", status, started)
 
-    async def _limited(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        declared: int | None,
-        header_bytes: int,
-        forward: bytes,
-    ) -> None:
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, head: _Head) -> None:
         limits = self.limits
-        limits.check_headers(declared, header_bytes)
+        limits.check_headers(head.declared, head.size)
         if (refusal := self.relay.proxy.not_ready()) is not None:
             await refusal(scope, receive, send)  # before the body is read, as the framework's route does
             return
@@ -164,7 +156,7 @@ class LeanRelay:
             target = scope["path"]
             if scope["query_string"]:
                 target += "?" + scope["query_string"].decode("latin-1")
-            response = await self.relay.answer("POST", target, forward, body, guarded)
+            response = await self.relay.answer("POST", target, head.forward, body, guarded)
             await response(scope, guarded, send)
         finally:
             limits.release()
