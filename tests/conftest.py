@@ -30,12 +30,8 @@ def nim_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         server.port = int(port)
         yield server
         return
-    server.start()
-    try:
-        server.wait_ready()
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,16 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
         return self
+
+    @contextmanager
+    def running(self) -> Iterator[ServerProcess]:
+        """Started and ready for the block; stopped after it, whatever happened (a fixture's body)."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
 
     def poll_health(self) -> tuple[int, int]:
         """(live, ready) status codes; 0 when the port does not answer."""

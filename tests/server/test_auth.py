@@ -42,12 +42,8 @@ def guarded_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
         folder / "nim-serve.log",
         env={"NIMCTL_API_KEY_FILE": str(key_file), "NIMCTL_API_KEY": VAR_KEY},
     )
-    server.start()
-    try:
-        server.wait_ready()
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 def _client(server: ServerProcess, key: str) -> openai.OpenAI:

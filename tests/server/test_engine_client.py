@@ -26,17 +26,17 @@ async def _statuses(client: EngineClient, count: int) -> list[int]:
     return statuses
 
 
+async def _three_statuses(stand_in: StandIn) -> list[int]:
+    client = EngineClient("127.0.0.1", await stand_in.start())
+    try:
+        return await _statuses(client, 3)
+    finally:
+        client.close()
+
+
 def test_a_request_that_meets_a_closed_connection_is_sent_again_on_a_new_one() -> None:
     stand_in = StandIn(lambda connection, request: 200 if (connection, request) != (1, 1) else None)
-
-    async def scenario() -> list[int]:
-        client = EngineClient("127.0.0.1", await stand_in.start())
-        try:
-            return await _statuses(client, 3)
-        finally:
-            client.close()
-
-    assert asyncio.run(scenario()) == [200, 200, 200]
+    assert asyncio.run(_three_statuses(stand_in)) == [200, 200, 200]
     assert stand_in.connections == 2
 
 
@@ -57,15 +57,7 @@ def test_retries_are_bounded_when_every_connection_closes() -> None:
 
 def test_a_connection_that_carried_a_5xx_is_not_used_again() -> None:
     stand_in = StandIn(lambda connection, request: 500 if connection == 1 else 200)
-
-    async def scenario() -> list[int]:
-        client = EngineClient("127.0.0.1", await stand_in.start())
-        try:
-            return await _statuses(client, 3)
-        finally:
-            client.close()
-
-    assert asyncio.run(scenario()) == [500, 200, 200]
+    assert asyncio.run(_three_statuses(stand_in)) == [500, 200, 200]
     assert stand_in.connections == 2  # a new one after the 500, then that one is pooled
 
 

@@ -245,12 +245,9 @@ def draining_server(model_cache: Path, tmp_path: Path) -> Iterator[ServerProcess
         model_cache,
         tmp_path / "nim-serve.log",
         env={"NIMCTL_SHUTDOWN_TIMEOUT": str(DRAIN_TIMEOUT_S)},
-    ).start()
-    try:
-        server.wait_ready()
+    )
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 def _data_events(lines: list[str]) -> list[str]:

@@ -64,12 +64,9 @@ def _server(hf_cache: Path, tmp_path: Path) -> ServerProcess:
 
 @pytest.fixture
 def running(hf_cache: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    server = _server(hf_cache, tmp_path).start()
-    try:
-        server.wait_ready()
+    server = _server(hf_cache, tmp_path)
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

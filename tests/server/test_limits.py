@@ -44,12 +44,9 @@ LIMITS_ENV = {
 @pytest.fixture(scope="module")
 def limited(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("limits-logs") / "nim-serve.log"
-    server = ServerProcess(TEST_MODEL, model_cache, log, env=LIMITS_ENV).start()
-    try:
-        server.wait_ready()
+    server = ServerProcess(TEST_MODEL, model_cache, log, env=LIMITS_ENV)
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

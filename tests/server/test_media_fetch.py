@@ -362,12 +362,8 @@ def escaped_server(tmp_path_factory: pytest.TempPathFactory, hosts_file: Path) -
         tmp_path_factory.mktemp("logs") / "nim-serve.log",
         env={**ESCAPE, contract.MEDIA_HOSTS_FILE: str(hosts_file), contract.ENGINE_PORT: str(free_port())},
     )
-    server.start()
-    try:
-        server.wait_ready()
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 def ask(server: ServerProcess, url: str) -> openai.types.chat.ChatCompletion:
