@@ -29,6 +29,7 @@ TENSOR_PARALLEL_SIZE: Final = "NIM_TENSOR_PARALLEL_SIZE"
 PASSTHROUGH_ARGS: Final = "NIM_PASSTHROUGH_ARGS"
 REPOSITORY_OVERRIDE: Final = "NIM_REPOSITORY_OVERRIDE"
 PEFT_SOURCE: Final = "NIM_PEFT_SOURCE"
+DISABLE_MODEL_DOWNLOAD: Final = "NIM_DISABLE_MODEL_DOWNLOAD"
 ENGINE_PORT: Final = "NIMCTL_ENGINE_PORT"
 SHUTDOWN_TIMEOUT: Final = "NIMCTL_SHUTDOWN_TIMEOUT"
 ENGINE_HUNG_TIMEOUT: Final = "NIMCTL_ENGINE_HUNG_TIMEOUT"
@@ -84,6 +85,7 @@ VARIABLES: Final[dict[str, str]] = {
     PASSTHROUGH_ARGS: "more engine arguments, shell-quoted; they win over the NIM_* variables",
     REPOSITORY_OVERRIDE: "reported in /v1/metadata and /v1/manifest",
     PEFT_SOURCE: "a folder of LoRA adapters; setting it selects a LoRA profile",
+    DISABLE_MODEL_DOWNLOAD: "1: never download; a model not in the cache fails at once, naming its files",
     ENGINE_PORT: "fix the engine's loopback port (default: a free one at launch)",
     SHUTDOWN_TIMEOUT: "seconds a SIGTERM drain waits for requests in flight",
     ENGINE_HUNG_TIMEOUT: "seconds without a health check answer before a ready engine counts as hung",
@@ -178,3 +180,7 @@ URL_LABEL: Final = f"{LABEL_PREFIX}.url"
 VERSION_LABEL: Final = f"{LABEL_PREFIX}.version"
 PROFILE_LABEL: Final = f"{LABEL_PREFIX}.profile"
 PROFILE_NAME_LABEL: Final = f"{LABEL_PREFIX}.profile-name"
+# The model source the server reads and the host cache it reads it from: `nimctl cache rm` refuses
+# to remove a model an instance is serving.
+SOURCE_LABEL: Final = f"{LABEL_PREFIX}.source"
+CACHE_LABEL: Final = f"{LABEL_PREFIX}.cache"

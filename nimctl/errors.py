@@ -19,7 +19,11 @@ same for every command.
     │       └── UnreadableAnswerError 7  an answer that is not JSON or not of the expected shape
     ├── ProfileError                  8  no runnable profile / pinned profile not runnable
     ├── RuntimeFailure                9  container or engine failed (exited while starting, build failed)
-    └── RuntimeUnavailableError      10  Docker daemon (or the chosen runtime) not reachable
+    ├── RuntimeUnavailableError      10  Docker daemon (or the chosen runtime) not reachable
+    └── ModelStoreError                  the model cache, a pull or a bundle
+        ├── ModelUnavailableError    11  repository missing or gated, unknown revision, not cached offline
+        ├── DiskFullError            12  not enough disk space for a download or an import
+        └── IntegrityError           13  files missing, truncated or corrupt (verify, bundle import)
 
 Some codes come from no exception, and follow the shell's 128 + signal number: 130 for
 Ctrl-C, 129 and 143 for a foreground ``nimctl run`` stopped by SIGHUP or SIGTERM, and 141
@@ -39,6 +43,9 @@ EXIT_SERVER_ERROR = 7
 EXIT_NO_PROFILE = 8
 EXIT_RUNTIME_FAILED = 9
 EXIT_RUNTIME_UNAVAILABLE = 10
+EXIT_MODEL_UNAVAILABLE = 11
+EXIT_DISK_FULL = 12
+EXIT_INTEGRITY = 13
 EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -57,6 +64,10 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NO_PROFILE: "no runnable profile for this machine, or the pinned one cannot run",
     EXIT_RUNTIME_FAILED: "container or engine failed (exited while starting, image build failed)",
     EXIT_RUNTIME_UNAVAILABLE: "container runtime unavailable (Docker daemon not reachable)",
+    EXIT_MODEL_UNAVAILABLE: "model unavailable: repository missing or gated, unknown revision, "
+    "or not in the cache while offline",
+    EXIT_DISK_FULL: "not enough disk space for a download or an import",
+    EXIT_INTEGRITY: "files missing, truncated or corrupt (cache verify, bundle import)",
     EXIT_HANGUP: "a foreground `nimctl run` stopped by SIGHUP (its terminal closed); the instance is stopped",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); a foreground `nimctl run` stops its instance first",
     EXIT_BROKEN_PIPE: "the reader of the output went away (a closed pipe, as with SIGPIPE)",
@@ -157,6 +168,22 @@ class RuntimeFailure(NimctlError):  # noqa: N818 - reads as "a failure of the ru
 
 class RuntimeUnavailableError(NimctlError):
     exit_code = EXIT_RUNTIME_UNAVAILABLE
+
+
+class ModelStoreError(NimctlError):
+    """Base of the errors of the model cache: pulls, verification, bundles."""
+
+
+class ModelUnavailableError(ModelStoreError):
+    exit_code = EXIT_MODEL_UNAVAILABLE
+
+
+class DiskFullError(ModelStoreError):
+    exit_code = EXIT_DISK_FULL
+
+
+class IntegrityError(ModelStoreError):
+    exit_code = EXIT_INTEGRITY
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -339,6 +339,8 @@ def container_instance(container: Container) -> Instance:
         state=status,
         exit_code=state.get("ExitCode") if status in {"exited", "dead"} else None,
         url=labels.get(contract.URL_LABEL, ""),
+        source=labels.get(contract.SOURCE_LABEL),
+        cache=labels.get(contract.CACHE_LABEL),
         started_at=parse_time(state.get("StartedAt")),
         ident=container.short_id,
     )

@@ -36,6 +36,8 @@ class Instance:
     started_at: datetime | None
     ident: str  # container id or process id
     ready: bool | None = None  # asked live; None when not running
+    source: str | None = None  # NIM_MODEL_PATH as the server reads it (hf://, builtin://, a folder)
+    cache: str | None = None  # the host's model cache it reads from
 
     @property
     def running(self) -> bool:

@@ -153,6 +153,8 @@ class LocalHandle:
             url=self.url,
             started_at=parse_time(record.get("started_at")),
             ident=str(self.pid),
+            source=record.get("source"),
+            cache=record.get("cache"),
         )
 
 
@@ -228,6 +230,7 @@ def start(spec: RunSpec) -> LocalHandle:
     record: dict[str, Any] = {
         "name": spec.name,
         "model": spec.model,
+        "source": spec.model_path,
         "profile_id": spec.profile_id,
         "profile_name": spec.profile_name,
         "url": spec.url,

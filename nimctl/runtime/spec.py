@@ -84,6 +84,8 @@ class RunSpec:
             contract.HOST_LABEL: self.host,
             contract.URL_LABEL: self.url,
             contract.VERSION_LABEL: __version__,
+            contract.SOURCE_LABEL: self.model_path,
+            contract.CACHE_LABEL: str(self.cache_dir),
         }
         if self.profile_id:
             labels[contract.PROFILE_LABEL] = self.profile_id

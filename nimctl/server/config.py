@@ -41,6 +41,7 @@ ENV_FIELDS: dict[str, str] = {
     contract.PASSTHROUGH_ARGS: "passthrough_args",
     contract.REPOSITORY_OVERRIDE: "repository_override",
     contract.PEFT_SOURCE: "peft_source",
+    contract.DISABLE_MODEL_DOWNLOAD: "disable_model_download",
     contract.ENGINE_PORT: "engine_port",
     contract.SHUTDOWN_TIMEOUT: "shutdown_timeout",
     contract.ENGINE_HUNG_TIMEOUT: "engine_hung_timeout",
@@ -97,6 +98,7 @@ class ServerConfig(BaseModel):
     passthrough_args: list[str] = Field(default_factory=list)
     repository_override: str | None = None
     peft_source: str | None = None  # LoRA adapters folder: selects a LoRA profile
+    disable_model_download: bool = False  # offline: the cache only (NIM's air-gap switch)
     engine_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_timeout: float = Field(default=30.0, gt=0)
     # A ready engine that answers no health check for this long is hung: requests in flight end.

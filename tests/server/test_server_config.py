@@ -9,7 +9,7 @@ import pytest
 
 from nimctl.errors import ConfigError, RuntimeFailure
 from nimctl.server.config import ServerConfig
-from nimctl.server.model_source import parse_model_source
+from nimctl.store.source import parse_model_source
 from nimctl.server.plan import build_plan
 
 

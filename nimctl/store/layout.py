@@ -1,0 +1,40 @@
+"""Where the model cache keeps what: one function per folder, for the host and the container.
+
+The cache is the folder ``nimctl run`` mounts at :data:`nimctl.contract.CONTAINER_CACHE` and
+``nim-serve`` reads as ``NIM_CACHE_PATH``: ``nimctl pull``, ``nimctl cache``, the bundles and
+the server's own start-up download all find a model through these functions.
+
+- ``huggingface/``: huggingface_hub's own cache layout (``models--ORG--NAME/`` with ``blobs/``,
+  ``refs/``, ``snapshots/COMMIT/`` and ``trees/COMMIT.json``, the file list with the hashes
+  the hub recorded), so a cache filled by ``hf download --cache-dir`` works too.
+- ``builtin/NAME/``: the built-in models nimctl generates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# A model being removed is first renamed to this prefix, so that an interrupted `rm` never
+# leaves a half-deleted model in place for `run` to serve; `prune` finishes the job.
+TRASH_PREFIX = ".nimctl-trash-"
+
+
+def hub_dir(cache: Path) -> Path:
+    """huggingface_hub's ``cache_dir`` inside the model cache."""
+    return cache / "huggingface"
+
+
+def builtin_dir(cache: Path) -> Path:
+    return cache / "builtin"
+
+
+def repo_dir(cache: Path, repo: str) -> Path:
+    """The folder of one hub model repository, ``models--ORG--NAME`` (huggingface_hub's name)."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    return hub_dir(cache) / repo_folder_name(repo_id=repo, repo_type="model")
+
+
+def tree_file(cache: Path, repo: str, commit: str) -> Path:
+    """The file list huggingface_hub wrote for ``commit``: sizes, git blob ids, LFS sha256."""
+    return repo_dir(cache, repo) / "trees" / f"{commit}.json"

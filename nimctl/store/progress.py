@@ -1,0 +1,138 @@
+"""How far a fetch has come, and the adapter that reads it out of huggingface_hub.
+
+:class:`FetchProgress` is what a listener gets: ``nimctl pull`` draws it as a Rich bar, and
+``nim-serve``'s fetch child sends it to the front as JSON lines, so that ``/v1/health/ready``
+and ``nimctl run`` can say "downloading 45 %, 1.2 of 2.6 GB". The numbers come from
+huggingface_hub's own progress hooks (its ``tqdm_class``), so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Listeners are called at most this often (and once more at the end).
+REPORT_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class FetchProgress:
+    """``bytes_*`` count the files still to fetch (a resumed file starts at what is on disk)."""
+
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total else 1.0
+
+    def describe(self) -> str:
+        """One phrase for a status line: ``downloading 45 %, 1.2 of 2.6 GB, 3 of 9 files``."""
+        return (
+            f"downloading {int(self.fraction * 100)} %, {gigabytes(self.bytes_done, self.bytes_total)}, "
+            f"{self.files_done} of {self.files_total} files"
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FetchProgress:
+        return cls(
+            **{key: int(data[key]) for key in ("bytes_done", "bytes_total", "files_done", "files_total")}
+        )
+
+
+def gigabytes(done: int, total: int) -> str:
+    """``1.2 of 2.6 GB`` (MB below a gigabyte)."""
+    unit, scale = ("GB", 1e9) if total >= 1e9 else ("MB", 1e6)
+    return f"{done / scale:.1f} of {total / scale:.1f} {unit}"
+
+
+ProgressListener = Callable[[FetchProgress], None]
+
+
+class ProgressTracker:
+    """Counts what huggingface_hub reports and calls the listener, at most every REPORT_EVERY_S."""
+
+    def __init__(self, listener: ProgressListener | None, *, bytes_total: int, files_total: int) -> None:
+        self.listener = listener
+        self.bytes_total = bytes_total
+        self.files_total = files_total
+        self.bytes_done = 0
+        self.files_done = 0
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    def snapshot(self) -> FetchProgress:
+        return FetchProgress(
+            min(self.bytes_done, self.bytes_total), self.bytes_total, self.files_done, self.files_total
+        )
+
+    def add(self, *, nbytes: int = 0, files: int = 0, force: bool = False) -> None:
+        with self._lock:
+            self.bytes_done += nbytes
+            self.files_done += files
+            now = time.monotonic()
+            if self.listener is None or (not force and now - self._last < REPORT_EVERY_S):
+                return
+            self._last = now
+            progress = self.snapshot()
+        self.listener(progress)
+
+    def tqdm_class(self) -> type:
+        """A class huggingface_hub can use as ``tqdm_class``, feeding this tracker."""
+        return _bar_class(self)
+
+
+def _bar_class(tracker: ProgressTracker) -> type:
+    class TrackingBar:
+        """Duck-typed tqdm: snapshot_download makes three (bytes received, bytes written, files);
+        the bytes-written bar and the files bar are counted, the received one is not (the same bytes)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.desc = str(kwargs.get("desc") or "")
+            self.unit = kwargs.get("unit", "it")
+            self.total = kwargs.get("total")
+            self.n = kwargs.get("initial", 0) or 0
+            self.counts = (
+                "bytes"
+                if self.unit == "B" and not self.desc.startswith("Downloading")
+                else ("files" if self.unit != "B" else None)
+            )
+
+        def update(self, n: float | None = 1) -> None:
+            step = int(n or 0)
+            self.n += step
+            if self.counts == "bytes":
+                tracker.add(nbytes=step)
+            elif self.counts == "files":
+                tracker.add(files=step)
+
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            return {"rate": None, "n": self.n, "total": self.total}
+
+        def refresh(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def set_description(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        set_description_str = set_postfix_str = set_postfix = set_description
+
+        def __enter__(self) -> TrackingBar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    return TrackingBar
