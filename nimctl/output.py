@@ -134,3 +134,11 @@ class Output:
             sys.stderr.flush()
             return
         self.err.print(line, markup=False, highlight=False, style=style)
+
+
+def format_bytes(nbytes: int) -> str:
+    """A size for people, in decimal units as disks and downloads count: ``2.6 GB``, ``512 kB``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"

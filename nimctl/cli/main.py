@@ -55,6 +55,8 @@ COMMAND_MODULES: dict[str, str] = {
     "serve": "serve",
     "build": "build",
     "run": "run",
+    "pull": "pull",
+    "cache": "cache",
     **dict.fromkeys(("ps", "logs", "stop"), "instances"),
     "env": "env",
     "chat": "chat",

@@ -29,10 +29,10 @@ DISK_MARGIN_BYTES = 256 * 1024 * 1024
 
 @dataclass(frozen=True)
 class PullResult:
-    uri: str  # hf://ORG/NAME
+    uri: str  # hf://ORG/NAME or builtin://NAME
     repo: str
-    revision: str  # what was asked for (a branch, tag or commit)
-    commit: str
+    revision: str | None  # what was asked for (a branch, tag or commit); None for a built-in model
+    commit: str | None
     folder: Path  # the snapshot folder: what NIM_MODEL_PATH-style consumers read
     size_bytes: int  # the model's files, all of them
     files: int
@@ -60,9 +60,11 @@ def pull(
     token: str | None = None,
 ) -> PullResult:
     """Fetch every file of ``repo`` at ``revision`` (default ``main``) into ``cache``."""
-    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
 
     revision = revision or "main"
+    if constants.HF_HUB_OFFLINE:  # HF_HUB_OFFLINE=1: what the cache has, or an error naming what it lacks
+        return cached_result(repo, cache, revision=revision)
     api = HfApi(token=token)
     with hub_errors(repo, revision, cache):
         info = api.repo_info(repo, revision=revision, repo_type="model")
@@ -85,6 +87,8 @@ def pull(
             tqdm_class=tracker.tqdm_class(),
         )
     tracker.add(force=True)
+    if revision != commit:
+        _write_ref(cache, repo, revision, commit)
     return PullResult(
         uri=f"hf://{repo}",
         repo=repo,
@@ -94,6 +98,22 @@ def pull(
         size_bytes=sum(files.values()),
         files=len(files),
         fetched_bytes=needed,
+    )
+
+
+def cached_result(repo: str, cache: Path, *, revision: str | None = None) -> PullResult:
+    """What :func:`pull` would answer for a model the cache already holds whole (no network)."""
+    folder = require_cached(repo, cache, revision=revision)
+    files = {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    return PullResult(
+        uri=f"hf://{repo}",
+        repo=repo,
+        revision=revision or "main",
+        commit=folder.name,
+        folder=folder,
+        size_bytes=sum(files.values()),
+        files=len(files),
+        fetched_bytes=0,
     )
 
 
@@ -136,6 +156,21 @@ def read_tree(cache: Path, repo: str, commit: str) -> dict[str, dict[str, Any]] 
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return files if isinstance(files, dict) else None
+
+
+def _write_ref(cache: Path, repo: str, revision: str, commit: str) -> None:
+    """``refs/REVISION``, as snapshot_download writes it for a branch or tag: the download was asked
+    for by commit (resolved first, for the totals), so the name is recorded here. Written whole
+    or not at all, since an offline run reads it."""
+    import os
+    import tempfile
+
+    ref = layout.repo_dir(cache, repo) / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=ref.parent, prefix=".ref-")
+    with os.fdopen(handle, "w") as out:
+        out.write(commit)
+    os.replace(temporary, ref)
 
 
 def _cached_commit(root: Path, revision: str) -> str | None:

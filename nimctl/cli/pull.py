@@ -1,0 +1,122 @@
+"""``nimctl pull``: fetch a model into the cache ``nimctl run`` mounts, ahead of the run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from nimctl.cli._common import FormatOption, Preference, output
+from nimctl.output import Format, format_bytes
+
+if TYPE_CHECKING:
+    from nimctl.cli.transfer_bar import TransferBar
+    from nimctl.output import Output
+    from nimctl.store.pull import PullResult
+    from nimctl.store.target import PullTarget
+
+
+def pull(
+    ctx: typer.Context,
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A manifest name (tiny-vlm) or file, hf://ORG/NAME[@REVISION] or builtin://NAME.",
+            show_default=False,
+        ),
+    ],
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            "--revision",
+            help="A branch, tag or commit of the hub repository [default: main].",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="Pin the profile by id, id prefix or name, as nimctl run does.",
+            show_default=False,
+        ),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="The GPUs the profile is chosen for, as nimctl run takes them: "
+            "all, none, a count or indices (0,1).",
+            show_default=False,
+        ),
+    ] = None,
+    prefer: Annotated[
+        Preference, typer.Option("--prefer", help="Between runnable profiles, as nimctl run.")
+    ] = Preference.throughput,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Fetch MODEL into the model cache (what nimctl run mounts, NIM_CACHE_PATH in the container).
+
+    The profile is chosen as nimctl run would choose it, so a model that cannot run here is
+    refused before anything is fetched. HF_TOKEN is used for gated and private models and is
+    never printed. Ctrl-C keeps what was fetched: the same command again resumes."""
+    from nimctl.cli.transfer_bar import TransferBar
+    from nimctl.contract import host_cache_dir
+    from nimctl.store.target import pull_model, pull_target
+
+    out = output(ctx, fmt)
+    target = pull_target(model, revision=revision, profile=profile, gpus=gpus, prefer=prefer.value)
+    cache = host_cache_dir()
+    bar = TransferBar(out, f"pulling {target.source.uri}")
+    try:
+        with bar:
+            result = pull_model(
+                target,
+                cache,
+                on_progress=lambda p: bar.update(p.bytes_done, p.bytes_total, p.files_done, p.files_total),
+            )
+    except KeyboardInterrupt:
+        _interrupted(out, bar, target)
+    _summary(out, result, target)
+
+
+def _interrupted(out: Output, bar: TransferBar, target: PullTarget) -> None:
+    """Ctrl-C: what was fetched stays (finished files, and the part of the current ones), and
+    the same command resumes. The download threads may sit in a read that only the network ends,
+    so the process leaves at once instead of waiting for them."""
+    from nimctl.errors import EXIT_INTERRUPTED
+
+    bar.stop()
+    out.error(
+        f"interrupted: the pull of {target.source.uri} stopped",
+        hint="what was fetched is kept; run the same command again to resume",
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _summary(out: Output, result: PullResult, target: PullTarget) -> None:
+    data = result.to_dict()
+    data["profile"] = target.selection.profile.name if target.selection else None
+    data["profile_id"] = target.selection.profile.id if target.selection else None
+
+    def render() -> None:
+        where = f"@{result.revision} ({result.commit[:12]})" if result.commit else ""
+        fetched = (
+            f", {format_bytes(result.fetched_bytes)} fetched"
+            if result.fetched_bytes
+            else ", all in the cache"
+        )
+        out.text(f"{result.uri}{where}: {format_bytes(result.size_bytes)} in {result.files} files{fetched}")
+        out.text(f"folder:  {result.folder}")
+        if target.selection is not None:
+            out.text(f"profile: {target.selection.profile.name} ({target.selection.profile.id[:12]})")
+
+    out.result(data, render)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pull")(pull)

@@ -1,0 +1,86 @@
+"""What ``nimctl pull`` (and NIM's ``download-to-cache``) fetch for a MODEL argument.
+
+MODEL is what ``nimctl run`` takes: a manifest name or file, ``hf://ORG/NAME[@REV]``,
+``builtin://NAME`` or a local folder, resolved by the same function ``run`` uses. With a
+manifest, the profile is chosen as ``run`` would choose it (``--profile``, ``--gpus``) so that
+a pull refuses what could not run here, and says which profile the files serve; every profile
+of a nimctl manifest reads the model's one source, so the files are the same for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nimctl.errors import UsageError
+from nimctl.store.pull import PullResult, pull
+from nimctl.store.source import HF_SCHEME, ModelSource, parse_model_source
+
+if TYPE_CHECKING:
+    from nimctl.profiles.schema import Manifest
+    from nimctl.profiles.selection import Selection
+    from nimctl.store.progress import ProgressListener
+
+
+@dataclass(frozen=True)
+class PullTarget:
+    source: ModelSource
+    revision: str | None
+    manifest: Manifest | None
+    selection: Selection | None
+
+
+def pull_target(
+    model: str,
+    *,
+    revision: str | None = None,
+    profile: str | None = None,
+    gpus: str | None = None,
+    prefer: str = "throughput",
+) -> PullTarget:
+    from nimctl.gpu import detect_inventory
+    from nimctl.profiles.selection import parse_preference, select_profile
+    from nimctl.runtime.gpu_request import GpuRequest
+    from nimctl.runtime.spec import resolve_model
+
+    resolved = resolve_model(model)
+    source = parse_model_source(resolved.model_path)
+    if model.startswith(HF_SCHEME):  # a manifest found for hf://ORG/NAME@REV keeps the asked revision
+        source = parse_model_source(model)
+    if source.kind == "local":
+        raise UsageError(
+            f"{model} is a local folder: there is nothing to pull",
+            hint="nimctl run serves a folder as it is; pull takes a manifest name or hf://ORG/NAME",
+        )
+    if revision and source.revision and revision != source.revision:
+        raise UsageError(f"{model} names revision {source.revision}, and --revision says {revision}")
+    selection = None
+    if resolved.manifest is not None:
+        inventory = detect_inventory()
+        if gpus is not None:
+            inventory = GpuRequest.parse(gpus).visible(inventory)
+        selection = select_profile(resolved.manifest, inventory, profile, parse_preference(prefer))
+    elif profile is not None:
+        raise UsageError(f"--profile {profile}: {model} has no manifest, so no profiles")
+    return PullTarget(source, revision or source.revision, resolved.manifest, selection)
+
+
+def pull_model(target: PullTarget, cache: Path, *, on_progress: ProgressListener | None = None) -> PullResult:
+    """Fetch ``target`` into ``cache``: a hub model through :func:`~nimctl.store.pull.pull`, a
+    built-in one by generating it (the same call the server makes)."""
+    source = target.source
+    if source.kind == "hf":
+        return pull(source.name, cache, revision=target.revision, on_progress=on_progress)
+    folder = source.fetch(cache)
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    return PullResult(
+        uri=source.uri,
+        repo=source.name,
+        revision=None,
+        commit=None,
+        folder=folder,
+        size_bytes=sum(path.stat().st_size for path in files),
+        files=len(files),
+        fetched_bytes=0,
+    )
