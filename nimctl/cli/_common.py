@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,6 +24,14 @@ ImageOption = Annotated[
     list[str] | None,
     typer.Option(
         "--image", "-i", help="Image file or http(s) URL to ask about (repeatable).", show_default=False
+    ),
+]
+CacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache",
+        help="The host model cache, as nimctl run --cache takes it [~/.cache/nimctl].",
+        show_default=False,
     ),
 ]
 SystemOption = Annotated[

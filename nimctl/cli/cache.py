@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nimctl.cli._common import FormatOption, output
+from nimctl.cli._common import CacheOption, FormatOption, output
 from nimctl.output import Format, format_bytes
 
 if TYPE_CHECKING:
@@ -28,19 +28,19 @@ ModelArgument = Annotated[
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")]
 
 
-def _cache() -> Path:
+def _cache(given: Path | None) -> Path:
     from nimctl.contract import host_cache_dir
 
-    return host_cache_dir()
+    return (given or host_cache_dir()).expanduser().resolve()
 
 
 @cache_app.command("ls")
-def list_cache(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
+def list_cache(ctx: typer.Context, cache_dir: CacheOption = None, fmt: FormatOption = Format.table) -> None:
     """List cached models: source, revision, size on disk, last used, the profiles they serve."""
     from nimctl.store.inventory import cached_models
 
     out = output(ctx, fmt)
-    cache = _cache()
+    cache = _cache(cache_dir)
     models = cached_models(cache)
 
     def render() -> None:
@@ -64,12 +64,12 @@ def list_cache(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
 
 
 @cache_app.command("du")
-def disk_usage(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
+def disk_usage(ctx: typer.Context, cache_dir: CacheOption = None, fmt: FormatOption = Format.table) -> None:
     """The cache's total size on disk, and each model's."""
     from nimctl.store.inventory import cached_models
 
     out = output(ctx, fmt)
-    cache = _cache()
+    cache = _cache(cache_dir)
     models = cached_models(cache)
     total = sum(model.size_bytes + model.partial_bytes for model in models)
     data = {
@@ -93,6 +93,7 @@ def verify(
     model: Annotated[
         str | None, typer.Argument(help="One model (default: every cached model).", show_default=False)
     ] = None,
+    cache_dir: CacheOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Check every file against the hashes the hub recorded (LFS sha256, git blob id); exit 13 when a
@@ -102,7 +103,7 @@ def verify(
     from nimctl.store.verify import verify_model
 
     out = output(ctx, fmt)
-    cache = _cache()
+    cache = _cache(cache_dir)
     models = [_find(cache, model)] if model else cached_models(cache)
     verdicts = [verdict for entry in models for verdict in verify_model(cache, entry)]
     bad = [verdict for verdict in verdicts if not verdict.ok]
@@ -127,28 +128,37 @@ def verify(
 
 @cache_app.command("rm")
 def remove(
-    ctx: typer.Context, model: ModelArgument, yes: YesOption = False, fmt: FormatOption = Format.table
+    ctx: typer.Context,
+    model: ModelArgument,
+    yes: YesOption = False,
+    cache_dir: CacheOption = None,
+    fmt: FormatOption = Format.table,
 ) -> None:
     """Remove one model from the cache (asks first, unless --yes). A model a running instance
     serves is refused."""
     from nimctl.store.removal import plan_rm
 
     out = output(ctx, fmt)
-    cache = _cache()
+    cache = _cache(cache_dir)
     entry = _find(cache, model)
     removal = plan_rm(entry, cache, _running_instances(out))
     _confirm_and_remove(out, removal, yes)
 
 
 @cache_app.command("prune")
-def prune(ctx: typer.Context, yes: YesOption = False, fmt: FormatOption = Format.table) -> None:
+def prune(
+    ctx: typer.Context,
+    yes: YesOption = False,
+    cache_dir: CacheOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
     """Remove every cached model no manifest lists and no running instance serves (asks first,
     unless --yes), and what interrupted removals left."""
     from nimctl.store.inventory import cached_models
     from nimctl.store.removal import plan_prune
 
     out = output(ctx, fmt)
-    cache = _cache()
+    cache = _cache(cache_dir)
     removal = plan_prune(cached_models(cache), cache, _running_instances(out))
     if not removal.models and not removal.leftovers:
         out.result(removal.to_dict(), lambda: out.text("nothing to prune"))

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nimctl.cli._common import FormatOption, Preference, output
+from nimctl.cli._common import CacheOption, FormatOption, Preference, output
 from nimctl.output import Format, format_bytes
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from nimctl.cli.transfer_bar import TransferBar
     from nimctl.output import Output
     from nimctl.store.pull import PullResult
@@ -55,6 +59,7 @@ def pull(
     prefer: Annotated[
         Preference, typer.Option("--prefer", help="Between runnable profiles, as nimctl run.")
     ] = Preference.throughput,
+    cache_dir: CacheOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Fetch MODEL into the model cache (what nimctl run mounts, NIM_CACHE_PATH in the container).
@@ -68,30 +73,60 @@ def pull(
 
     out = output(ctx, fmt)
     target = pull_target(model, revision=revision, profile=profile, gpus=gpus, prefer=prefer.value)
-    cache = host_cache_dir()
+    cache = (cache_dir or host_cache_dir()).expanduser().resolve()
     bar = TransferBar(out, f"pulling {target.source.uri}")
+    started = time.time()
     try:
         with bar:
-            result = pull_model(
-                target,
-                cache,
-                on_progress=lambda p: bar.update(p.bytes_done, p.bytes_total, p.files_done, p.files_total),
+            result = _in_background(
+                lambda: pull_model(
+                    target,
+                    cache,
+                    on_progress=lambda p: bar.update(
+                        p.bytes_done, p.bytes_total, p.files_done, p.files_total
+                    ),
+                )
             )
     except KeyboardInterrupt:
-        _interrupted(out, bar, target)
+        _interrupted(out, bar, target, cache, started)
     _summary(out, result, target)
 
 
-def _interrupted(out: Output, bar: TransferBar, target: PullTarget) -> None:
-    """Ctrl-C: what was fetched stays (finished files, and the part of the current ones), and
-    the same command resumes. The download threads may sit in a read that only the network ends,
-    so the process leaves at once instead of waiting for them."""
+def _in_background(work: Callable[[], PullResult]) -> PullResult:
+    """Run ``work`` in a thread while this one waits in short, interruptible steps: waiting on
+    huggingface_hub's download pool directly, Ctrl-C would only land when its reads return."""
+    import threading
+
+    outcome: list[PullResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="nimctl-pull", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _interrupted(out: Output, bar: TransferBar, target: PullTarget, cache: Path, started: float) -> None:
+    """Ctrl-C: the finished files stay and the same command fetches only the rest. The download
+    threads may sit in a read that only the network ends, so the process leaves at once instead
+    of waiting for them, dropping the partial files they were writing."""
     from nimctl.errors import EXIT_INTERRUPTED
+    from nimctl.store.pull import drop_partial
 
     bar.stop()
+    if target.source.kind == "hf":
+        drop_partial(cache, target.source.name, since=started)
     out.error(
         f"interrupted: the pull of {target.source.uri} stopped",
-        hint="what was fetched is kept; run the same command again to resume",
+        hint="the finished files are kept; run the same command again to fetch the rest",
     )
     sys.stdout.flush()
     sys.stderr.flush()

@@ -3,7 +3,7 @@
 Both ``nimctl pull`` (on the host) and ``nim-serve`` (at start-up, and its ``download-to-cache``)
 call :func:`pull`; ``nimctl run --offline`` and ``NIM_DISABLE_MODEL_DOWNLOAD=1`` call
 :func:`require_cached`. The download itself is huggingface_hub's ``snapshot_download``: its
-cache layout, its resume of ``.incomplete`` files with range requests, its ``HF_TOKEN``. nimctl
+cache layout, its retries with range requests within a download, its ``HF_TOKEN``. nimctl
 adds the file list first (for the totals and the disk-space check), the progress, and errors
 that say what to do.
 """
@@ -73,9 +73,8 @@ def pull(
         files = _files(api.list_repo_tree(repo, revision=commit, recursive=True))
     snapshot = layout.repo_dir(cache, repo) / "snapshots" / commit
     missing = {path: size for path, size in files.items() if not _complete(snapshot / path, size)}
-    partial = _partial_bytes(cache, repo)
     needed = sum(missing.values())
-    _check_space(cache, needed - partial, repo)
+    _check_space(cache, needed, repo)
     tracker = ProgressTracker(on_progress, bytes_total=needed, files_total=len(files))
     tracker.add(force=True)
     with hub_errors(repo, revision, cache):
@@ -200,9 +199,24 @@ def _complete(path: Path, size: int) -> bool:
         return False
 
 
-def _partial_bytes(cache: Path, repo: str) -> int:
+def drop_partial(cache: Path, repo: str, *, since: float) -> int:
+    """Delete the partial files of downloads started at or after ``since`` (a time.time()); their count.
+
+    huggingface_hub 2.4 downloads each file into a temporary ``.incomplete`` file of a name of its
+    own and never reuses one (its PR #4228), so a pull resumes file by file: finished files stay,
+    a file cut off starts over. A process that leaves at once (Ctrl-C) drops its partial files here
+    rather than leave them for ``cache prune``.
+    """
     blobs = layout.repo_dir(cache, repo) / "blobs"
-    return sum(part.stat().st_size for part in blobs.glob("*.incomplete")) if blobs.is_dir() else 0
+    dropped = 0
+    for part in blobs.glob("*.incomplete") if blobs.is_dir() else ():
+        try:
+            if part.stat().st_mtime >= since - 1:
+                part.unlink()
+                dropped += 1
+        except OSError:
+            continue  # gone meanwhile
+    return dropped
 
 
 def _check_space(cache: Path, needed: int, repo: str) -> None:
