@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from nimctl.runtime.readiness import ReadinessEvent
 
 _PHASE_LABELS = {"starting": "starting", "loading": "loading the model", "ready": "ready"}
+# In a pipe, a download's progress is printed at most this often, so that logs stay short.
+PROGRESS_PRINT_EVERY_S = 5.0
 
 
 def format_duration(seconds: float) -> str:
@@ -119,12 +121,18 @@ class BuildView(_View):
 
 
 class ReadinessView(_View):
-    """Renders :class:`nimctl.runtime.readiness.ReadinessEvent`: phase, elapsed, latest log line."""
+    """Renders :class:`nimctl.runtime.readiness.ReadinessEvent`: phase, elapsed, latest log line.
+
+    While the server downloads the model files, the phase is its progress
+    (``downloading 45 %, 1.2 of 2.6 GB, 3 of 9 files``).
+    """
 
     def __init__(self, out: Output, name: str) -> None:
         super().__init__(out)
         self.name = name
         self.phase = ""
+        self.progress_printed = ""
+        self.progress_printed_at = float("-inf")
 
     def __call__(self, event: ReadinessEvent) -> None:
         if event.phase == "failed":
@@ -135,5 +143,16 @@ class ReadinessView(_View):
             if self.live is None or event.phase == "ready":
                 label = _PHASE_LABELS[event.phase]
                 self.print(f"{self.name}: {label} ({format_duration(event.elapsed)})")
+        status = _PHASE_LABELS.get(event.phase, event.phase)
+        if event.progress is not None:
+            status = event.progress.describe()
+            if self.live is None:
+                self._print_progress(status, event.elapsed)
         last = " ".join(event.last_line.split())[:90]
-        self.line.text = f"{self.name}: {_PHASE_LABELS.get(event.phase, event.phase)}  {last}"
+        self.line.text = f"{self.name}: {status}  {last}"
+
+    def _print_progress(self, status: str, elapsed: float) -> None:
+        now = time.monotonic()
+        if status != self.progress_printed and now - self.progress_printed_at >= PROGRESS_PRINT_EVERY_S:
+            self.progress_printed, self.progress_printed_at = status, now
+            self.print(f"{self.name}: {status} ({format_duration(elapsed)})")

@@ -124,7 +124,9 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
     async def ready() -> JSONResponse:
         if state.ready:
             return JSONResponse(health("ready", state.message))
-        body = {**error_body(503, state.message), **health(state.phase.value, state.message)}
+        body: dict[str, Any] = {**error_body(503, state.message), **health(state.phase.value, state.message)}
+        if (progress := state.progress) is not None:  # while downloading: the numbers behind the message
+            body["progress"] = progress.to_dict()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @router.get(

@@ -23,8 +23,8 @@ from nimctl.errors import ConfigError, ManifestError, UsageError
 from nimctl.server.config import ServerConfig
 from nimctl.server.engine import engine_command
 from nimctl.server.engine_args import CLI_ORIGIN, PASSTHROUGH_ORIGIN, check_user_engine_args
-from nimctl.server.model_source import ModelSource, parse_model_source
 from nimctl.server.selection_inputs import ServeInputs, inputs_from_config
+from nimctl.store.source import ModelSource, parse_model_source
 
 if TYPE_CHECKING:
     from nimctl.profiles import Manifest, Profile
@@ -151,6 +151,9 @@ def engine_environment(plan: LaunchPlan) -> dict[str, str]:
     # The engine gets media inline from the front, within the front's byte cap; the same cap, in whole MB.
     env["VLLM_MAX_MEDIA_DOWNLOAD_SIZE_MB"] = str(max(1, math.ceil(plan.config.media_max_mb)))
     env["PYTHONUNBUFFERED"] = "1"
+    if plan.config.disable_model_download:
+        # The files are all in the cache (the fetch checked): the engine must not reach for the hub either.
+        env["HF_HUB_OFFLINE"] = "1"
     return env
 
 

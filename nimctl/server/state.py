@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nimctl.server.engine import EngineProcess
     from nimctl.server.plan import LaunchPlan
+    from nimctl.store.progress import FetchProgress
 
 
 class Phase(StrEnum):
@@ -31,7 +32,7 @@ PHASE_MESSAGES = {
     Phase.loading: "model is loading in the engine",
     Phase.ready: "service is ready",
     Phase.unhealthy: "engine is not answering its health check",
-    Phase.failed: "engine failed",
+    Phase.failed: "server failed",  # the engine exited, or the model files could not be had
     Phase.stopping: "server is shutting down",
 }
 
@@ -142,6 +143,8 @@ class ServerState:
     exit_code: int = 0
     engine_port: int | None = None  # the plan's fixed port, else chosen just before the launch
     in_flight: InFlight = field(default_factory=InFlight)
+    # How far the download has come while fetching (None before the first report, and after).
+    fetch_progress: FetchProgress | None = None
 
     def __post_init__(self) -> None:
         if self.engine_port is None:
@@ -158,7 +161,16 @@ class ServerState:
     @property
     def message(self) -> str:
         base = PHASE_MESSAGES[Phase.stopping if self.draining else self.phase]
-        return f"{base}: {self.detail}" if self.detail else base
+        detail = self.detail
+        progress = self.progress
+        if progress is not None:
+            detail = f"{detail}, {progress.describe()}" if detail else progress.describe()
+        return f"{base}: {detail}" if detail else base
+
+    @property
+    def progress(self) -> FetchProgress | None:
+        """The download's progress while the model files are being fetched; ready reports it."""
+        return self.fetch_progress if self.phase is Phase.fetching and not self.draining else None
 
     @property
     def max_model_len(self) -> int | None:
@@ -172,3 +184,4 @@ class ServerState:
     def set_phase(self, phase: Phase, detail: str | None = None) -> None:
         self.phase = phase
         self.detail = detail
+        self.fetch_progress = None  # a new phase starts with no download under way

@@ -15,12 +15,13 @@ from collections.abc import Callable
 
 import aiohttp
 
-from nimctl.errors import NimctlError
+from nimctl.errors import ModelStoreError, NimctlError
 from nimctl.server.engine import EngineProcess, free_loopback_port
 from nimctl.server.fetch import fetch_model
 from nimctl.server.plan import engine_environment
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import Cut, Phase, ServerState
+from nimctl.store.progress import FetchProgress
 
 log = logging.getLogger("nimctl.server")
 
@@ -60,19 +61,28 @@ class Supervisor:
         if self.state.engine is not None:
             await self.state.engine.stop(timeout)
 
-    def _fail(self, detail: str) -> None:
+    def _fail(self, detail: str, code: int = EXIT_ENGINE_FAILED) -> None:
         if self._stopping:
             return
         self.state.set_phase(Phase.failed, detail)
-        self.state.exit_code = EXIT_ENGINE_FAILED
-        asyncio.get_running_loop().call_later(FAILED_LINGER_S, self.request_exit, EXIT_ENGINE_FAILED)
+        self.state.exit_code = code
+        asyncio.get_running_loop().call_later(FAILED_LINGER_S, self.request_exit, code)
+
+    def _fetched(self, progress: FetchProgress) -> None:
+        if self.state.phase is Phase.fetching:  # a report that arrives after a stop began is old news
+            self.state.fetch_progress = progress
 
     async def _bring_up(self) -> None:
         plan = self.state.plan
         try:
             self.state.set_phase(Phase.fetching, plan.source.uri)
             log.info("fetching model files for %s", plan.source.uri)
-            model_dir = await fetch_model(plan.source, plan.config.cache_path)
+            model_dir = await fetch_model(
+                plan.source,
+                plan.config.cache_path,
+                offline=plan.config.disable_model_download,
+                on_progress=self._fetched,
+            )
             self.state.model_dir = model_dir
             # Chosen now, not at plan time: a port picked before a long fetch may be taken since.
             self.state.engine_port = plan.engine_port or free_loopback_port()
@@ -81,6 +91,11 @@ class Supervisor:
             await engine.start()
             self.state.engine_starts += 1
             self.state.set_phase(Phase.loading, f"engine pid {engine.pid}")
+        except ModelStoreError as exc:
+            # The model cannot be had (offline and not cached, a full disk): its own exit code says so.
+            log.error("cannot fetch the model files: %s%s", exc.message, f" ({exc.hint})" if exc.hint else "")
+            self._fail(exc.message, exc.exit_code)
+            return
         except NimctlError as exc:
             log.error("cannot start the engine: %s", exc.message)
             self._fail(exc.message)

@@ -21,15 +21,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nimctl.errors import RuntimeFailure
+from nimctl.errors import ModelUnavailableError, RuntimeFailure
 from nimctl.server import supervisor as supervisor_module
 from nimctl.server.config import ServerConfig
 from nimctl.server.fetch import _relay_output, fetch_model
-from nimctl.server.model_source import parse_model_source
 from nimctl.server.plan import build_plan
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import Phase, ServerState
 from nimctl.server.supervisor import Supervisor
+from nimctl.store.source import parse_model_source
 from tests.server_process import ServerProcess, process_group_alive
 
 SLOW_MODEL = "hf://nimctl-test/slow"
@@ -114,13 +114,27 @@ def _offline_cache(cache: Path, repo: str) -> None:
     (repo_dir / "snapshots" / commit / "config.json").write_text("{}")
 
 
-def test_the_fetch_child_reports_its_folder_or_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fetch_child_reports_its_folder_or_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _offline_cache(tmp_path, "org/model")
     folder = asyncio.run(fetch_model(parse_model_source("hf://org/model"), tmp_path))
     assert (folder / "config.json").is_file()
-    with pytest.raises(RuntimeFailure, match="not in the cache"):
+    # The child's error arrives as the same kind of nimctl error, with its exit code (11).
+    with pytest.raises(ModelUnavailableError, match="hf://org/missing is not in the cache") as raised:
         asyncio.run(fetch_model(parse_model_source("hf://org/missing"), tmp_path))
+    assert raised.value.hint and "nimctl pull hf://org/missing" in raised.value.hint
+
+
+def test_an_offline_fetch_reads_the_cache_and_never_the_network(hung_hub: HungHub, tmp_path: Path) -> None:
+    """NIM_DISABLE_MODEL_DOWNLOAD's path: with a hub that would hang any request, offline answers at once."""
+    _offline_cache(tmp_path, "org/model")
+    folder = asyncio.run(fetch_model(parse_model_source("hf://org/model"), tmp_path, offline=True))
+    assert (folder / "config.json").is_file()
+    with pytest.raises(ModelUnavailableError, match="hf://org/missing is not in the cache"):
+        asyncio.run(fetch_model(parse_model_source("hf://org/missing"), tmp_path, offline=True))
+    assert not hung_hub.connected.is_set()
 
 
 def test_the_fetch_childs_output_is_logged_line_by_line_with_progress_thinned(
@@ -151,7 +165,7 @@ _FETCHING_FRONT = """
 import asyncio, sys
 from pathlib import Path
 from nimctl.server.fetch import fetch_model
-from nimctl.server.model_source import parse_model_source
+from nimctl.store.source import parse_model_source
 asyncio.run(fetch_model(parse_model_source(sys.argv[1]), Path(sys.argv[2])))
 """
 
@@ -216,7 +230,7 @@ def test_the_engine_port_is_chosen_after_the_fetch(tmp_path: Path, monkeypatch: 
     events: list[str] = []
     commands: list[list[str]] = []
 
-    async def fake_fetch(source: object, cache: Path) -> Path:
+    async def fake_fetch(source: object, cache: Path, **options: object) -> Path:
         events.append("fetch")
         return tmp_path / "model"
 
