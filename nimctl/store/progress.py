@@ -58,7 +58,12 @@ ProgressListener = Callable[[FetchProgress], None]
 
 
 class ProgressTracker:
-    """Counts what huggingface_hub reports and calls the listener, at most every REPORT_EVERY_S."""
+    """Counts what huggingface_hub reports and calls the listener, at most every REPORT_EVERY_S.
+
+    A change held back by that limit is reported when the interval is up (a timer), not with the
+    next update: huggingface_hub writes in 10 MB chunks, so a stalled or slow file may send no
+    update for long, and the last few small files must not stay unreported meanwhile.
+    """
 
     def __init__(self, listener: ProgressListener | None, *, bytes_total: int, files_total: int) -> None:
         self.listener = listener
@@ -68,6 +73,7 @@ class ProgressTracker:
         self.files_done = 0
         self._lock = threading.Lock()
         self._last = 0.0
+        self._timer: threading.Timer | None = None
 
     def snapshot(self) -> FetchProgress:
         return FetchProgress(
@@ -78,10 +84,28 @@ class ProgressTracker:
         with self._lock:
             self.bytes_done += nbytes
             self.files_done += files
-            now = time.monotonic()
-            if self.listener is None or (not force and now - self._last < REPORT_EVERY_S):
+            if self.listener is None:
                 return
-            self._last = now
+            wait = REPORT_EVERY_S - (time.monotonic() - self._last)
+            if not force and wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._report_held_back)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._last = time.monotonic()
+            progress = self.snapshot()
+        self.listener(progress)
+
+    def _report_held_back(self) -> None:
+        with self._lock:
+            if self._timer is None or self.listener is None:
+                return  # a forced report came first
+            self._timer = None
+            self._last = time.monotonic()
             progress = self.snapshot()
         self.listener(progress)
 

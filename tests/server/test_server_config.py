@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from nimctl.errors import ConfigError, RuntimeFailure
+from nimctl.errors import ConfigError, ModelUnavailableError
 from nimctl.server.config import ServerConfig
-from nimctl.store.source import parse_model_source
 from nimctl.server.plan import build_plan
+from nimctl.store.source import parse_model_source
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,9 @@ def test_unusable_local_folder_is_refused_at_plan_time(tmp_path: Path, make: str
 
 
 def test_hf_source_reads_the_offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: the variable alone is too late
     commit = "a" * 40
     repo = tmp_path / "huggingface" / "models--org--model"
     (repo / "refs").mkdir(parents=True)
@@ -105,7 +107,7 @@ def test_hf_source_reads_the_offline_cache(tmp_path: Path, monkeypatch: pytest.M
     (repo / "snapshots" / commit / "config.json").write_text("{}")
     folder = parse_model_source("hf://org/model").fetch(tmp_path)
     assert (folder / "config.json").is_file()
-    with pytest.raises(RuntimeFailure, match="not in the cache"):
+    with pytest.raises(ModelUnavailableError, match="not in the cache"):
         parse_model_source("hf://org/missing").fetch(tmp_path)
 
 
