@@ -165,12 +165,22 @@ def run(
             help="Mutual TLS: clients must show a certificate the instance's CA issued. Implies --tls.",
         ),
     ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Never touch the network: serve from the model cache only (the server gets "
+            f"{contract.DISABLE_MODEL_DOWNLOAD}=1 and HF_HUB_OFFLINE=1). A hub model missing from the "
+            "cache fails at once, naming the missing files; `nimctl pull` or `nimctl bundle import` fills "
+            f"it. -e {contract.DISABLE_MODEL_DOWNLOAD}=1 means the same.",
+        ),
+    ] = False,
 ) -> None:
     """Start a NIM for MODEL and wait until it is ready; arguments after -- go to the engine."""
     from nimctl.errors import UsageError
     from nimctl.gpu import detect_inventory
     from nimctl.runtime.manage import choose_runtime, dry_run_line
-    from nimctl.runtime.planning import is_loopback, plan_run
+    from nimctl.runtime.planning import check_offline, is_loopback, plan_run
 
     out = output(ctx)
     engine_args = list(ctx.args)
@@ -213,6 +223,7 @@ def run(
         inventory=detect_inventory(assume_gpus) if assume_gpus is not None else None,
         runtime_note=choice.note,
         security=security,
+        offline=offline,
     )
     if no_auth and not is_loopback(spec.host):
         out.warn(
@@ -228,6 +239,7 @@ def run(
     if dry_run:
         out.text(dry_run_line(spec, detach=detach))
         return
+    check_offline(spec)  # before anything starts: a model missing from the cache is exit 11 now
     _start_and_wait(out, spec, detach=detach, timeout=timeout, docker_answers=choice.docker_answers)
 
 
@@ -366,7 +378,6 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
 
 def register(app: typer.Typer) -> None:
     app.command("run", context_settings={"allow_extra_args": True})(run)
-
 
 
 def _given(ctx: typer.Context, name: str, value: str) -> str | None:

@@ -6,6 +6,7 @@ Nothing is started here.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from nimctl.profiles.selection import Selection
     from nimctl.runtime.credentials import Security
 
+# huggingface_hub's switch: no request at all, the cache only (nim-serve's engine gets it too).
+HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
+
 
 def plan_run(
     *,
@@ -51,6 +55,7 @@ def plan_run(
     lora: Path | None = None,
     max_model_len: int | None = None,
     security: Security | None = None,
+    offline: bool = False,
 ) -> RunSpec:
     """Resolve the model and choose the profile on this host; nothing is started.
 
@@ -61,6 +66,8 @@ def plan_run(
     as a flag wins over a variable. ``runtime_note`` says why ``auto`` chose the runtime it did,
     for the errors that follow from it. ``security`` (None: an open server) is the key and TLS
     the instance gets: the server is told where its credentials folder is (:func:`_credentials`).
+    ``offline`` sets ``NIM_DISABLE_MODEL_DOWNLOAD=1`` over a ``-e`` one; the server then gets
+    ``HF_HUB_OFFLINE=1`` too (:func:`check_offline` checks the cache before the start).
     """
     from nimctl.gpu import detect_inventory
     from nimctl.profiles.selection import parse_preference
@@ -96,6 +103,8 @@ def plan_run(
         options[contract.PROFILE_PREFERENCE] = parse_preference(prefer)
     if profile is not None:
         options[contract.MODEL_PROFILE] = profile
+    if offline:
+        options[contract.DISABLE_MODEL_DOWNLOAD] = "1"
     name = check_name(name) if name else default_name(resolved.manifest, model)
     if security is not None and security.any:
         options.update(_credentials(placement, name, security, mounts))
@@ -111,6 +120,8 @@ def plan_run(
                 env[secret] = os.environ[secret]
         env.update(user_env)
         env.update(options)
+        if is_offline(env):  # huggingface_hub's own switch, for nim-serve's fetch and the engine alike
+            env[HF_HUB_OFFLINE] = "1"
         if profile_id:  # the choice, pinned: what the options and -e asked for chose it
             env[contract.MODEL_PROFILE] = profile_id
         return env
@@ -158,6 +169,31 @@ def plan_run(
         user=f"{os.getuid()}:{os.getgid()}",
         security=security if security is not None and security.any else None,
     )
+
+
+def is_offline(env: Mapping[str, str]) -> bool:
+    """Whether the server will never download (``NIM_DISABLE_MODEL_DOWNLOAD``, read as nim-serve
+    reads it: a value it would refuse is its ConfigError here, before anything starts)."""
+    from nimctl.server.config import ServerConfig
+
+    value = env.get(contract.DISABLE_MODEL_DOWNLOAD)
+    if not value:  # unset or empty: nim-serve counts an empty variable as unset
+        return False
+    return ServerConfig.from_env({contract.DISABLE_MODEL_DOWNLOAD: value}).disable_model_download
+
+
+def check_offline(spec: RunSpec) -> None:
+    """An offline run of a hub model needs all of its files in the host cache (the one mounted
+    for the server): checked here, by the function the server calls, so that a missing file
+    fails at once (exit 11, naming the files) instead of after the start. A built-in model is
+    generated without the network and a folder is read where it is: both always pass."""
+    from nimctl.store.pull import require_cached
+    from nimctl.store.source import HF_SCHEME, parse_model_source
+
+    if not is_offline(spec.env) or not spec.model_path.startswith(HF_SCHEME):
+        return
+    source = parse_model_source(spec.model_path)
+    require_cached(source.name, spec.cache_dir, revision=source.revision)
 
 
 def is_loopback(host: str) -> bool:
