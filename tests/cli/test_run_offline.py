@@ -13,7 +13,7 @@ import psutil
 import pytest
 from typer.testing import Result
 
-from nimctl.errors import EXIT_MODEL_UNAVAILABLE
+from nimctl.errors import EXIT_MODEL_UNAVAILABLE, EXIT_USAGE
 from nimctl.store import layout
 from tests.cli.conftest import nimctl
 from tests.hub_emulation import HubEmulation
@@ -138,8 +138,20 @@ def test_a_cached_model_serves_with_the_hub_out_of_reach(
             ],
         )
         assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+        # The model this instance serves cannot be removed from under it.
+        in_use = nimctl("cache", "rm", f"hf://{REPO}", "--yes")
+        assert in_use.exit_code == EXIT_USAGE, in_use.stderr
+        assert (
+            f"in use by the running instance {NAME}" in in_use.stderr
+            and f"nimctl stop {NAME}" in in_use.stderr
+        )
+        assert layout.repo_dir(host, REPO).is_dir()
     finally:
         stopped = nimctl("stop", NAME)
     assert stopped.exit_code == 0, stopped.stderr
     assert hf_env.requests() == []
     nothing_runs()
+    removed = nimctl("cache", "rm", f"hf://{REPO}", "--yes")  # stopped: now it may go
+    assert removed.exit_code == 0, removed.stderr
+    assert not layout.repo_dir(host, REPO).exists()
