@@ -17,7 +17,7 @@ from nimctl.errors import EXIT_MODEL_UNAVAILABLE, EXIT_USAGE
 from nimctl.store import layout
 from tests.cli.conftest import nimctl
 from tests.hub_emulation import HubEmulation
-from tests.images import png_data_url
+from tests.images import image_question
 from tests.server_process import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -124,19 +124,7 @@ def test_a_cached_model_serves_with_the_hub_out_of_reach(
         assert started.exit_code == 0, started.stderr
         key = (host.parent.parent / "state" / "credentials" / NAME / "api-keys").read_text().strip()
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, timeout=300)
-        reply = client.chat.completions.create(
-            model="tiny-vlm-hub",
-            max_tokens=4,
-            messages=[
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": "What is this?"},
-                        {"type": "image_url", "image_url": {"url": png_data_url()}},
-                    ],
-                }
-            ],
-        )
+        reply = client.chat.completions.create(model="tiny-vlm-hub", max_tokens=4, messages=image_question())  # type: ignore[arg-type]
         assert reply.usage is not None and reply.usage.completion_tokens > 0
 
         # The model this instance serves cannot be removed from under it.

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nimctl.cli.main import app
-from tests.images import png_data_url
+from tests.images import image_question
 
 pytestmark = pytest.mark.engine
 
@@ -58,19 +58,7 @@ def test_local_instance_lifecycle(tmp_path: Path, tmp_path_factory: pytest.TempP
 
         key = (state / "credentials" / NAME / "api-keys").read_text().strip()  # run made one for it
         client = OpenAI(base_url=url + "/v1", api_key=key, timeout=300)
-        reply = client.chat.completions.create(
-            model="tiny-vlm",
-            max_tokens=4,
-            messages=[
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": "What is this?"},
-                        {"type": "image_url", "image_url": {"url": png_data_url()}},
-                    ],
-                }
-            ],
-        )
+        reply = client.chat.completions.create(model="tiny-vlm", max_tokens=4, messages=image_question())  # type: ignore[arg-type]
         assert reply.usage is not None and reply.usage.completion_tokens > 0
 
         code, out, _ = nimctl("logs", NAME)
