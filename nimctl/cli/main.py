@@ -56,7 +56,6 @@ COMMAND_MODULES: dict[str, str] = {
     "build": "build",
     "run": "run",
     "pull": "pull",
-    "cache": "cache",
     **dict.fromkeys(("ps", "logs", "stop"), "instances"),
     "env": "env",
     "chat": "chat",
@@ -64,6 +63,9 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("tokenize", "detokenize", "render", "models"), "inspect"),
     **dict.fromkeys(("metadata", "version", "license", "manifest", "metrics"), "info"),
     **dict.fromkeys(("gpus", "profiles"), "profiles"),
+    # Groups (Typer lists them after the plain commands).
+    "cache": "cache",
+    "bundle": "bundle",
 }
 
 
