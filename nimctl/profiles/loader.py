@@ -28,9 +28,13 @@ _SUFFIXES = (".yaml", ".yml")
 
 
 def search_path(profiles_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The folders searched for manifests, in order; only ``profiles_dir`` when it is given."""
+    """The folders searched for manifests, in order; only ``profiles_dir`` when it is given.
+
+    ``profiles_dir`` may name several folders separated by ``:``, as ``NIMCTL_PROFILES_DIR`` does
+    (``nimctl run manifest.yaml`` gives a container ``/opt/nim/user-profiles:/opt/nim/profiles``).
+    """
     if profiles_dir is not None:
-        return [Path(profiles_dir)]
+        return [Path(part) for part in str(profiles_dir).split(os.pathsep) if part and Path(part).is_dir()]
     dirs: list[Path] = []
     env = os.environ.get(contract.PROFILES_DIR, "")
     dirs.extend(Path(part) for part in env.split(os.pathsep) if part)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from nimctl.errors import DiskFullError, IntegrityError, ProfileError, UsageError
 from nimctl.store import _bundle_archive as archive_io
 from nimctl.store import _bundle_import as staged
+from nimctl.store import layout
 from nimctl.store._bundle_archive import (
     CACHE_PREFIX,
     IMAGE_MEMBER,
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.images import Image
 
-IMPORT_PREFIX = ".nimctl-import-"
-# Under the target cache: where an imported manifest goes (nimctl run takes its path).
-MANIFESTS_FOLDER = "manifests"
 REFUSED_HINT = "nothing was imported; copy the archive again, or export it again on the connected machine"
 
 # (what is happening, bytes done, bytes total or None when unknown)
@@ -299,7 +297,7 @@ def import_bundle(
         with_image = load_image and info.get("image") is not None and IMAGE_MEMBER in names
         _check_space(archive, cache, members, with_image)
         client = _open_client() if with_image else None
-        scratch = Path(tempfile.mkdtemp(prefix=IMPORT_PREFIX, dir=cache))
+        scratch = Path(tempfile.mkdtemp(prefix=layout.IMPORT_PREFIX, dir=cache))
         try:
             progress = _Counter("checking", on_progress, sum(m.size for m in members if m.isreg()))
             try:
@@ -320,7 +318,7 @@ def import_bundle(
                 ):
                     client.images.load(data)
             folder = staged.install(scratch, cache, info)
-            manifest = staged.install_manifest(scratch, cache / MANIFESTS_FOLDER, info)
+            manifest = staged.install_manifest(scratch, layout.manifests_dir(cache), info)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             if client is not None:

@@ -58,7 +58,7 @@ class CachedModel:
 
 def cached_models(cache: Path, *, profiles_dir: str | None = None) -> list[CachedModel]:
     """Every model in ``cache``, hub models first, each sorted by name."""
-    served = _served_by(profiles_dir)
+    served = _served_by(profiles_dir, layout.manifests_dir(cache))
     found = [*_hub_models(cache, served), *_builtin_models(cache, served)]
     return sorted(found, key=lambda model: (model.kind != "hf", model.uri.lower()))
 
@@ -87,13 +87,17 @@ def _uri_of(model: str, profiles_dir: str | None) -> str:
         return model
 
 
-def _served_by(profiles_dir: str | None) -> dict[str, tuple[list[str], list[str]]]:
-    """source URI (lower case, no revision) -> (manifest names, "manifest/profile" names)."""
+def _served_by(profiles_dir: str | None, imported: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """source URI (lower case, no revision) -> (manifest names, "manifest/profile" names), from the
+    manifests on the search path and those imported bundles brought into the cache."""
     from nimctl.errors import ManifestError
     from nimctl.profiles.loader import load_manifest, manifest_files
 
     served: dict[str, tuple[list[str], list[str]]] = {}
-    for path in manifest_files(profiles_dir):
+    paths = manifest_files(profiles_dir)
+    if imported.is_dir():
+        paths += manifest_files(str(imported))
+    for path in dict.fromkeys(p.resolve() for p in paths):
         try:
             manifest = load_manifest(path)
         except ManifestError:

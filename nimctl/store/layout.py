@@ -8,6 +8,7 @@ the server's own start-up download all find a model through these functions.
   ``refs/``, ``snapshots/COMMIT/`` and ``trees/COMMIT.json``, the file list with the hashes
   the hub recorded), so a cache filled by ``hf download --cache-dir`` works too.
 - ``builtin/NAME/``: the built-in models nimctl generates.
+- ``manifests/``: the manifests that came with imported bundles.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ from pathlib import Path
 # A model being removed is first renamed to this prefix, so that an interrupted `rm` never
 # leaves a half-deleted model in place for `run` to serve; `prune` finishes the job.
 TRASH_PREFIX = ".nimctl-trash-"
+
+
+# An import stages its files here (inside the cache: same filesystem, so moving them in is a
+# rename); an import killed outright leaves one, which `prune` removes.
+IMPORT_PREFIX = ".nimctl-import-"
+
+
+def manifests_dir(cache: Path) -> Path:
+    """Where ``nimctl bundle import`` puts a bundle's manifest; the cache's inventory reads it too."""
+    return cache / "manifests"
 
 
 def hub_dir(cache: Path) -> Path:

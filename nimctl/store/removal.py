@@ -83,10 +83,13 @@ def carry_out(removal: Removal) -> None:
 
 
 def trash_folders(cache: Path) -> list[Path]:
+    """Models half removed, and imports half staged, by a process that was killed."""
     found: list[Path] = []
     for root in (layout.hub_dir(cache), layout.builtin_dir(cache)):
         if root.is_dir():
             found.extend(path for path in root.iterdir() if path.name.startswith(layout.TRASH_PREFIX))
+    if cache.is_dir():
+        found.extend(path for path in cache.iterdir() if path.name.startswith(layout.IMPORT_PREFIX))
     return sorted(found)
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nimctl.contract import CONTAINER_USER_PROFILES
 from nimctl.runtime.images import image_exists
 from nimctl.store import layout
 from nimctl.store.pull import pull, require_cached
@@ -30,12 +29,6 @@ pytestmark = pytest.mark.docker
 REPO = "nimctl-test/tiny-vlm"
 MANIFEST = Path(__file__).resolve().parents[1] / "fixtures" / "tiny-vlm-hub.yaml"
 NAME = f"nimctl-e2e-bundle-{os.getpid()}"  # another checkout's tests may run beside these
-
-
-def _offline(cli: Cli) -> list[str]:
-    """``--offline`` once `nimctl run` has it; NIM's own variable says the same to the server."""
-    _, help_text, _ = cli("run", "--help")
-    return ["--offline"] if "--offline" in help_text else ["-e", "NIM_DISABLE_MODEL_DOWNLOAD=1"]
 
 
 def test_a_bundle_with_its_image_serves_on_a_machine_that_never_saw_the_hub(
@@ -81,10 +74,7 @@ def test_a_bundle_with_its_image_serves_on_a_machine_that_never_saw_the_hub(
 
         code, out, err = air_gapped(
             "run", imported["manifest"], "-d", "--runtime", "docker", "--name", NAME,
-            "--port", str(free_port()), "--image", tag, "--timeout", RUN_TIMEOUT_S, *_offline(air_gapped),
-            # nim-serve reads NIMCTL_PROFILES_DIR as one folder while `run MANIFEST.yaml` gives it two
-            # (user-profiles:profiles); until it splits the list, name the one holding the manifest.
-            "-e", f"NIMCTL_PROFILES_DIR={CONTAINER_USER_PROFILES}",
+            "--port", str(free_port()), "--image", tag, "--timeout", RUN_TIMEOUT_S, "--offline",
         )  # fmt: skip
         assert code == 0, err
         assert "is ready at" in out

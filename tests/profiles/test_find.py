@@ -66,6 +66,19 @@ def test_profiles_dir_argument_searches_only_there(tmp_path: Path) -> None:
         find_manifest("tiny-vlm", profiles_dir=tmp_path)
 
 
+def test_profiles_dir_argument_may_name_several_folders(tmp_path: Path) -> None:
+    """As nimctl run gives a container a manifest of the user's: NIMCTL_PROFILES_DIR=user:image."""
+    mine, image = tmp_path / "user", tmp_path / "image"
+    mine.mkdir()
+    image.mkdir()
+    shutil.copy(REPO_PROFILES_DIR / "tiny-llm.yaml", mine / "tiny-llm.yaml")
+    shutil.copy(REPO_PROFILES_DIR / "tiny-vlm.yaml", image / "tiny-vlm.yaml")
+    both = f"{mine}:{tmp_path / 'absent'}:{image}"
+    assert search_path(both) == [mine, image]
+    assert find_manifest("tiny-llm", profiles_dir=both).path == mine / "tiny-llm.yaml"
+    assert find_manifest("tiny-vlm", profiles_dir=both).path == image / "tiny-vlm.yaml"
+
+
 def test_a_broken_neighbour_does_not_hide_a_good_manifest(tmp_path: Path) -> None:
     shutil.copy(REPO_PROFILES_DIR / "tiny-llm.yaml", tmp_path / "good.yaml")
     (tmp_path / "broken.yaml").write_text("model: [unclosed\n")

@@ -15,7 +15,7 @@ from nimctl.store import layout
 from nimctl.store.pull import require_cached
 from tests.cli.conftest import error_line, nimctl
 from tests.hub_emulation import HubEmulation
-from tests.store.conftest import REPO
+from tests.store.conftest import FIXTURES, REPO
 
 if TYPE_CHECKING:
     from nimctl.store.inventory import CachedModel
@@ -134,11 +134,18 @@ def test_prune_removes_what_no_manifest_lists(
     kept = nimctl("cache", "prune", "--yes", "--format", "json")
     assert kept.exit_code == 0 and json.loads(kept.stdout)["removed"] == []  # tiny-vlm-hub lists it
     monkeypatch.setenv("NIMCTL_PROFILES_DIR", str(host_cache / "no-manifests-here"))
+    imported = layout.manifests_dir(host_cache) / "tiny-vlm-hub.yaml"  # as bundle import leaves it
+    imported.parent.mkdir(parents=True)
+    shutil.copy(FIXTURES / "tiny-vlm-hub.yaml", imported)
+    assert json.loads(nimctl("cache", "prune", "--yes", "--format", "json").stdout)["removed"] == []
+    imported.unlink()
+    killed_import = host_cache / f"{layout.IMPORT_PREFIX}1234"  # an import killed with SIGKILL
+    (killed_import / "blobs").mkdir(parents=True)
     refused = nimctl("cache", "prune")
     assert refused.exit_code == EXIT_USAGE and pulled.is_dir()
-    pruned = nimctl("cache", "prune", "--yes", "--format", "json")
-    assert json.loads(pruned.stdout)["removed"] == [f"hf://{REPO}"]
-    assert not pulled.exists()
+    pruned = json.loads(nimctl("cache", "prune", "--yes", "--format", "json").stdout)
+    assert pruned["removed"] == [f"hf://{REPO}"] and pruned["leftovers"] == [str(killed_import)]
+    assert not pulled.exists() and not killed_import.exists()
 
 
 def test_offline_check_names_the_missing_files(pulled: Path, host_cache: Path) -> None:
