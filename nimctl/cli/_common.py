@@ -46,6 +46,13 @@ class Preference(StrEnum):
     latency = "latency"
 
 
+def model_cache(given: Path | None) -> Path:
+    """The host model cache a command works on: ``--cache``, else the one ``nimctl run`` mounts."""
+    from nimctl.contract import host_cache_dir
+
+    return (given or host_cache_dir()).expanduser().resolve()
+
+
 def output(ctx: typer.Context, fmt: Format = Format.table) -> Output:
     """The Output for this invocation, honouring the global --debug flag."""
     root = ctx.find_root()

@@ -8,21 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nimctl.cli._common import FormatOption, output
+from nimctl.cli._common import CacheOption, FormatOption, model_cache, output
 from nimctl.output import Format, format_bytes
 
 if TYPE_CHECKING:
     from nimctl.cli.transfer_bar import TransferBar
     from nimctl.output import Output
-
-CacheOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--cache",
-        help="Model cache to read or fill [$XDG_CACHE_HOME/nimctl, the one `nimctl run` mounts].",
-        show_default=False,
-    ),
-]
 
 bundle_app = typer.Typer(
     name="bundle",
@@ -66,14 +57,13 @@ def export(
 ) -> None:
     """Write MODEL's files from the cache, its manifest, the server image (docker save) and a
     SHA256SUMS list into one tar (written as FILE.tar.partial, renamed when complete)."""
-    from nimctl.contract import host_cache_dir
     from nimctl.errors import UsageError
     from nimctl.store.bundle import export_bundle, export_target, server_image
 
     out = output(ctx, fmt)
     if no_image and image:
         raise UsageError("--image and --no-image contradict each other", hint="give one of them")
-    root = (cache or host_cache_dir()).expanduser().resolve()
+    root = model_cache(cache)
     target = export_target(model)
     tag = None if no_image else image or server_image(model, root)
     with _bar(out, f"exporting {target.source.uri}") as bar:
@@ -97,14 +87,13 @@ def import_(
 ) -> None:
     """Check every checksum of FILE.tar, then load its image (docker load) and put the model into the
     cache; a corrupt or truncated archive is refused (exit 13) with nothing imported."""
-    from nimctl.contract import host_cache_dir
     from nimctl.store.bundle import import_bundle
 
     out = output(ctx, fmt)
     with _bar(out, f"checking {file.name}") as bar:
         result = import_bundle(
             file.expanduser(),
-            cache or host_cache_dir(),
+            model_cache(cache),
             load_image=not no_image,
             on_progress=_listener(out, bar),
         )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nimctl.cli._common import CacheOption, FormatOption, output
+from nimctl.cli._common import CacheOption, FormatOption, model_cache, output
 from nimctl.output import Format, format_bytes
 
 if TYPE_CHECKING:
@@ -28,19 +28,13 @@ ModelArgument = Annotated[
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")]
 
 
-def _cache(given: Path | None) -> Path:
-    from nimctl.contract import host_cache_dir
-
-    return (given or host_cache_dir()).expanduser().resolve()
-
-
 @cache_app.command("ls")
 def list_cache(ctx: typer.Context, cache_dir: CacheOption = None, fmt: FormatOption = Format.table) -> None:
     """List cached models: source, revision, size on disk, last used, the profiles they serve."""
     from nimctl.store.inventory import cached_models
 
     out = output(ctx, fmt)
-    cache = _cache(cache_dir)
+    cache = model_cache(cache_dir)
     models = cached_models(cache)
 
     def render() -> None:
@@ -69,7 +63,7 @@ def disk_usage(ctx: typer.Context, cache_dir: CacheOption = None, fmt: FormatOpt
     from nimctl.store.inventory import cached_models
 
     out = output(ctx, fmt)
-    cache = _cache(cache_dir)
+    cache = model_cache(cache_dir)
     models = cached_models(cache)
     total = sum(model.size_bytes + model.partial_bytes for model in models)
     data = {
@@ -103,7 +97,7 @@ def verify(
     from nimctl.store.verify import verify_model
 
     out = output(ctx, fmt)
-    cache = _cache(cache_dir)
+    cache = model_cache(cache_dir)
     models = [_find(cache, model)] if model else cached_models(cache)
     verdicts = [verdict for entry in models for verdict in verify_model(cache, entry)]
     bad = [verdict for verdict in verdicts if not verdict.ok]
@@ -139,7 +133,7 @@ def remove(
     from nimctl.store.removal import plan_rm
 
     out = output(ctx, fmt)
-    cache = _cache(cache_dir)
+    cache = model_cache(cache_dir)
     entry = _find(cache, model)
     removal = plan_rm(entry, cache, _running_instances(out))
     _confirm_and_remove(out, removal, yes)
@@ -158,7 +152,7 @@ def prune(
     from nimctl.store.removal import plan_prune
 
     out = output(ctx, fmt)
-    cache = _cache(cache_dir)
+    cache = model_cache(cache_dir)
     removal = plan_prune(cached_models(cache), cache, _running_instances(out))
     if not removal.models and not removal.leftovers:
         out.result(removal.to_dict(), lambda: out.text("nothing to prune"))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nimctl.cli._common import CacheOption, FormatOption, Preference, output
+from nimctl.cli._common import CacheOption, FormatOption, Preference, model_cache, output
 from nimctl.output import Format, format_bytes
 
 if TYPE_CHECKING:
@@ -68,12 +68,11 @@ def pull(
     refused before anything is fetched. HF_TOKEN is used for gated and private models and is
     never printed. Ctrl-C keeps what was fetched: the same command again resumes."""
     from nimctl.cli.transfer_bar import TransferBar
-    from nimctl.contract import host_cache_dir
     from nimctl.store.target import pull_model, pull_target
 
     out = output(ctx, fmt)
     target = pull_target(model, revision=revision, profile=profile, gpus=gpus, prefer=prefer.value)
-    cache = (cache_dir or host_cache_dir()).expanduser().resolve()
+    cache = model_cache(cache_dir)
     bar = TransferBar(out, f"pulling {target.source.uri}")
     started = time.time()
     try:
