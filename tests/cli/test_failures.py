@@ -139,7 +139,10 @@ def test_not_an_image_is_refused(closed_url: str, tmp_path: Path) -> None:
         (["--param", "stream=false"], "Error: --param cannot set 'stream': nimctl chat fills it itself"),
         (["--param", "messages=[]"], "Error: --param cannot set 'messages': nimctl chat fills it itself"),
         (["--max-tokens", "4", "--param", "max_tokens=8"], "Error: --param max_tokens repeats --max-tokens"),
-        (["--param", "top_k=1", "--param", "top_k=2"], "Error: --param top_k repeats an earlier --param top_k"),
+        (
+            ["--param", "top_k=1", "--param", "top_k=2"],
+            "Error: --param top_k repeats an earlier --param top_k",
+        ),
         (["--param", "top_k="], "Error: --param 'top_k=' is not KEY=VALUE"),
         (["--max-tokens", "4", "--param", "max-tokens=8"], "Error: --param max_tokens repeats --max-tokens"),
         (["--param", "temperature=NaN"], "Error: --param temperature: NaN is not a finite number"),
@@ -243,12 +246,31 @@ LIST_MODEL_PROFILES = "nimctl.cli.profiles:list_model_profiles_main"
 @pytest.mark.parametrize(
     ("name", "entry", "args", "message"),
     [
-        ("nim-serve", "nimctl.server.command:main", ["--dry-run=x"], "Error: Option '--dry-run' does not take a value."),
+        (
+            "nim-serve",
+            "nimctl.server.command:main",
+            ["--dry-run=x"],
+            "Error: Option '--dry-run' does not take a value.",
+        ),
         ("list-model-profiles", LIST_MODEL_PROFILES, ["--gpus", "foo:x"], "Error: bad GPU spec 'foo:x'"),
         ("list-model-profiles", LIST_MODEL_PROFILES, ["--bogus"], "Error: No such option: --bogus"),
+        (
+            "download-to-cache",
+            "nimctl.cli.nim_utilities:download_to_cache_main",
+            ["--bogus"],
+            "Error: No such option: --bogus",
+        ),
+        (
+            "create-model-store",
+            "nimctl.cli.nim_utilities:create_model_store_main",
+            ["-m", "x"],
+            "Error: Missing option '--profile' / '-p'.",
+        ),
     ],
 )
-def test_console_scripts_report_errors_like_nimctl(name: str, entry: str, args: list[str], message: str) -> None:
+def test_console_scripts_report_errors_like_nimctl(
+    name: str, entry: str, args: list[str], message: str
+) -> None:
     code, stderr = _console_script(name, entry, *args)
     assert code == EXIT_USAGE, stderr
     lines = stderr.splitlines()
