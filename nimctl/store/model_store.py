@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from nimctl.errors import DiskFullError, ProfileError, UsageError
 from nimctl.store.pull import PullResult, cached_result
-from nimctl.store.source import HF_SCHEME, ModelSource, parse_model_source
-from nimctl.store.target import PullTarget, pull_model
+from nimctl.store.source import ModelSource
+from nimctl.store.target import PullTarget, pull_model, resolve_source
 
 if TYPE_CHECKING:
     from nimctl.profiles import Manifest, Profile
@@ -61,11 +61,8 @@ class ModelStore:
 def model_files(model: str) -> ModelFiles:
     """``model`` as ``nimctl run`` and ``nimctl pull`` resolve it (a manifest name or file, a URI,
     a folder); an ``hf://ORG/NAME@REV`` given keeps its revision even when a manifest matches it."""
-    from nimctl.runtime.spec import resolve_model
-
-    resolved = resolve_model(model)
-    source = parse_model_source(model if model.startswith(HF_SCHEME) else resolved.model_path)
-    return ModelFiles(model, resolved.manifest, source)
+    manifest, source = resolve_source(model)
+    return ModelFiles(model, manifest, source)
 
 
 def find_profiles(target: ModelFiles, refs: Sequence[str]) -> list[Profile]:

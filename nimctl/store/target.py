@@ -42,12 +42,8 @@ def pull_target(
     from nimctl.gpu import detect_inventory
     from nimctl.profiles.selection import parse_preference, select_profile
     from nimctl.runtime.gpu_request import GpuRequest
-    from nimctl.runtime.spec import resolve_model
 
-    resolved = resolve_model(model)
-    source = parse_model_source(resolved.model_path)
-    if model.startswith(HF_SCHEME):  # a manifest found for hf://ORG/NAME@REV keeps the asked revision
-        source = parse_model_source(model)
+    manifest, source = resolve_source(model)
     if source.kind == "local":
         raise UsageError(
             f"{model} is a local folder: there is nothing to pull",
@@ -56,14 +52,24 @@ def pull_target(
     if revision and source.revision and revision != source.revision:
         raise UsageError(f"{model} names revision {source.revision}, and --revision says {revision}")
     selection = None
-    if resolved.manifest is not None:
+    if manifest is not None:
         inventory = detect_inventory()
         if gpus is not None:
             inventory = GpuRequest.parse(gpus).visible(inventory)
-        selection = select_profile(resolved.manifest, inventory, profile, parse_preference(prefer))
+        selection = select_profile(manifest, inventory, profile, parse_preference(prefer))
     elif profile is not None:
         raise UsageError(f"--profile {profile}: {model} has no manifest, so no profiles")
-    return PullTarget(source, revision or source.revision, resolved.manifest, selection)
+    return PullTarget(source, revision or source.revision, manifest, selection)
+
+
+def resolve_source(model: str) -> tuple[Manifest | None, ModelSource]:
+    """``model`` as ``nimctl run`` resolves it: its manifest, if any, and the source its files come
+    from. An ``hf://ORG/NAME@REV`` keeps its revision even when a manifest names that model."""
+    from nimctl.runtime.spec import resolve_model
+
+    resolved = resolve_model(model)
+    source = parse_model_source(model if model.startswith(HF_SCHEME) else resolved.model_path)
+    return resolved.manifest, source
 
 
 def pull_model(target: PullTarget, cache: Path, *, on_progress: ProgressListener | None = None) -> PullResult:
