@@ -87,6 +87,12 @@ def verify(
     model: Annotated[
         str | None, typer.Argument(help="One model (default: every cached model).", show_default=False)
     ] = None,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix", help="Delete the truncated and corrupt files, so that nimctl pull fetches them again."
+        ),
+    ] = False,
     cache_dir: CacheOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -94,13 +100,14 @@ def verify(
     file is missing, truncated or corrupt. Nothing is fetched."""
     from nimctl.errors import IntegrityError
     from nimctl.store.inventory import cached_models
-    from nimctl.store.verify import verify_model
+    from nimctl.store.verify import discard_bad_files, verify_model
 
     out = output(ctx, fmt)
     cache = model_cache(cache_dir)
     models = [_find(cache, model)] if model else cached_models(cache)
     verdicts = [verdict for entry in models for verdict in verify_model(cache, entry)]
     bad = [verdict for verdict in verdicts if not verdict.ok]
+    removed = discard_bad_files(cache, bad) if fix else []
 
     def render() -> None:
         for verdict in verdicts:
@@ -110,13 +117,19 @@ def verify(
             for problem in verdict.problems:
                 out.text(f"  {problem.problem:9} {problem.path}: {problem.detail}")
 
-    out.result({"cache": str(cache), "ok": not bad, "models": [v.to_dict() for v in verdicts]}, render)
+    data = {"cache": str(cache), "ok": not bad, "models": [v.to_dict() for v in verdicts]}
+    if fix:
+        data["removed"] = [str(path) for path in removed]
+    out.result(data, render)
     if bad:
         count = sum(len(verdict.problems) for verdict in bad)
         first = bad[0].problems[0]
+        fetch = f"nimctl pull {bad[0].uri}" + (f"@{bad[0].commit}" if bad[0].commit else "")
         raise IntegrityError(
             f"{count} file(s) failed verification; first: {bad[0].uri} {first.path} is {first.problem}",
-            hint=f"pull it again to fetch what is wrong: nimctl pull {bad[0].uri}",
+            hint=f"{len(removed)} bad file(s) deleted: {fetch} fetches them again"
+            if fix
+            else f"nimctl cache verify --fix deletes the bad files, then {fetch} fetches them again",
         )
 
 

@@ -72,6 +72,8 @@ def pull(
 
     out = output(ctx, fmt)
     target = pull_target(model, revision=revision, profile=profile, gpus=gpus, prefer=prefer.value)
+    if target.note:
+        out.warn(target.note)
     cache = model_cache(cache_dir)
     bar = TransferBar(out, f"pulling {target.source.uri}")
     started = time.time()
@@ -134,8 +136,9 @@ def _interrupted(out: Output, bar: TransferBar, target: PullTarget, cache: Path,
 
 def _summary(out: Output, result: PullResult, target: PullTarget) -> None:
     data = result.to_dict()
-    data["profile"] = target.selection.profile.name if target.selection else None
-    data["profile_id"] = target.selection.profile.id if target.selection else None
+    data["profile"] = target.profile.name if target.profile else None
+    data["profile_id"] = target.profile.id if target.profile else None
+    data["note"] = target.note
 
     def render() -> None:
         where = f"@{result.revision} ({result.commit[:12]})" if result.commit else ""
@@ -146,8 +149,8 @@ def _summary(out: Output, result: PullResult, target: PullTarget) -> None:
         )
         out.text(f"{result.uri}{where}: {format_bytes(result.size_bytes)} in {result.files} files{fetched}")
         out.text(f"folder:  {result.folder}")
-        if target.selection is not None:
-            out.text(f"profile: {target.selection.profile.name} ({target.selection.profile.id[:12]})")
+        if target.profile is not None:
+            out.text(f"profile: {target.profile.name} ({target.profile.id[:12]})")
 
     out.result(data, render)
 

@@ -74,6 +74,11 @@ class ProgressTracker:
         self._lock = threading.Lock()
         self._last = 0.0
         self._timer: threading.Timer | None = None
+        # Reports are numbered under _lock and sent under _sending, so one taken earlier but sent
+        # later (a timer racing a download thread) is dropped instead of undoing a newer one.
+        self._sending = threading.Lock()
+        self._taken = 0
+        self._sent = 0
 
     def snapshot(self) -> FetchProgress:
         return FetchProgress(
@@ -97,8 +102,9 @@ class ProgressTracker:
                 self._timer.cancel()
                 self._timer = None
             self._last = time.monotonic()
-            progress = self.snapshot()
-        self.listener(progress)
+            self._taken += 1
+            number, progress = self._taken, self.snapshot()
+        self._send(number, progress)
 
     def _report_held_back(self) -> None:
         with self._lock:
@@ -106,8 +112,16 @@ class ProgressTracker:
                 return  # a forced report came first
             self._timer = None
             self._last = time.monotonic()
-            progress = self.snapshot()
-        self.listener(progress)
+            self._taken += 1
+            number, progress = self._taken, self.snapshot()
+        self._send(number, progress)
+
+    def _send(self, number: int, progress: FetchProgress) -> None:
+        with self._sending:
+            if number < self._sent or self.listener is None:
+                return
+            self._sent = number
+            self.listener(progress)
 
     def tqdm_class(self) -> type:
         """A class huggingface_hub can use as ``tqdm_class``, feeding this tracker."""

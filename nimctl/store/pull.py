@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nimctl.errors import DiskFullError, ModelUnavailableError, RuntimeFailure, ServerUnreachableError
+from nimctl.errors import (
+    DiskFullError,
+    ModelUnavailableError,
+    RequestRejectedError,
+    ServerFailedError,
+    ServerUnreachableError,
+)
 from nimctl.store import layout
 from nimctl.store.progress import ProgressListener, ProgressTracker
 
@@ -71,9 +77,7 @@ def pull(
         commit = info.sha
         assert commit, "the hub answered a repository without a commit"
         files = _files(api.list_repo_tree(repo, revision=commit, recursive=True))
-    snapshot = layout.repo_dir(cache, repo) / "snapshots" / commit
-    missing = {path: size for path, size in files.items() if not _complete(snapshot / path, size)}
-    needed = sum(missing.values())
+    needed = _blobs_to_fetch(cache, repo, files)
     _check_space(cache, needed, repo)
     tracker = ProgressTracker(on_progress, bytes_total=needed, files_total=len(files))
     tracker.add(force=True)
@@ -94,10 +98,30 @@ def pull(
         revision=revision,
         commit=commit,
         folder=Path(folder),
-        size_bytes=sum(files.values()),
+        size_bytes=sum(size for size, _ in files.values()),
         files=len(files),
         fetched_bytes=needed,
     )
+
+
+def _blobs_to_fetch(cache: Path, repo: str, files: dict[str, tuple[int, str]]) -> int:
+    """The bytes still to fetch: each blob (shared by revisions, named by its etag) counted once.
+
+    huggingface_hub skips any blob that exists, whatever its size, so a blob of the wrong size (a
+    truncated file ``cache verify`` found) is deleted here and fetched again.
+    """
+    blobs = layout.repo_dir(cache, repo) / "blobs"
+    needed: dict[str, int] = {}
+    for size, blob in files.values():
+        path = blobs / blob
+        try:
+            if path.stat().st_size == size:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        needed[blob] = size
+    return sum(needed.values())
 
 
 def cached_result(repo: str, cache: Path, *, revision: str | None = None) -> PullResult:
@@ -181,14 +205,18 @@ def _cached_commit(root: Path, revision: str) -> str | None:
         return None
 
 
-def _files(entries: Any) -> dict[str, int]:
+def _files(entries: Any) -> dict[str, tuple[int, str]]:
+    """path -> (size, the name of its blob in the cache: the LFS sha256, else the git blob id)."""
     from huggingface_hub.hf_api import RepoFile
 
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, str]] = {}
     for entry in entries:
         if isinstance(entry, RepoFile):
             file: RepoFile = entry
-            found[file.path] = file.lfs.size if file.lfs is not None else file.size
+            if file.lfs is not None:
+                found[file.path] = (file.lfs.size, file.lfs.sha256)
+            else:
+                found[file.path] = (file.size, file.blob_id)
     return found
 
 
@@ -281,8 +309,18 @@ def translate(exc: BaseException, repo: str, revision: str, cache: Path) -> Exce
             f"{uri} has no revision {revision!r}",
             hint="use a branch, a tag or a full commit hash of the repository (default: main)",
         )
-    if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError)) or (
-        exc.__class__.__name__ in {"ConnectError", "ConnectTimeout"}
+    import httpx2
+
+    if isinstance(exc, httpx2.TransportError) and not isinstance(
+        exc, httpx2.ConnectError | httpx2.ConnectTimeout
+    ):
+        return ServerUnreachableError(
+            f"the connection to the hub at {constants.ENDPOINT} broke while fetching {uri} "
+            f"({type(exc).__name__})",
+            hint="pull again: the finished files stay and only the rest is fetched",
+        )
+    if isinstance(
+        exc, (OfflineModeIsEnabled, LocalEntryNotFoundError, httpx2.ConnectError, httpx2.ConnectTimeout)
     ):
         if constants.HF_HUB_OFFLINE or isinstance(exc, OfflineModeIsEnabled):
             return ModelUnavailableError(
@@ -294,6 +332,13 @@ def translate(exc: BaseException, repo: str, revision: str, cache: Path) -> Exce
             hint="check the network (or HF_ENDPOINT); offline, use nimctl bundle import and run --offline",
         )
     if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else "?"
-        return RuntimeFailure(f"fetching {uri} failed: the hub answered HTTP {status}")
+        status = exc.response.status_code if exc.response is not None else 0
+        error = ServerFailedError if status >= 500 or not status else RequestRejectedError
+        return error(
+            f"fetching {uri} failed: the hub at {constants.ENDPOINT} answered HTTP {status or '?'}",
+            status=status,
+            hint="try again later"
+            if error is ServerFailedError
+            else "check the name, HF_TOKEN and HF_ENDPOINT",
+        )
     return None

@@ -2,9 +2,9 @@
 
 MODEL is what ``nimctl run`` takes: a manifest name or file, ``hf://ORG/NAME[@REV]``,
 ``builtin://NAME`` or a local folder, resolved by the same function ``run`` uses. With a
-manifest, the profile is chosen as ``run`` would choose it (``--profile``, ``--gpus``) so that
-a pull refuses what could not run here, and says which profile the files serve; every profile
-of a nimctl manifest reads the model's one source, so the files are the same for all.
+manifest, the profile is chosen as ``run`` would choose it (``--profile``, ``--gpus``), and the
+pull says which profile the files serve, or why none would run here; every profile of a nimctl
+manifest reads the model's one source, so the files are the same for all and are fetched anyway.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nimctl.errors import UsageError
+from nimctl.errors import ProfileError, UsageError
 from nimctl.store.pull import PullResult, pull
 from nimctl.store.source import HF_SCHEME, ModelSource, parse_model_source
 
 if TYPE_CHECKING:
-    from nimctl.profiles.schema import Manifest
-    from nimctl.profiles.selection import Selection
+    from nimctl.profiles.schema import Manifest, Profile
     from nimctl.store.progress import ProgressListener
 
 
@@ -28,7 +27,8 @@ class PullTarget:
     source: ModelSource
     revision: str | None
     manifest: Manifest | None
-    selection: Selection | None
+    profile: Profile | None  # pinned, or the one run would choose here
+    note: str | None = None  # why that profile would not run here, or why none would
 
 
 def pull_target(
@@ -51,15 +51,25 @@ def pull_target(
         )
     if revision and source.revision and revision != source.revision:
         raise UsageError(f"{model} names revision {source.revision}, and --revision says {revision}")
-    selection = None
+    chosen = note = None
     if manifest is not None:
+        if profile is not None:
+            chosen = manifest.profile_by_id_or_name(profile)
+            if chosen is None:
+                names = ", ".join(f"{p.name} ({p.id[:12]})" for p in manifest.profiles)
+                raise ProfileError(f"profile {profile!r} is not in the {manifest.name} manifest", hint=f"its profiles: {names}")
         inventory = detect_inventory()
         if gpus is not None:
             inventory = GpuRequest.parse(gpus).visible(inventory)
-        selection = select_profile(manifest, inventory, profile, parse_preference(prefer))
+        # A machine that fetches for another (the connected side of an air gap) need not run it:
+        # every profile reads the same files, so what would not run here is a note, not an error.
+        try:
+            chosen = select_profile(manifest, inventory, profile, parse_preference(prefer)).profile
+        except ProfileError as exc:
+            note = f"{exc.message}; the files are the same for every profile and are fetched all the same"
     elif profile is not None:
         raise UsageError(f"--profile {profile}: {model} has no manifest, so no profiles")
-    return PullTarget(source, revision or source.revision, manifest, selection)
+    return PullTarget(source, revision or source.revision, manifest, chosen, note)
 
 
 def resolve_source(model: str) -> tuple[Manifest | None, ModelSource]:

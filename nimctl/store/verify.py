@@ -124,3 +124,25 @@ def _verify_plain(model: CachedModel) -> Verdict:
     if not (model.folder / "config.json").is_file():
         problems.append(FileProblem("config.json", "missing", "a model folder needs one"))
     return Verdict(model.uri, None, len(files), tuple(problems))
+
+
+def discard_bad_files(cache: Path, verdicts: list[Verdict]) -> list[Path]:
+    """Delete the blobs of the truncated and corrupt files of hub models, so that the next pull
+    fetches them again (huggingface_hub keeps any blob that exists); the paths deleted.
+
+    A snapshot's file is a link to its blob, which other revisions may share: the blob goes, and
+    every revision that links it reads as missing until the pull.
+    """
+    removed: list[Path] = []
+    for verdict in verdicts:
+        if verdict.commit is None:
+            continue  # a built-in model: no recorded hashes, nothing to fetch it from
+        snapshot = layout.repo_dir(cache, verdict.uri.removeprefix("hf://")) / "snapshots" / verdict.commit
+        for problem in verdict.problems:
+            if problem.problem == "missing":
+                continue
+            blob = (snapshot / problem.path).resolve()
+            if blob not in removed and blob.is_file():
+                blob.unlink()
+                removed.append(blob)
+    return removed

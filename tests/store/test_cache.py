@@ -78,6 +78,14 @@ def test_verify_passes_a_whole_model_and_names_truncated_corrupt_and_missing_fil
 
     human = nimctl("cache", "verify")
     assert human.exit_code == EXIT_INTEGRITY and "truncated" in human.stdout and "corrupt" in human.stdout
+    assert "nimctl cache verify --fix" in human.stderr
+
+    fixed = nimctl("cache", "verify", "--fix", "--format", "json")  # the bad blobs go...
+    assert fixed.exit_code == EXIT_INTEGRITY and sorted(json.loads(fixed.stdout)["removed"]) == sorted(
+        [str(weights), str(config)]
+    )
+    assert nimctl("pull", f"hf://{REPO}").exit_code == 0  # ...and the pull fetches them again
+    assert nimctl("cache", "verify").exit_code == 0  # both revisions whole: they share those blobs
 
 
 def test_a_corrupt_download_is_caught_by_verify(hf_env: HubEmulation, host_cache: Path) -> None:

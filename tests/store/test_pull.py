@@ -51,6 +51,11 @@ def test_pull_an_older_revision_and_the_human_summary(hf_env: HubEmulation, host
     ref = layout.repo_dir(host_cache, REPO) / "refs" / "v1"
     assert ref.read_text() == hf_env.tiny_vlm_v1  # an offline run finds @v1 by its name
 
+    newer = nimctl("pull", f"hf://{REPO}", "--format", "json")  # main: v1's files plus a README
+    assert newer.exit_code == 0, newer.stderr
+    readme = snapshot(host_cache, hf_env.tiny_vlm_main) / "README.md"
+    assert json.loads(newer.stdout)["fetched_bytes"] == readme.stat().st_size  # shared blobs are not counted
+
 
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
@@ -83,6 +88,25 @@ def test_a_gated_model_wants_a_token_which_is_never_printed(
     allowed = nimctl("pull", f"hf://{REPO}", "--format", "json")
     assert allowed.exit_code == 0, allowed.stderr
     assert "hf_secret_token" not in allowed.stdout + allowed.stderr
+
+
+def test_a_truncated_file_is_fetched_again(hf_env: HubEmulation, host_cache: Path) -> None:
+    assert nimctl("pull", f"hf://{REPO}").exit_code == 0
+    blob = (snapshot(host_cache, hf_env.tiny_vlm_main) / WEIGHTS).resolve()
+    size = blob.stat().st_size
+    with blob.open("r+b") as handle:
+        handle.truncate(size // 3)
+    again = nimctl("pull", f"hf://{REPO}", "--format", "json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["fetched_bytes"] == size and blob.stat().st_size == size
+
+
+def test_a_connection_that_keeps_breaking_is_one_line(hf_env: HubEmulation, host_cache: Path) -> None:
+    hf_env.fail_after(REPO, WEIGHTS, 1000, times=50)  # more cuts than huggingface_hub's retries
+    result = nimctl("pull", f"hf://{REPO}")
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    assert "broke while fetching" in error_line(result) and "pull again" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_too_little_disk_is_refused_before_any_byte(hf_env: HubEmulation, host_cache: Path) -> None:
