@@ -9,9 +9,6 @@ through :func:`nimctl._entry.run_standalone`: one line, a hint, an exit code fro
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +17,7 @@ import typer
 
 from nimctl import contract
 from nimctl.cli._common import FormatOption, output
+from nimctl.cli.fetch_view import fetch_with_bar
 from nimctl.errors import UsageError
 from nimctl.output import Format, format_bytes
 
@@ -92,7 +90,7 @@ def download_to_cache(
     for gated and private models and never printed. With NIM_DISABLE_MODEL_DOWNLOAD=1 nothing is
     downloaded: the cache is only checked, and what it lacks is named."""
     from nimctl.server.selection_inputs import selection_inputs
-    from nimctl.store.model_store import fetch_files, find_profiles, model_files
+    from nimctl.store.model_store import find_profiles, model_files
 
     out = output(ctx, fmt)
     refs = [*(profiles or []), *(more_profiles or [])]
@@ -109,8 +107,7 @@ def download_to_cache(
         chosen = find_profiles(target, refs)
     else:
         chosen = _selected(target, inputs)
-    with _fetching(out, target) as on_progress:
-        result = fetch_files(target, settings.cache, offline=settings.offline, on_progress=on_progress)
+    result = _fetch(out, target, settings)
     data = {**result.to_dict(), "cache": str(settings.cache), "profiles": [_profile(p) for p in chosen]}
 
     def render() -> None:
@@ -158,14 +155,13 @@ def create_model_store(
     or a folder), so the files are the source's, the same for all of its profiles."""
     from nimctl.server.selection_inputs import selection_inputs
     from nimctl.store.model_store import create_model_store as copy_store
-    from nimctl.store.model_store import fetch_files, find_profiles, model_files
+    from nimctl.store.model_store import find_profiles, model_files
 
     out = output(ctx, fmt)
     settings = _settings()
     target = model_files(selection_inputs(model=model).model)
     [chosen] = find_profiles(target, [profile])
-    with _fetching(out, target) as on_progress:
-        result = fetch_files(target, settings.cache, offline=settings.offline, on_progress=on_progress)
+    result = _fetch(out, target, settings)
     store = copy_store(result.folder, model_store)
     data = {
         **store.to_dict(),
@@ -231,27 +227,14 @@ def _selected(target: ModelFiles, inputs: Any) -> list[Profile]:
     return [selection.profile]
 
 
-@contextmanager
-def _fetching(out: Output, target: ModelFiles) -> Iterator[Callable[[Any], None]]:
-    """The transfer bar ``nimctl pull`` draws (on a terminal only), and its Ctrl-C: what was
-    fetched stays for the next run to resume, and the process leaves at once, since download
-    threads may sit in a read only the network ends."""
-    from nimctl.cli.transfer_bar import TransferBar
-    from nimctl.errors import EXIT_INTERRUPTED
+def _fetch(out: Output, target: ModelFiles, settings: _Settings) -> PullResult:
+    """The model's files into the cache, as ``nimctl pull`` fetches them (its bar, its Ctrl-C)."""
+    from nimctl.store.model_store import fetch_files
 
-    bar = TransferBar(out, f"downloading {target.source.uri}")
-    try:
-        with bar:
-            yield lambda p: bar.update(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
-    except KeyboardInterrupt:
-        bar.stop()
-        out.error(
-            f"interrupted: the download of {target.source.uri} stopped",
-            hint="what was fetched is kept; run the same command again to resume",
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+    def work(on_progress: Any) -> PullResult:
+        return fetch_files(target, settings.cache, offline=settings.offline, on_progress=on_progress)
+
+    return fetch_with_bar(out, target.source, settings.cache, work, verb="downloading")
 
 
 def _describe(target: ModelFiles, result: PullResult) -> str:

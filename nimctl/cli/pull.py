@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,10 +10,6 @@ from nimctl.cli._common import CacheOption, FormatOption, Preference, model_cach
 from nimctl.output import Format, format_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from pathlib import Path
-
-    from nimctl.cli.transfer_bar import TransferBar
     from nimctl.output import Output
     from nimctl.store.pull import PullResult
     from nimctl.store.target import PullTarget
@@ -64,10 +57,11 @@ def pull(
 ) -> None:
     """Fetch MODEL into the model cache (what nimctl run mounts, NIM_CACHE_PATH in the container).
 
-    The profile is chosen as nimctl run would choose it, so a model that cannot run here is
-    refused before anything is fetched. HF_TOKEN is used for gated and private models and is
-    never printed. Ctrl-C keeps what was fetched: the same command again resumes."""
-    from nimctl.cli.transfer_bar import TransferBar
+    The profile is chosen as nimctl run would choose it and named in the summary; when none
+    would run here, a note says why and the files (the same for every profile) are fetched all
+    the same. HF_TOKEN is used for gated and private models and is never printed. Ctrl-C keeps
+    the finished files: the same command again fetches only the rest."""
+    from nimctl.cli.fetch_view import fetch_with_bar
     from nimctl.store.target import pull_model, pull_target
 
     out = output(ctx, fmt)
@@ -75,63 +69,10 @@ def pull(
     if target.note:
         out.warn(target.note)
     cache = model_cache(cache_dir)
-    bar = TransferBar(out, f"pulling {target.source.uri}")
-    started = time.time()
-    try:
-        with bar:
-            result = _in_background(
-                lambda: pull_model(
-                    target,
-                    cache,
-                    on_progress=lambda p: bar.update(
-                        p.bytes_done, p.bytes_total, p.files_done, p.files_total
-                    ),
-                )
-            )
-    except KeyboardInterrupt:
-        _interrupted(out, bar, target, cache, started)
-    _summary(out, result, target)
-
-
-def _in_background(work: Callable[[], PullResult]) -> PullResult:
-    """Run ``work`` in a thread while this one waits in short, interruptible steps: waiting on
-    huggingface_hub's download pool directly, Ctrl-C would only land when its reads return."""
-    import threading
-
-    outcome: list[PullResult | BaseException] = []
-
-    def run() -> None:
-        try:
-            outcome.append(work())
-        except BaseException as exc:  # handed to the waiting thread, which raises it
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, name="nimctl-pull", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.2)
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return outcome[0]
-
-
-def _interrupted(out: Output, bar: TransferBar, target: PullTarget, cache: Path, started: float) -> None:
-    """Ctrl-C: the finished files stay and the same command fetches only the rest. The download
-    threads may sit in a read that only the network ends, so the process leaves at once instead
-    of waiting for them, dropping the partial files they were writing."""
-    from nimctl.errors import EXIT_INTERRUPTED
-    from nimctl.store.pull import drop_partial
-
-    bar.stop()
-    if target.source.kind == "hf":
-        drop_partial(cache, target.source.name, since=started)
-    out.error(
-        f"interrupted: the pull of {target.source.uri} stopped",
-        hint="the finished files are kept; run the same command again to fetch the rest",
+    result = fetch_with_bar(
+        out, target.source, cache, lambda on_progress: pull_model(target, cache, on_progress=on_progress)
     )
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)
+    _summary(out, result, target)
 
 
 def _summary(out: Output, result: PullResult, target: PullTarget) -> None:
