@@ -35,7 +35,7 @@ class CachedModel:
     last_used: datetime | None
     revisions: tuple[CachedRevision, ...] = ()
     profiles: tuple[str, ...] = ()  # "manifest/profile-name" of every profile that serves it
-    partial_bytes: int = 0  # unfinished downloads (.incomplete), resumed by the next pull
+    partial_bytes: int = 0  # files of cut-off downloads (never reused; prune deletes them once stale)
     manifests: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,13 +148,29 @@ def test_prune_removes_what_no_manifest_lists(
     shutil.copy(FIXTURES / "tiny-vlm-hub.yaml", imported)
     assert json.loads(nimctl("cache", "prune", "--yes", "--format", "json").stdout)["removed"] == []
     imported.unlink()
-    killed_import = host_cache / f"{layout.IMPORT_PREFIX}1234"  # an import killed with SIGKILL
+    killed_import = host_cache / f"{layout.IMPORT_PREFIX}99999999-x"  # its process is gone (past pid_max)
     (killed_import / "blobs").mkdir(parents=True)
+    running_import = host_cache / f"{layout.IMPORT_PREFIX}{os.getpid()}-y"  # its process runs: kept
+    running_import.mkdir()
     refused = nimctl("cache", "prune")
     assert refused.exit_code == EXIT_USAGE and pulled.is_dir()
     pruned = json.loads(nimctl("cache", "prune", "--yes", "--format", "json").stdout)
     assert pruned["removed"] == [f"hf://{REPO}"] and pruned["leftovers"] == [str(killed_import)]
-    assert not pulled.exists() and not killed_import.exists()
+    assert not pulled.exists() and not killed_import.exists() and running_import.is_dir()
+
+
+def test_prune_removes_stale_partial_downloads(pulled: Path, host_cache: Path) -> None:
+    from nimctl.store.removal import STALE_PARTIAL_S
+
+    blobs = layout.repo_dir(host_cache, REPO) / "blobs"
+    stale, fresh = blobs / "aaaa.1234abcd.incomplete", blobs / "bbbb.5678abcd.incomplete"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y" * 10)  # a download writing now
+    old = time.time() - STALE_PARTIAL_S - 60
+    os.utime(stale, (old, old))
+    pruned = json.loads(nimctl("cache", "prune", "--yes", "--format", "json").stdout)
+    assert pruned["removed"] == [] and pruned["leftovers"] == [str(stale)] and pruned["size_bytes"] == 1000
+    assert fresh.exists() and pulled.is_dir()
 
 
 def test_offline_check_names_the_missing_files(pulled: Path, host_cache: Path) -> None:
