@@ -58,14 +58,14 @@ def export(
     """Write MODEL's files from the cache, its manifest, the server image (docker save) and a
     SHA256SUMS list into one tar (written as FILE.tar.partial, renamed when complete)."""
     from nimctl.errors import UsageError
-    from nimctl.store.bundle import export_bundle, export_target, server_image
+    from nimctl.store.bundle import export_bundle, export_target
 
     out = output(ctx, fmt)
     if no_image and image:
         raise UsageError("--image and --no-image contradict each other", hint="give one of them")
     root = model_cache(cache)
     target = export_target(model)
-    tag = None if no_image else image or server_image(model, root)
+    tag = None if no_image else image or _server_image(model, root)
     with _bar(out, f"exporting {target.source.uri}") as bar:
         result = export_bundle(target, root, file.expanduser(), image=tag, on_progress=_listener(out, bar))
     data = result.to_dict()
@@ -99,6 +99,23 @@ def import_(
         )
     data = result.to_dict()
     out.result(data, lambda: out.text(_import_text(data)))
+
+
+def _server_image(model: str, cache: Path) -> str:
+    """The image ``nimctl run MODEL`` would start here (its profile decides CPU or CUDA). Chosen
+    here, not in the store: the store sits below the runtime's planning, which imports it."""
+    from nimctl.errors import ProfileError
+    from nimctl.runtime.planning import plan_run
+
+    try:
+        spec = plan_run(model=model, runtime="docker", cache_dir=cache)
+    except ProfileError as exc:
+        raise ProfileError(
+            f"{exc.message}, so the image `nimctl run` would use is unknown",
+            hint="name the image with --image TAG (nimctl/nim-cuda:VERSION for a GPU machine), or --no-image",
+        ) from None
+    assert spec.image is not None, "the Docker placement always names an image"
+    return spec.image
 
 
 def _export_text(data: dict[str, Any]) -> str:

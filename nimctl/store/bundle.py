@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nimctl.errors import DiskFullError, IntegrityError, ProfileError, UsageError
+from nimctl.errors import DiskFullError, IntegrityError, UsageError
 from nimctl.store import _bundle_archive as archive_io
 from nimctl.store import _bundle_import as staged
 from nimctl.store import layout
@@ -62,30 +62,17 @@ class ExportTarget:
 
 
 def export_target(model: str) -> ExportTarget:
-    """MODEL as ``nimctl pull`` resolves it (and so as ``nimctl run`` does): a manifest name or path,
-    ``hf://ORG/NAME[@REV]`` or ``builtin://NAME``."""
-    from dataclasses import replace
+    """MODEL as ``nimctl run`` resolves it: a manifest name or path, ``hf://ORG/NAME[@REV]`` or
+    ``builtin://NAME``. No profile is selected: the exporting machine need not be able to run it."""
+    from nimctl.store.target import resolve_source
 
-    from nimctl.store.target import pull_target
-
-    target = pull_target(model)
-    source = replace(target.source, revision=target.revision)
-    return ExportTarget(source, target.manifest.path if target.manifest is not None else None)
-
-
-def server_image(model: str, cache: Path | None = None) -> str:
-    """The image ``nimctl run MODEL`` would start here (its profile decides CPU or CUDA)."""
-    from nimctl.runtime.planning import plan_run
-
-    try:
-        spec = plan_run(model=model, runtime="docker", cache_dir=cache)
-    except ProfileError as exc:
-        raise ProfileError(
-            f"{exc.message}, so the image `nimctl run` would use is unknown",
-            hint="name the image with --image TAG (nimctl/nim-cuda:VERSION for a GPU machine), or --no-image",
-        ) from None
-    assert spec.image is not None, "the Docker placement always names an image"
-    return spec.image
+    manifest, source = resolve_source(model)
+    if source.kind == "local":
+        raise UsageError(
+            f"{model} is a local folder, not a model in the cache: there is nothing to export",
+            hint="copy the folder itself; bundle export takes a manifest name, hf://ORG/NAME or builtin://NAME",
+        )
+    return ExportTarget(source, manifest.path if manifest is not None else None)
 
 
 @dataclass(frozen=True)
@@ -297,14 +284,15 @@ def import_bundle(
         with_image = load_image and info.get("image") is not None and IMAGE_MEMBER in names
         _check_space(archive, cache, members, with_image)
         client = _open_client() if with_image else None
-        scratch = Path(tempfile.mkdtemp(prefix=layout.IMPORT_PREFIX, dir=cache))
+        # The pid in the name lets `cache prune` tell this running import from a killed one.
+        scratch = Path(tempfile.mkdtemp(prefix=f"{layout.IMPORT_PREFIX}{os.getpid()}-", dir=cache))
         try:
             progress = _Counter("checking", on_progress, sum(m.size for m in members if m.isreg()))
             try:
                 found = staged.extract(
                     tar, members, scratch, info, keep_image=with_image, on_bytes=progress.add
                 )
-                staged.verify(found, info, archive)
+                staged.verify(found, info, archive, scratch)
             except IntegrityError as exc:
                 exc.hint = exc.hint or REFUSED_HINT
                 raise
