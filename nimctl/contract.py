@@ -124,6 +124,9 @@ VARIABLES: Final[dict[str, str]] = {
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
 
+# huggingface_hub's own switch: set for nim-serve's fetch and the engine when downloads are off.
+HF_HUB_OFFLINE: Final = "HF_HUB_OFFLINE"
+
 # Credentials passed through from the caller's environment when set (NIM's own names).
 PASSTHROUGH_SECRETS: Final = ("NGC_API_KEY", "HF_TOKEN")
 

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from nimctl.runtime.credentials import Security
 
 # huggingface_hub's switch: no request at all, the cache only (nim-serve's engine gets it too).
-HF_HUB_OFFLINE = "HF_HUB_OFFLINE"
 
 
 def plan_run(
@@ -115,13 +114,15 @@ def plan_run(
             env["CUDA_VISIBLE_DEVICES"] = devices
         if profile_id:
             env[contract.MODEL_PROFILE] = profile_id
+        offline_run = is_offline({**user_env, **options})
         for secret in contract.PASSTHROUGH_SECRETS:
-            if os.environ.get(secret) and secret not in user_env:
+            # An offline run has nothing to fetch, so it carries no credentials (NIM's air-gap guide).
+            if os.environ.get(secret) and secret not in user_env and not offline_run:
                 env[secret] = os.environ[secret]
         env.update(user_env)
         env.update(options)
-        if is_offline(env):  # huggingface_hub's own switch, for nim-serve's fetch and the engine alike
-            env[HF_HUB_OFFLINE] = "1"
+        if offline_run:  # huggingface_hub's own switch, for nim-serve's fetch and the engine alike
+            env[contract.HF_HUB_OFFLINE] = "1"
         if profile_id:  # the choice, pinned: what the options and -e asked for chose it
             env[contract.MODEL_PROFILE] = profile_id
         return env

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nimctl import contract
 from nimctl.errors import ConfigError, ManifestError, UsageError
 from nimctl.server.config import ServerConfig
 from nimctl.server.engine import engine_command
@@ -153,7 +154,7 @@ def engine_environment(plan: LaunchPlan) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     if plan.config.disable_model_download:
         # The files are all in the cache (the fetch checked): the engine must not reach for the hub either.
-        env["HF_HUB_OFFLINE"] = "1"
+        env[contract.HF_HUB_OFFLINE] = "1"
     return env
 
 

@@ -57,7 +57,10 @@ def pull_target(
             chosen = manifest.profile_by_id_or_name(profile)
             if chosen is None:
                 names = ", ".join(f"{p.name} ({p.id[:12]})" for p in manifest.profiles)
-                raise ProfileError(f"profile {profile!r} is not in the {manifest.name} manifest", hint=f"its profiles: {names}")
+                raise ProfileError(
+                    f"profile {profile!r} is not in the {manifest.name} manifest",
+                    hint=f"its profiles: {names}",
+                )
         inventory = detect_inventory()
         if gpus is not None:
             inventory = GpuRequest.parse(gpus).visible(inventory)

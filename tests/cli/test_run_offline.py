@@ -83,13 +83,18 @@ def test_a_missing_file_is_named(hf_env: HubEmulation, host: Path) -> None:
 
 
 @pytest.mark.parametrize("runtime", ["local", "docker"])
-def test_the_server_is_told_to_stay_offline(host: Path, runtime: str) -> None:
+def test_the_server_is_told_to_stay_offline(
+    host: Path, runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_not_for_offline")
     for switch in (["--offline"], ["-e", "NIM_DISABLE_MODEL_DOWNLOAD=true"]):
         result = nimctl("run", MANIFEST, *switch, "--runtime", runtime, "--dry-run")
         assert result.exit_code == 0, result.stderr
         assert "NIM_DISABLE_MODEL_DOWNLOAD=" in result.stdout and "HF_HUB_OFFLINE=1" in result.stdout
+        assert "HF_TOKEN" not in result.stdout  # nothing to fetch, so no credentials go with it
     online = nimctl("run", MANIFEST, "--runtime", runtime, "--dry-run")
     assert "NIM_DISABLE_MODEL_DOWNLOAD" not in online.stdout and "HF_HUB_OFFLINE" not in online.stdout
+    assert "HF_TOKEN" in online.stdout
     # --offline wins over a -e that says otherwise, as every flag wins over its variable.
     both = nimctl(
         "run", MANIFEST, "--offline", "-e", "NIM_DISABLE_MODEL_DOWNLOAD=0", "--runtime", runtime, "--dry-run"
@@ -111,9 +116,9 @@ def test_a_cached_model_serves_with_the_hub_out_of_reach(
     from nimctl.store.pull import pull
 
     pull(REPO, host)
-    # From here on the hub is out of reach: nim-serve and the engine (children, reading the
-    # environment) would find nothing listening, and the emulation counts any request that still comes.
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    # nim-serve and the engine (children, reading the environment) are pointed at the emulation,
+    # which counts every request: an offline run must make none, not merely survive a failed one.
+    monkeypatch.setenv("HF_ENDPOINT", hf_env.url)
     hf_env.reset_counters()
     port = free_port()
     started = nimctl(
