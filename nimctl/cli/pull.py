@@ -65,7 +65,13 @@ def pull(
     from nimctl.store.target import pull_model, pull_target
 
     out = output(ctx, fmt)
-    target = pull_target(model, revision=revision, profile=profile, gpus=gpus, prefer=prefer.value)
+    inventory = None
+    if gpus is not None:
+        from nimctl.gpu import detect_inventory
+        from nimctl.runtime.gpu_request import GpuRequest
+
+        inventory = GpuRequest.parse(gpus).visible(detect_inventory())
+    target = pull_target(model, revision=revision, profile=profile, inventory=inventory, prefer=prefer.value)
     if target.note:
         out.warn(target.note)
     cache = model_cache(cache_dir)

@@ -142,23 +142,20 @@ class ResolvedModel:
 
 
 def resolve_model(model: str) -> ResolvedModel:
-    """A manifest name or path, a model URI, or a local model folder."""
-    from nimctl.profiles import find_manifest
+    """A manifest name or path, a model URI, or a local model folder (found as ``nimctl pull``
+    finds it: :func:`nimctl.store.target.resolve_source`), and how a container reaches it."""
+    from nimctl.store.target import resolve_source
 
+    manifest, source = resolve_source(model)
+    if source.kind == "local":
+        mount = Mount(Path(source.name), contract.CONTAINER_MODEL)
+        return ResolvedModel(None, source.name, contract.CONTAINER_MODEL, [mount], None)
+    if manifest is None:  # NIM's model-free mode: the engine's defaults apply
+        return ResolvedModel(None, source.uri, source.uri, [], None)
     path = Path(model).expanduser()
-    if path.is_dir():
-        mount = Mount(path.resolve(), contract.CONTAINER_MODEL)
-        return ResolvedModel(None, str(path.resolve()), contract.CONTAINER_MODEL, [mount], None)
-    try:
-        manifest = find_manifest(model)
-    except UsageError:
-        if "://" in model:  # NIM's model-free mode: the engine's defaults apply
-            return ResolvedModel(None, model, model, [], None)
-        raise
     mounts: list[Mount] = []
     profiles_dir = None
     if path.is_file():  # a manifest outside the image: mount it where the server looks first
         mounts.append(Mount(path.resolve(), f"{contract.CONTAINER_USER_PROFILES}/{path.name}"))
         profiles_dir = f"{contract.CONTAINER_USER_PROFILES}:{contract.CONTAINER_PROFILES}"
-    source = manifest.model.source
-    return ResolvedModel(manifest, source, source, mounts, profiles_dir)
+    return ResolvedModel(manifest, source.uri, source.uri, mounts, profiles_dir)

@@ -18,6 +18,7 @@ from nimctl.store.pull import PullResult, pull
 from nimctl.store.source import HF_SCHEME, ModelSource, parse_model_source
 
 if TYPE_CHECKING:
+    from nimctl.gpu.inventory import Inventory
     from nimctl.profiles.schema import Manifest, Profile
     from nimctl.store.progress import ProgressListener
 
@@ -36,12 +37,13 @@ def pull_target(
     *,
     revision: str | None = None,
     profile: str | None = None,
-    gpus: str | None = None,
+    inventory: Inventory | None = None,
     prefer: str = "throughput",
 ) -> PullTarget:
+    """What to fetch for ``model``; the profile is chosen for ``inventory`` (default: this machine's
+    GPUs; ``nimctl pull --gpus`` narrows them as ``run --gpus`` does)."""
     from nimctl.gpu import detect_inventory
     from nimctl.profiles.selection import parse_preference, select_profile
-    from nimctl.runtime.gpu_request import GpuRequest
 
     manifest, source = resolve_source(model)
     if source.kind == "local":
@@ -61,9 +63,7 @@ def pull_target(
                     f"profile {profile!r} is not in the {manifest.name} manifest",
                     hint=f"its profiles: {names}",
                 )
-        inventory = detect_inventory()
-        if gpus is not None:
-            inventory = GpuRequest.parse(gpus).visible(inventory)
+        inventory = inventory if inventory is not None else detect_inventory()
         # A machine that fetches for another (the connected side of an air gap) need not run it:
         # every profile reads the same files, so what would not run here is a note, not an error.
         try:
@@ -76,13 +76,25 @@ def pull_target(
 
 
 def resolve_source(model: str) -> tuple[Manifest | None, ModelSource]:
-    """``model`` as ``nimctl run`` resolves it: its manifest, if any, and the source its files come
-    from. An ``hf://ORG/NAME@REV`` keeps its revision even when a manifest names that model."""
-    from nimctl.runtime.spec import resolve_model
+    """What a MODEL argument names: its manifest, if any, and the source its files come from.
 
-    resolved = resolve_model(model)
-    source = parse_model_source(model if model.startswith(HF_SCHEME) else resolved.model_path)
-    return resolved.manifest, source
+    A local folder is itself; else a manifest name or file, or a source URI a manifest lists; a
+    URI no manifest lists stands alone (NIM's model-free mode). ``nimctl run`` resolves with this
+    too (:func:`nimctl.runtime.spec.resolve_model`). An ``hf://ORG/NAME@REV`` keeps its revision
+    even when a manifest names that model.
+    """
+    from nimctl.profiles import find_manifest
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return None, parse_model_source(str(path.resolve()))
+    try:
+        manifest = find_manifest(model)
+    except UsageError:
+        if "://" in model:
+            return None, parse_model_source(model)
+        raise
+    return manifest, parse_model_source(model if model.startswith(HF_SCHEME) else manifest.model.source)
 
 
 def pull_model(target: PullTarget, cache: Path, *, on_progress: ProgressListener | None = None) -> PullResult:
