@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nimctl.store import layout
-from nimctl.store.source import BUILTIN_SCHEME, HF_SCHEME
+from nimctl.store.source import BUILTIN_SCHEME, HF_SCHEME, source_key
 
 
 @dataclass(frozen=True)
@@ -68,21 +68,21 @@ def find_cached(cache: Path, model: str, *, profiles_dir: str | None = None) -> 
     or a manifest name whose source is cached."""
     wanted = _uri_of(model, profiles_dir)
     for entry in cached_models(cache, profiles_dir=profiles_dir):
-        if entry.uri.lower() == wanted.lower():
+        if source_key(entry.uri) == source_key(wanted):
             return entry
     return None
 
 
 def _uri_of(model: str, profiles_dir: str | None) -> str:
     if model.startswith((HF_SCHEME, BUILTIN_SCHEME)):
-        return model.split("@", 1)[0].rstrip("/")
+        return model
     if model.count("/") == 1 and not Path(model).exists():
         return HF_SCHEME + model
     from nimctl.errors import UsageError
     from nimctl.profiles.loader import find_manifest
 
     try:
-        return find_manifest(model, profiles_dir).model.source.split("@", 1)[0]
+        return find_manifest(model, profiles_dir).model.source
     except UsageError:
         return model
 
@@ -102,7 +102,7 @@ def _served_by(profiles_dir: str | None, imported: Path) -> dict[str, tuple[list
             manifest = load_manifest(path)
         except ManifestError:
             continue  # a broken manifest is `nimctl profiles`'s to report, not the cache's
-        key = manifest.model.source.split("@", 1)[0].rstrip("/").lower()
+        key = source_key(manifest.model.source)
         names, profiles = served.setdefault(key, ([], []))
         names.append(manifest.model.name)
         profiles.extend(f"{manifest.model.name}/{profile.name}" for profile in manifest.profiles)
@@ -123,7 +123,7 @@ def _hub_models(cache: Path, served: dict[str, tuple[list[str], list[str]]]) -> 
         if repo.repo_type != "model":
             continue
         uri = HF_SCHEME + repo.repo_id
-        manifests, profiles = served.get(uri.lower(), ([], []))
+        manifests, profiles = served.get(source_key(uri), ([], []))
         revisions = tuple(
             CachedRevision(
                 commit=rev.commit_hash,
@@ -163,7 +163,7 @@ def _builtin_models(cache: Path, served: dict[str, tuple[list[str], list[str]]])
         files = [path for path in folder.rglob("*") if path.is_file()]
         stats = [path.stat() for path in files]
         uri = BUILTIN_SCHEME + folder.name
-        manifests, profiles = served.get(uri.lower(), ([], []))
+        manifests, profiles = served.get(source_key(uri), ([], []))
         models.append(
             CachedModel(
                 uri=uri,

@@ -46,6 +46,11 @@ def repo_dir(cache: Path, repo: str) -> Path:
     return hub_dir(cache) / repo_folder_name(repo_id=repo, repo_type="model")
 
 
+def snapshot_dir(cache: Path, repo: str, commit: str) -> Path:
+    """One commit's files, as links into ``blobs/``: the folder the server and the engine read."""
+    return repo_dir(cache, repo) / "snapshots" / commit
+
+
 def tree_file(cache: Path, repo: str, commit: str) -> Path:
     """The file list huggingface_hub wrote for ``commit``: sizes, git blob ids, LFS sha256."""
     return repo_dir(cache, repo) / "trees" / f"{commit}.json"

@@ -153,9 +153,9 @@ def require_cached(repo: str, cache: Path, *, revision: str | None = None) -> Pa
         f"on a connected machine run `nimctl pull {uri}` (then `nimctl bundle export` and "
         "`nimctl bundle import` here), or drop --offline / NIM_DISABLE_MODEL_DOWNLOAD"
     )
-    if commit is None or not (root / "snapshots" / commit).is_dir():
+    if commit is None or not layout.snapshot_dir(cache, repo, commit).is_dir():
         raise ModelUnavailableError(f"{uri} is not in the cache at {layout.hub_dir(cache)}", hint=get_it)
-    snapshot = root / "snapshots" / commit
+    snapshot = layout.snapshot_dir(cache, repo, commit)
     listing = read_tree(cache, repo, commit)
     if listing is None:
         return snapshot  # filled by an older client without a file list: what is there is all we know

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from nimctl.errors import UsageError
 from nimctl.store import layout
 from nimctl.store.inventory import CachedModel
+from nimctl.store.source import source_key
 
 if TYPE_CHECKING:
     from nimctl.runtime.instances import Instance
@@ -54,10 +55,10 @@ class Removal:
 
 def users_of(model: CachedModel, cache: Path, instances: Iterable[Instance]) -> list[Instance]:
     """The running instances that read ``model`` from ``cache``."""
-    wanted = model.uri.lower()
+    wanted = source_key(model.uri)
     found = []
     for instance in instances:
-        source = (instance.source or "").split("@", 1)[0].rstrip("/").lower()
+        source = source_key(instance.source or "")
         same_cache = instance.cache is None or Path(instance.cache).resolve() == cache.resolve()
         if instance.running and source == wanted and same_cache:
             found.append(instance)

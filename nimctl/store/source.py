@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nimctl.errors import ConfigError
+from nimctl.store import layout
 
 if TYPE_CHECKING:
     from nimctl.store.progress import ProgressListener
@@ -41,7 +42,7 @@ class ModelSource:
         if self.kind == "local":
             return Path(self.name)
         if self.kind == "builtin":
-            return cache / "builtin" / self.name
+            return layout.builtin_dir(cache) / self.name
         return None
 
     def check(self) -> None:
@@ -62,8 +63,14 @@ class ModelSource:
         if self.kind == "builtin":
             from nimctl.models.builtin import ensure_builtin
 
-            return ensure_builtin(self.name, cache / "builtin").resolve()
+            return ensure_builtin(self.name, layout.builtin_dir(cache)).resolve()
         return _download_hf(self.name, self.revision, cache, on_progress, offline)
+
+
+def source_key(uri: str) -> str:
+    """What a source URI is compared by: the model, whatever its revision, in lower case
+    (``hf://Org/Name@v1`` and ``hf://org/name`` name the same cached model)."""
+    return uri.split("@", 1)[0].rstrip("/").lower()
 
 
 def parse_model_source(uri: str) -> ModelSource:

@@ -62,7 +62,7 @@ def verify_model(cache: Path, model: CachedModel) -> list[Verdict]:
 
 
 def _verify_revision(cache: Path, repo: str, uri: str, commit: str) -> Verdict:
-    snapshot = layout.repo_dir(cache, repo) / "snapshots" / commit
+    snapshot = layout.snapshot_dir(cache, repo, commit)
     recorded = read_tree(cache, repo, commit)
     if recorded is None:
         # No file list (a cache filled by an older client): the blob names are the etags.
@@ -137,7 +137,7 @@ def discard_bad_files(cache: Path, verdicts: list[Verdict]) -> list[Path]:
     for verdict in verdicts:
         if verdict.commit is None:
             continue  # a built-in model: no recorded hashes, nothing to fetch it from
-        snapshot = layout.repo_dir(cache, verdict.uri.removeprefix("hf://")) / "snapshots" / verdict.commit
+        snapshot = layout.snapshot_dir(cache, verdict.uri.removeprefix("hf://"), verdict.commit)
         for problem in verdict.problems:
             if problem.problem == "missing":
                 continue
