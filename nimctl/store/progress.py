@@ -60,8 +60,8 @@ ProgressListener = Callable[[FetchProgress], None]
 class ProgressTracker:
     """Counts what huggingface_hub reports and calls the listener, at most every REPORT_EVERY_S.
 
-    A change held back by that limit is reported when the interval is up (a timer), not with the
-    next update: huggingface_hub writes in 10 MB chunks, so a stalled or slow file may send no
+    A change held back by that limit is reported when the interval is up (by one reporter thread),
+    not with the next update: huggingface_hub writes in 10 MB chunks, so a stalled or slow file may send no
     update for long, and the last few small files must not stay unreported meanwhile.
     """
 
@@ -72,13 +72,24 @@ class ProgressTracker:
         self.bytes_done = 0
         self.files_done = 0
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._last = 0.0
-        self._timer: threading.Timer | None = None
+        self._pending = False  # a change held back by the interval, left to the reporter thread
+        self._closed = False
         # Reports are numbered under _lock and sent under _sending, so one taken earlier but sent
-        # later (a timer racing a download thread) is dropped instead of undoing a newer one.
+        # later (the reporter racing a download thread) is dropped instead of undoing a newer one.
         self._sending = threading.Lock()
         self._taken = 0
         self._sent = 0
+        # One reporter thread for the whole fetch, started here (in the caller's thread), not a Timer per
+        # interval started by a download thread: Thread.start() waits until the new thread has run, i.e.
+        # has won the GIL from 8 busy download threads, and that was done holding _lock (stalls of ~50 ms).
+        self._reporter: threading.Thread | None = None
+        if listener is not None:
+            self._reporter = threading.Thread(
+                target=self._report_held_back, name="nimctl-progress", daemon=True
+            )
+            self._reporter.start()
 
     def snapshot(self) -> FetchProgress:
         return FetchProgress(
@@ -91,30 +102,42 @@ class ProgressTracker:
             self.files_done += files
             if self.listener is None:
                 return
-            wait = REPORT_EVERY_S - (time.monotonic() - self._last)
-            if not force and wait > 0:
-                if self._timer is None:
-                    self._timer = threading.Timer(wait, self._report_held_back)
-                    self._timer.daemon = True
-                    self._timer.start()
+            now = time.monotonic()
+            if not force and now - self._last < REPORT_EVERY_S:
+                if not self._pending:
+                    self._pending = True
+                    self._wake.notify()  # the reporter sends it when the interval is up
                 return
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._last = time.monotonic()
+            self._pending = False
+            self._last = now
             self._taken += 1
             number, progress = self._taken, self.snapshot()
         self._send(number, progress)
 
-    def _report_held_back(self) -> None:
+    def close(self) -> None:
+        """Stops the reporter thread; a change still held back is dropped (add(force=True) first)."""
         with self._lock:
-            if self._timer is None or self.listener is None:
-                return  # a forced report came first
-            self._timer = None
-            self._last = time.monotonic()
-            self._taken += 1
-            number, progress = self._taken, self.snapshot()
-        self._send(number, progress)
+            self._closed = True
+            self._wake.notify()
+        if self._reporter is not None and self._reporter is not threading.current_thread():
+            self._reporter.join()
+
+    def _report_held_back(self) -> None:
+        """The reporter thread: sends a held-back change once its interval is up, until close()."""
+        while True:
+            with self._lock:
+                while not self._closed:
+                    wait = REPORT_EVERY_S - (time.monotonic() - self._last)
+                    if self._pending and wait <= 0:
+                        break
+                    self._wake.wait(wait if self._pending else None)
+                if self._closed:
+                    return
+                self._pending = False  # a forced report meanwhile clears it: nothing left to send
+                self._last = time.monotonic()
+                self._taken += 1
+                number, progress = self._taken, self.snapshot()
+            self._send(number, progress)
 
     def _send(self, number: int, progress: FetchProgress) -> None:
         with self._sending:

@@ -81,15 +81,18 @@ def pull(
     _check_space(cache, needed, repo)
     tracker = ProgressTracker(on_progress, bytes_total=needed, files_total=len(files))
     tracker.add(force=True)
-    with hub_errors(repo, revision, cache):
-        folder = snapshot_download(
-            repo,
-            revision=commit,
-            cache_dir=layout.hub_dir(cache),
-            token=token,
-            tqdm_class=tracker.tqdm_class(),
-        )
-    tracker.add(force=True)
+    try:
+        with hub_errors(repo, revision, cache):
+            folder = snapshot_download(
+                repo,
+                revision=commit,
+                cache_dir=layout.hub_dir(cache),
+                token=token,
+                tqdm_class=tracker.tqdm_class(),
+            )
+        tracker.add(force=True)
+    finally:
+        tracker.close()
     if revision != commit:
         _write_ref(cache, repo, revision, commit)
     return PullResult(
