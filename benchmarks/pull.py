@@ -44,8 +44,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from hub_emulation import HubEmulation  # a test helper, not an installed module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests/ is not installed
+from tests.hub_emulation import HubEmulation
 
 TARGET = 0.95
 REPO = "nimctl-bench/synthetic-model"

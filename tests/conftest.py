@@ -64,7 +64,8 @@ def hub(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     session ``model_cache``, so ``nim_server`` reuses it.
     """
     from nimctl.models.builtin import MARKER_FILE
-    from tests.hub_emulation import HubEmulation, tiny_vlm_folder
+    from tests.hub_emulation import HubEmulation
+    from tests.hub_repos import tiny_vlm_folder
 
     v1 = tmp_path_factory.mktemp("hub-tiny-vlm-v1")
     shutil.copytree(

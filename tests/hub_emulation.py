@@ -20,58 +20,16 @@ import socketserver
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-LFS_THRESHOLD = 1024
-# Files up to this size are copied into memory by add_revision, so a test that edits its folder afterwards (to
-# make the next revision) does not change what the earlier revision serves. Bigger files are served from disk
-# with sendfile and must stay as they were (checked before each GET).
-IN_MEMORY_LIMIT = 64 * 1024 * 1024
+from tests.hub_repos import LFS_THRESHOLD, Blob, Commit, Repo, read_blob
+
 _CHUNK = 4 * 1024 * 1024
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-def tiny_vlm_folder(cache: Path) -> Path:
-    """The built-in tiny VLM's files (generated under ``cache/builtin`` the first time, ~20-60 s, needs torch)."""
-    from nimctl.models.builtin import ensure_builtin
-
-    return ensure_builtin("tiny-vlm", Path(cache) / "builtin")
-
-
-def git_blob_sha1(data: bytes) -> str:
-    """The id git gives a blob with this content (what the hub calls ``oid``/``blobId``)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-@dataclass(frozen=True)
-class _Blob:
-    path: str
-    size: int
-    sha256: str
-    git_oid: str  # the git blob id: of the content, or of the LFS pointer for LFS files
-    lfs: bool
-    pointer_size: int
-    data: bytes | None  # the content, when small enough to keep
-    source: Path | None  # otherwise the file on disk
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class _Commit:
-    sha: str
-    files: dict[str, _Blob]
-    last_modified: str
-
-
-@dataclass
-class _Repo:
-    commits: dict[str, _Commit] = field(default_factory=dict)
-    refs: dict[str, str] = field(default_factory=dict)
 
 
 class _HubError(Exception):
@@ -80,25 +38,6 @@ class _HubError(Exception):
     def __init__(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-def _read_blob(path: str, file: Path, lfs_threshold: int) -> _Blob:
-    stat = file.stat()
-    data = file.read_bytes() if stat.st_size <= IN_MEMORY_LIMIT else None
-    if data is not None:
-        digest = hashlib.sha256(data).hexdigest()
-    else:
-        with file.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-    lfs = stat.st_size >= lfs_threshold or path.endswith(".safetensors")
-    if lfs:  # git holds a pointer file in its place
-        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{digest}\nsize {stat.st_size}\n"
-        oid, pointer_size = git_blob_sha1(pointer.encode()), len(pointer)
-    else:
-        assert data is not None  # a regular git file is below the LFS threshold, so it was read whole
-        oid, pointer_size = git_blob_sha1(data), 0
-    source = None if data is not None else file
-    return _Blob(path, stat.st_size, digest, oid, lfs, pointer_size, data, source, stat.st_mtime_ns)
 
 
 class _Server(ThreadingHTTPServer):
@@ -145,7 +84,7 @@ class HubEmulation:
     def __init__(self) -> None:
         self.url = ""
         self._lock = threading.Lock()
-        self._repos: dict[str, _Repo] = {}
+        self._repos: dict[str, Repo] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._requests: list[tuple[str, str]] = []
@@ -163,13 +102,13 @@ class HubEmulation:
         for file in sorted(p for p in folder.rglob("*") if p.is_file()):
             path = file.relative_to(folder).as_posix()
             if path.split("/")[0] != ".git":
-                files[path] = _read_blob(path, file, self.lfs_threshold)
+                files[path] = read_blob(path, file, self.lfs_threshold)
         listing = "".join(f"{p}\0{b.sha256}\n" for p, b in sorted(files.items()))
         sha = hashlib.sha1(f"{repo}\n{','.join(refs)}\n{listing}".encode()).hexdigest()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         with self._lock:
-            entry = self._repos.setdefault(repo, _Repo())
-            entry.commits.setdefault(sha, _Commit(sha, files, stamp))
+            entry = self._repos.setdefault(repo, Repo())
+            entry.commits.setdefault(sha, Commit(sha, files, stamp))
             for ref in refs:
                 entry.refs[ref] = sha
         return sha
@@ -288,7 +227,7 @@ class HubEmulation:
         except OSError:
             h.close_connection = True  # the client went away mid-response
 
-    def _commit(self, repo: str, revision: str) -> _Commit:
+    def _commit(self, repo: str, revision: str) -> Commit:
         with self._lock:
             entry = self._repos.get(repo)
             if entry is None:
@@ -299,7 +238,7 @@ class HubEmulation:
             raise _HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return commit
 
-    def _file_entry(self, repo: str, blob: _Blob, *, tree: bool) -> dict[str, Any]:
+    def _file_entry(self, repo: str, blob: Blob, *, tree: bool) -> dict[str, Any]:
         """A file as the tree lists it, or as a model info sibling with ``blobs=true``."""
         size = self._declared.get((repo, blob.path), blob.size)
         entry: dict[str, Any] = (
@@ -342,7 +281,7 @@ class HubEmulation:
         recursive = query.get("recursive", "").lower() == "true"
         prefix = f"{base}/" if base else ""
         folders: set[str] = set()
-        files: list[_Blob] = []
+        files: list[Blob] = []
         for path, blob in sorted(commit.files.items()):
             if not path.startswith(prefix):
                 continue
@@ -409,7 +348,7 @@ class HubEmulation:
         if not head:
             self._send_body(h, repo, blob, start, end)
 
-    def _send_body(self, h: _Handler, repo: str, blob: _Blob, start: int, end: int) -> None:
+    def _send_body(self, h: _Handler, repo: str, blob: Blob, start: int, end: int) -> None:
         key = (repo, blob.path)
         with self._lock:
             cut: int | None = None
@@ -433,7 +372,7 @@ class HubEmulation:
             h.connection.shutdown(socket.SHUT_RDWR)
 
     def _send_range(
-        self, h: _Handler, key: tuple[str, str], blob: _Blob, file: Any, pos: int, end: int, corrupt: bool
+        self, h: _Handler, key: tuple[str, str], blob: Blob, file: Any, pos: int, end: int, corrupt: bool
     ) -> int:
         """Send bytes [pos, end) of the file (last byte flipped if corrupt); returns end."""
         last = blob.size - 1

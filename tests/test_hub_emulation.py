@@ -15,7 +15,8 @@ from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, Revi
 
 from nimctl.models.builtin import MARKER_FILE
 from tests.conftest import TINY_VLM_REPO
-from tests.hub_emulation import HubEmulation, git_blob_sha1, tiny_vlm_folder
+from tests.hub_emulation import HubEmulation
+from tests.hub_repos import git_blob_sha1, tiny_vlm_folder
 
 WEIGHTS = "model.safetensors"
 

@@ -15,7 +15,8 @@ import pytest
 
 from nimctl.errors import EXIT_MODEL_UNAVAILABLE, EXIT_NO_PROFILE, EXIT_USAGE, DiskFullError
 from nimctl.store import layout
-from tests.hub_emulation import HubEmulation, tiny_vlm_folder
+from tests.hub_emulation import HubEmulation
+from tests.hub_repos import tiny_vlm_folder
 from tests.store.conftest import FIXTURES, REPO
 
 WEIGHTS = "model.safetensors"
