@@ -65,9 +65,10 @@ def _verify_revision(cache: Path, repo: str, uri: str, commit: str) -> Verdict:
     snapshot = layout.snapshot_dir(cache, repo, commit)
     recorded = read_tree(cache, repo, commit)
     if recorded is None:
-        # No file list (a cache filled by an older client): the blob names are the etags.
+        # No file list (a cache filled by an older client): a link's blob is named by its etag. A
+        # plain file (a copied cache) has no recorded hash: it is only checked to be there.
         recorded = {
-            str(path.relative_to(snapshot)): {"blob_id": path.resolve().name}
+            str(path.relative_to(snapshot)): {"blob_id": _etag_of(path)}
             for path in snapshot.rglob("*")
             if path.is_symlink() or path.is_file()
         }
@@ -79,6 +80,12 @@ def _verify_revision(cache: Path, repo: str, uri: str, commit: str) -> Verdict:
         if problem is not None:
             problems.append(FileProblem(name, *problem))
     return Verdict(uri, commit, checked, tuple(problems))
+
+
+def _etag_of(path: Path) -> str | None:
+    name = path.resolve().name
+    is_hash = len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)
+    return name if path.is_symlink() and is_hash else None
 
 
 def _check_file(path: Path, entry: dict[str, Any]) -> tuple[Problem, str] | None:

@@ -89,6 +89,20 @@ def test_verify_passes_a_whole_model_and_names_truncated_corrupt_and_missing_fil
     assert nimctl("cache", "verify").exit_code == 0  # both revisions whole: they share those blobs
 
 
+def test_verify_without_the_file_list_goes_by_the_blob_names(pulled: Path, host_cache: Path) -> None:
+    """A cache filled by an older client has no trees/COMMIT.json: each blob is named by its etag."""
+    shutil.rmtree(layout.repo_dir(host_cache, REPO) / "trees")
+    assert nimctl("cache", "verify", f"hf://{REPO}").exit_code == 0
+    weights = (pulled / WEIGHTS).resolve()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    result = nimctl("cache", "verify", f"hf://{REPO}", "--format", "json")
+    assert result.exit_code == EXIT_INTEGRITY
+    problems = {p["path"]: p["problem"] for v in json.loads(result.stdout)["models"] for p in v["problems"]}
+    assert problems == {WEIGHTS: "corrupt"}
+
+
 def test_a_corrupt_download_is_caught_by_verify(hf_env: HubEmulation, host_cache: Path) -> None:
     hf_env.corrupt(REPO, WEIGHTS)  # right size, wrong bytes: huggingface_hub checks only the size
     assert nimctl("pull", f"hf://{REPO}").exit_code == 0
