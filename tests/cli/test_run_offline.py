@@ -7,6 +7,7 @@ missing); a cached one serves with the hub emulation out of reach.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import psutil
@@ -40,18 +41,22 @@ def error_of(result: Result) -> str:
     return next(line for line in result.stderr.splitlines() if line.startswith("Error: "))
 
 
-def nothing_runs() -> None:
+def nothing_runs(since: float) -> None:
+    """No instance called NAME, and no server process started since ``since`` (a time.time()): the
+    session's shared servers, started earlier by other tests, are this process's children too."""
     listed = nimctl("ps", "--all", "--format", "json")
     assert listed.exit_code == 0 and [row for row in json.loads(listed.stdout) if row["name"] == NAME] == []
-    assert not [c for c in _children() if "nim-serve" in c or "nimctl.server" in c]
+    assert not [c for c in _children(since) if "nim-serve" in c or "nimctl.server" in c]
 
 
-def _children() -> list[str]:
-    """The command lines of this process's live descendants (a launcher that ended is a zombie until reaped)."""
+def _children(since: float) -> list[str]:
+    """The command lines of this process's live descendants started since ``since`` (a launcher
+    that ended is a zombie until reaped)."""
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            found.append(" ".join(process.cmdline()))
+            if process.create_time() >= since - 1:
+                found.append(" ".join(process.cmdline()))
         except (psutil.ZombieProcess, psutil.NoSuchProcess):
             continue
     return found
@@ -59,6 +64,7 @@ def _children() -> list[str]:
 
 @pytest.mark.parametrize("switch", [["--offline"], ["-e", "NIM_DISABLE_MODEL_DOWNLOAD=1"]])
 def test_an_uncached_model_fails_at_once(hf_env: HubEmulation, host: Path, switch: list[str]) -> None:
+    started = time.time()
     result = nimctl(
         "run", MANIFEST, *switch, "--runtime", "local", "--name", NAME, "--port", str(free_port())
     )
@@ -66,7 +72,7 @@ def test_an_uncached_model_fails_at_once(hf_env: HubEmulation, host: Path, switc
     assert error_of(result) == f"Error: hf://{REPO} is not in the cache at {layout.hub_dir(host)}"
     assert "nimctl pull hf://nimctl-test/tiny-vlm" in result.stderr
     assert hf_env.requests() == []
-    nothing_runs()
+    nothing_runs(started)
 
 
 def test_a_missing_file_is_named(hf_env: HubEmulation, host: Path) -> None:
@@ -75,11 +81,12 @@ def test_a_missing_file_is_named(hf_env: HubEmulation, host: Path) -> None:
     folder = pull(REPO, host).folder
     (folder / "model.safetensors").unlink()
     hf_env.reset_counters()
+    started = time.time()
     result = nimctl("run", MANIFEST, "--offline", "--runtime", "local", "--name", NAME)
     assert result.exit_code == EXIT_MODEL_UNAVAILABLE, result.stderr
     assert "incomplete in the cache" in error_of(result) and "(model.safetensors)" in error_of(result)
     assert hf_env.requests() == []
-    nothing_runs()
+    nothing_runs(started)
 
 
 @pytest.mark.parametrize("runtime", ["local", "docker"])
@@ -121,6 +128,7 @@ def test_a_cached_model_serves_with_the_hub_out_of_reach(
     monkeypatch.setenv("HF_ENDPOINT", hf_env.url)
     hf_env.reset_counters()
     port = free_port()
+    since = time.time()
     started = nimctl(
         "run", MANIFEST, "--offline", "--runtime", "local", "-d", "--name", NAME, "--port", str(port),
         "--timeout", "900",
@@ -144,7 +152,7 @@ def test_a_cached_model_serves_with_the_hub_out_of_reach(
         stopped = nimctl("stop", NAME)
     assert stopped.exit_code == 0, stopped.stderr
     assert hf_env.requests() == []
-    nothing_runs()
+    nothing_runs(since)
     removed = nimctl("cache", "rm", f"hf://{REPO}", "--yes")  # stopped: now it may go
     assert removed.exit_code == 0, removed.stderr
     assert not layout.repo_dir(host, REPO).exists()
