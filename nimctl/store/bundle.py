@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 
 REFUSED_HINT = "nothing was imported; copy the archive again, or export it again on the connected machine"
 
+# The Docker client's read timeout while an image is saved or loaded: a wait for each read, not
+# for the whole gigabytes, so it only ends a daemon that stopped answering (one wedged by an
+# interrupted save did so, and an export then waited forever).
+SAVE_READ_TIMEOUT_S = 600
+
 # (what is happening, bytes done, bytes total or None when unknown)
 BundleProgress = Callable[[str, int, "int | None"], None]
 
@@ -184,7 +189,7 @@ def _open_image(tag: str) -> tuple[DockerClient, Image]:
 
     from nimctl.runtime.docker_client import connect
 
-    client = connect(timeout=None)  # a save or load of gigabytes has no read limit
+    client = connect(timeout=SAVE_READ_TIMEOUT_S)
     try:
         return client, client.images.get(tag)
     except ImageNotFound:
@@ -339,7 +344,7 @@ def _open_archive(archive: Path) -> tarfile.TarFile:
 def _open_client() -> DockerClient:
     from nimctl.runtime.docker_client import connect
 
-    return connect(timeout=None)
+    return connect(timeout=SAVE_READ_TIMEOUT_S)
 
 
 def _check_space(archive: Path, cache: Path, members: list[tarfile.TarInfo], with_image: bool) -> None:
