@@ -89,6 +89,9 @@ class HubEmulation:
         self._thread: threading.Thread | None = None
         self._requests: list[tuple[str, str]] = []
         self._served: dict[tuple[str, str], int] = {}
+        # Counted bytes belong to the reset they were asked for in: a response a test left stalled,
+        # released when the test ends, must not count into the next test's figures.
+        self._generation = 0
         self._tokens: dict[str, str] = {}
         self._fail: dict[tuple[str, str], list[int]] = {}  # [nbytes, times left]
         self._stall: dict[tuple[str, str], tuple[int, threading.Event]] = {}
@@ -151,6 +154,7 @@ class HubEmulation:
         with self._lock:
             self._requests.clear()
             self._served.clear()
+            self._generation += 1
 
     def require_token(self, repo: str, token: str) -> None:
         """Gate ``repo``: files answer 401 (no token) or 403 (other token) with ``GatedRepo``.
@@ -359,20 +363,29 @@ class HubEmulation:
                     del self._fail[key]
             stall = self._stall.pop(key, None)
             corrupt = key in self._corrupt
+            generation = self._generation
         limit = end if cut is None else min(end, start + cut)
         with blob.source.open("rb") if blob.source is not None else contextlib.nullcontext() as file:
             pos = start
             if stall is not None and start + stall[0] < limit:
-                pos = self._send_range(h, key, blob, file, pos, start + stall[0], corrupt)
+                pos = self._send_range(h, key, blob, file, pos, start + stall[0], corrupt, generation)
                 stall[1].wait()
-            self._send_range(h, key, blob, file, pos, limit, corrupt)
+            self._send_range(h, key, blob, file, pos, limit, corrupt, generation)
         if cut is not None:
             # Stop mid-body on purpose: the client sees the connection close before Content-Length bytes.
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
 
     def _send_range(
-        self, h: _Handler, key: tuple[str, str], blob: Blob, file: Any, pos: int, end: int, corrupt: bool
+        self,
+        h: _Handler,
+        key: tuple[str, str],
+        blob: Blob,
+        file: Any,
+        pos: int,
+        end: int,
+        corrupt: bool,
+        generation: int,
     ) -> int:
         """Send bytes [pos, end) of the file (last byte flipped if corrupt); returns end."""
         last = blob.size - 1
@@ -391,7 +404,8 @@ class HubEmulation:
                 else:
                     sent = h.connection.sendfile(file, offset=pos, count=stop - pos)
             with self._lock:
-                self._served[key] = self._served.get(key, 0) + sent
+                if generation == self._generation:
+                    self._served[key] = self._served.get(key, 0) + sent
             pos += sent
             if sent == 0:
                 raise ConnectionError("sendfile sent nothing")
