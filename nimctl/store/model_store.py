@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nimctl.errors import DiskFullError, ProfileError, UsageError
+from nimctl.errors import DiskFullError, UsageError
 from nimctl.store.pull import PullResult, cached_result
 from nimctl.store.source import ModelSource
-from nimctl.store.target import PullTarget, pull_model, resolve_source
+from nimctl.store.target import PullTarget, named_profile, pull_model, resolve_source
 
 if TYPE_CHECKING:
     from nimctl.profiles import Manifest, Profile
@@ -76,13 +76,7 @@ def find_profiles(target: ModelFiles, refs: Sequence[str]) -> list[Profile]:
         )
     found: list[Profile] = []
     for ref in refs:
-        profile = manifest.profile_by_id_or_name(ref)
-        if profile is None:
-            names = ", ".join(f"{p.name} ({p.id[:12]})" for p in manifest.profiles)
-            raise ProfileError(
-                f"profile {ref!r} is not in the {manifest.name} manifest ({manifest.path})",
-                hint=f"its profiles: {names}; `list-model-profiles` shows the full ids",
-            )
+        profile = named_profile(manifest, ref)
         if profile not in found:
             found.append(profile)
     return found

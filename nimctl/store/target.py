@@ -56,13 +56,7 @@ def pull_target(
     chosen = note = None
     if manifest is not None:
         if profile is not None:
-            chosen = manifest.profile_by_id_or_name(profile)
-            if chosen is None:
-                names = ", ".join(f"{p.name} ({p.id[:12]})" for p in manifest.profiles)
-                raise ProfileError(
-                    f"profile {profile!r} is not in the {manifest.name} manifest",
-                    hint=f"its profiles: {names}",
-                )
+            chosen = named_profile(manifest, profile)
         inventory = inventory if inventory is not None else detect_inventory()
         # A machine that fetches for another (the connected side of an air gap) need not run it:
         # every profile reads the same files, so what would not run here is a note, not an error.
@@ -73,6 +67,19 @@ def pull_target(
     elif profile is not None:
         raise UsageError(f"--profile {profile}: {model} has no manifest, so no profiles")
     return PullTarget(source, revision or source.revision, manifest, chosen, note)
+
+
+def named_profile(manifest: Manifest, ref: str) -> Profile:
+    """The profile ``ref`` names (an id, an id prefix or a name), runnable here or not: a cache may be
+    filled for another machine. A ProfileError listing the manifest's profiles when none matches."""
+    profile = manifest.profile_by_id_or_name(ref)
+    if profile is None:
+        names = ", ".join(f"{p.name} ({p.id[:12]})" for p in manifest.profiles)
+        raise ProfileError(
+            f"profile {ref!r} is not in the {manifest.name} manifest ({manifest.path})",
+            hint=f"its profiles: {names}; `nimctl profiles list {manifest.name}` shows the full ids",
+        )
+    return profile
 
 
 def resolve_source(model: str) -> tuple[Manifest | None, ModelSource]:
