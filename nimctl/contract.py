@@ -29,6 +29,12 @@ TENSOR_PARALLEL_SIZE: Final = "NIM_TENSOR_PARALLEL_SIZE"
 PASSTHROUGH_ARGS: Final = "NIM_PASSTHROUGH_ARGS"
 REPOSITORY_OVERRIDE: Final = "NIM_REPOSITORY_OVERRIDE"
 PEFT_SOURCE: Final = "NIM_PEFT_SOURCE"
+PEFT_REFRESH_INTERVAL: Final = "NIM_PEFT_REFRESH_INTERVAL"
+MAX_LORA_RANK: Final = "NIM_MAX_LORA_RANK"
+MAX_GPU_LORAS: Final = "NIM_MAX_GPU_LORAS"
+MAX_CPU_LORAS: Final = "NIM_MAX_CPU_LORAS"
+# vLLM's own switch for its runtime adapter routes; on the front it opens the same routes there.
+ALLOW_LORA_UPDATES: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 DISABLE_MODEL_DOWNLOAD: Final = "NIM_DISABLE_MODEL_DOWNLOAD"
 ENGINE_PORT: Final = "NIMCTL_ENGINE_PORT"
 SHUTDOWN_TIMEOUT: Final = "NIMCTL_SHUTDOWN_TIMEOUT"
@@ -84,7 +90,12 @@ VARIABLES: Final[dict[str, str]] = {
     TENSOR_PARALLEL_SIZE: "the engine's tensor-parallel size",
     PASSTHROUGH_ARGS: "more engine arguments, shell-quoted; they win over the NIM_* variables",
     REPOSITORY_OVERRIDE: "reported in /v1/metadata and /v1/manifest",
-    PEFT_SOURCE: "a folder of LoRA adapters; setting it selects a LoRA profile",
+    PEFT_SOURCE: "a folder of LoRA adapters (one sub-folder each, in PEFT format); selects a LoRA profile",
+    PEFT_REFRESH_INTERVAL: "seconds between rescans of NIM_PEFT_SOURCE (dynamic mode); unset: scanned once",
+    MAX_LORA_RANK: "the largest adapter rank (vLLM's --max-lora-rank); default: fitted to the adapters",
+    MAX_GPU_LORAS: "adapters in one batch (vLLM's --max-loras); default: the adapters found, up to 8",
+    MAX_CPU_LORAS: "adapters kept loaded in memory (vLLM's --max-cpu-loras); default: at least 16",
+    ALLOW_LORA_UPDATES: "true: POST /v1/load_lora_adapter and /v1/unload_lora_adapter are answered",
     DISABLE_MODEL_DOWNLOAD: "1: never download; a model not in the cache fails at once, naming its files",
     ENGINE_PORT: "fix the engine's loopback port (default: a free one at launch)",
     SHUTDOWN_TIMEOUT: "seconds a SIGTERM drain waits for requests in flight",
@@ -138,8 +149,10 @@ CONTAINER_PROFILES: Final = "/opt/nim/profiles"
 CONTAINER_USER_PROFILES: Final = "/opt/nim/user-profiles"
 # Where a model folder given by path is mounted.
 CONTAINER_MODEL: Final = "/opt/nim/model"
-# Where `nimctl run --lora DIR` mounts the adapters folder (NIM_PEFT_SOURCE points there).
+# Where `nimctl run --lora-dir DIR` mounts the adapters folder (NIM_PEFT_SOURCE points there).
 CONTAINER_LORA: Final = "/opt/nim/loras"
+# Where `nimctl lora add` copies an adapter into a container before loading it at run time.
+CONTAINER_LORA_UPLOADS: Final = "/tmp/nimctl-lora-uploads"
 
 # Where `nimctl run` mounts the instance's credentials folder (read-only): its API key file and
 # TLS files, under the names below. A host process is told the host folder's paths instead.
@@ -187,3 +200,7 @@ PROFILE_NAME_LABEL: Final = f"{LABEL_PREFIX}.profile-name"
 # to remove a model an instance is serving.
 SOURCE_LABEL: Final = f"{LABEL_PREFIX}.source"
 CACHE_LABEL: Final = f"{LABEL_PREFIX}.cache"
+# The host folder of LoRA adapters an instance serves, and its rescan interval (dynamic mode only):
+# `nimctl lora add/rm` write there.
+LORA_DIR_LABEL: Final = f"{LABEL_PREFIX}.lora-dir"
+LORA_REFRESH_LABEL: Final = f"{LABEL_PREFIX}.lora-refresh"

@@ -41,6 +41,11 @@ ENV_FIELDS: dict[str, str] = {
     contract.PASSTHROUGH_ARGS: "passthrough_args",
     contract.REPOSITORY_OVERRIDE: "repository_override",
     contract.PEFT_SOURCE: "peft_source",
+    contract.PEFT_REFRESH_INTERVAL: "peft_refresh_interval",
+    contract.MAX_LORA_RANK: "max_lora_rank",
+    contract.MAX_GPU_LORAS: "max_gpu_loras",
+    contract.MAX_CPU_LORAS: "max_cpu_loras",
+    contract.ALLOW_LORA_UPDATES: "allow_lora_updates",
     contract.DISABLE_MODEL_DOWNLOAD: "disable_model_download",
     contract.ENGINE_PORT: "engine_port",
     contract.SHUTDOWN_TIMEOUT: "shutdown_timeout",
@@ -98,6 +103,12 @@ class ServerConfig(BaseModel):
     passthrough_args: list[str] = Field(default_factory=list)
     repository_override: str | None = None
     peft_source: str | None = None  # LoRA adapters folder: selects a LoRA profile
+    # LoRA (docs/lora.md): rescans of the folder (dynamic mode), the engine's sizes, runtime updates.
+    peft_refresh_interval: float | None = Field(default=None, gt=0)
+    max_lora_rank: int | None = None
+    max_gpu_loras: int | None = Field(default=None, ge=1)
+    max_cpu_loras: int | None = Field(default=None, ge=1)
+    allow_lora_updates: bool = False
     disable_model_download: bool = False  # offline: the cache only (NIM's air-gap switch)
     engine_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_timeout: float = Field(default=30.0, gt=0)
@@ -118,6 +129,15 @@ class ServerConfig(BaseModel):
     media_local_dir: Path | None = None
     media_allowed_networks: list[str] = Field(default_factory=list)
     media_hosts_file: Path | None = None
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _lora_rank(cls, value: int | None) -> int | None:
+        from nimctl.lora.folder import ENGINE_RANKS
+
+        if value is not None and value not in ENGINE_RANKS:
+            raise ValueError(f"vLLM serves ranks {', '.join(map(str, ENGINE_RANKS))}")
+        return value
 
     @field_validator("allowed_media_domains", "media_allowed_networks", mode="before")
     @classmethod
