@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from nimctl import __version__
-from nimctl.server import inference, management
+from nimctl.server import inference, lora_routes, management
+from nimctl.server.adapters import AdapterManager
 from nimctl.server.auth import ApiKeyMiddleware, key_check
 from nimctl.server.http_errors import openai_error
 from nimctl.server.lean_relay import LeanRelay
@@ -61,6 +62,8 @@ def create_app(
     """Build the front. ``supervise=False`` starts no engine: the caller runs one (or a stand-in)."""
     metrics = FrontMetrics(state)
     proxy = EngineProxy(state)
+    if state.plan.lora is not None:
+        state.adapters = AdapterManager(state.plan.lora, proxy)
     supervisor = Supervisor(state, proxy, request_exit)
 
     @asynccontextmanager
@@ -72,6 +75,8 @@ def create_app(
         finally:
             if supervise:
                 await supervisor.stop(state.plan.config.shutdown_timeout)
+            if state.adapters is not None:
+                await state.adapters.aclose()
             await proxy.aclose()
 
     app = Front(
@@ -86,6 +91,7 @@ def create_app(
     app.include_router(management.build_router(state, metrics, proxy))
     inference_router, relay = inference.build_router(proxy)
     app.include_router(inference_router)
+    app.include_router(lora_routes.build_router(state))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

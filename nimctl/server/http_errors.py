@@ -56,8 +56,10 @@ ERROR_SCHEMA: dict[str, Any] = {
 _MEANINGS = {
     400: "The request is malformed or names something the model cannot do",
     404: "No such model (or, for /v1/license, no license file)",
+    403: "Runtime LoRA updates are off on this server (VLLM_ALLOW_RUNTIME_LORA_UPDATING)",
     405: "Method not allowed (the Allow header lists the allowed ones)",
     408: "The request body did not arrive within the server's deadline (NIMCTL_BODY_TIMEOUT)",
+    409: "The LoRA adapter's name is taken, or its folder would bring it back",
     413: "The request body is larger than the server accepts (NIMCTL_MAX_BODY_BYTES)",
     422: "The engine could not use the request's input (for example a media URL that answered 4xx)",
     429: "Too many requests: the concurrency limit or the caller's rate limit; see Retry-After",
@@ -71,6 +73,7 @@ INFERENCE_ERRORS = (400, 404, 408, 413, 422, 429, 431, 502, 503)
 _ANY_ROUTE = (413, 431)
 MODEL_LIST_ERRORS = (*_ANY_ROUTE, 502, 503)
 MANAGEMENT_ERRORS = (*_ANY_ROUTE, 503)  # 503 while the server drains
+LORA_UPDATE_ERRORS = (400, 403, 404, 409, *_ANY_ROUTE, 503)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -30,6 +30,7 @@ from nimctl.server.http_errors import (
 )
 from nimctl.server.media_fetch import fetch_remote_media
 from nimctl.server.proxy import EngineProxy, engine_unavailable, forwardable
+from nimctl.server.relayed_stream import RelayedStream
 from nimctl.server.request_checks import BadRequestError, BodyLimits, CheckedBody, check_body
 from nimctl.server.state import CLIENT_GONE
 
@@ -134,10 +135,39 @@ class InferenceRelay:
             checked = self.check(body)
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
-        response = await forward(method, target, headers, body, receive)
-        if _engine_asks_for_a_resend(response):
+        release = None
+        if (adapters := proxy.state.adapters) is not None:
+            model = checked.payload.get("model")
+            if (refused := adapters.refusal(model)) is not None:
+                return openai_error(404, refused, param="model")
+            release = adapters.claim(model)  # an adapter is unloaded only after its requests end
+        try:
             response = await forward(method, target, headers, body, receive)
+            if _engine_asks_for_a_resend(response):
+                response = await forward(method, target, headers, body, receive)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        if release is not None:
+            _release_when_sent(response, release)
         return _judged(response, checked)
+
+
+def _release_when_sent(response: Response, release: Callable[[], None]) -> None:
+    """Call ``release`` once ``response`` is over: a stream when its last byte is sent, else now."""
+    if not isinstance(response, RelayedStream):
+        release()
+        return
+    finish = response.finish
+
+    def finish_then_release() -> None:
+        try:
+            finish()
+        finally:
+            release()
+
+    response.finish = finish_then_release
 
 
 def build_router(proxy: EngineProxy) -> tuple[APIRouter, InferenceRelay]:

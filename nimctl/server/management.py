@@ -168,6 +168,8 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
             "profile_name": plan.profile_name,
             "selectedModelProfileId": plan.profile_id,
             "repository_override": plan.config.repository_override,
+            # null when LoRA is off; else the settings and each adapter, loaded or skipped with why
+            "loraAdapters": state.adapters.to_dict() if state.adapters is not None else None,
         }
 
     @router.get(
@@ -181,6 +183,7 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
             "manifest_file": found.text if found else None,
             "repository_override": state.plan.config.repository_override,
             "profiles": [profile.to_public_dict() for profile in found.profiles] if found else [],
+            "lora_adapters": sorted(state.adapters.loaded) if state.adapters is not None else [],
         }
 
     # Prometheus text, not JSON: documented as such.

@@ -24,6 +24,7 @@ from nimctl.errors import ConfigError, ManifestError, UsageError
 from nimctl.server.config import ServerConfig
 from nimctl.server.engine import engine_command
 from nimctl.server.engine_args import CLI_ORIGIN, PASSTHROUGH_ORIGIN, check_user_engine_args
+from nimctl.server.lora_settings import ENGINE_ENV, LoraSettings, lora_engine_args, lora_folder, lora_settings
 from nimctl.server.selection_inputs import ServeInputs, inputs_from_config
 from nimctl.store.source import ModelSource, parse_model_source
 
@@ -61,6 +62,7 @@ class LaunchPlan:
     engine_args: list[str]
     engine_env: dict[str, str] = field(default_factory=dict)
     engine_port: int | None = None  # NIMCTL_ENGINE_PORT; None: a free port chosen at launch
+    lora: LoraSettings | None = None  # NIM_PEFT_SOURCE set: the adapters are served
 
     @property
     def profile_id(self) -> str | None:
@@ -92,6 +94,7 @@ class LaunchPlan:
             "engine_port": self.engine_port,
             **({} if self.engine_port else {"engine_port_note": _PORT_NOTE}),
             "engine_command": self.command(self.model_argument(), self.engine_port or PORT_AT_LAUNCH),
+            "lora": self.lora.to_dict() if self.lora else None,
         }
 
 
@@ -106,6 +109,7 @@ def build_plan(
     _check_environment(os.environ if environ is None else environ)
     source = parse_model_source(config.model_path)
     source.check()
+    adapters = lora_folder(config)  # a missing folder is an error before anything is chosen
     manifest = _find_manifest(source, config)
     profile, reason = _select(manifest, inputs_from_config(config, cli_engine_args))
     served_name = config.served_model_name or (
@@ -117,6 +121,8 @@ def build_plan(
     if parser:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
     args += FRONT_ENGINE_ARGS
+    if adapters is not None:
+        args += lora_engine_args(config, adapters, profile.engine_args if profile else [])
     if config.max_model_len:
         args += ["--max-model-len", str(config.max_model_len)]
     if config.tensor_parallel_size:
@@ -125,6 +131,11 @@ def build_plan(
     args += cli_engine_args
 
     env = dict(profile.env) if profile else {}
+    lora = None
+    if adapters is not None:
+        env.update(ENGINE_ENV)
+        names = [served_name, source.name, manifest.model.name if manifest else ""]
+        lora = lora_settings(config, adapters, args, names)
     return LaunchPlan(
         config=config,
         source=source,
@@ -135,6 +146,7 @@ def build_plan(
         engine_args=args,
         engine_env=env,
         engine_port=config.engine_port,
+        lora=lora,
     )
 
 

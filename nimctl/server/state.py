@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nimctl.server.adapters import AdapterManager
     from nimctl.server.engine import EngineProcess
     from nimctl.server.plan import LaunchPlan
     from nimctl.store.progress import FetchProgress
@@ -145,6 +146,7 @@ class ServerState:
     in_flight: InFlight = field(default_factory=InFlight)
     # How far the download has come while fetching (None before the first report, and after).
     fetch_progress: FetchProgress | None = None
+    adapters: AdapterManager | None = None  # LoRA on (NIM_PEFT_SOURCE): the adapters served
 
     def __post_init__(self) -> None:
         if self.engine_port is None:

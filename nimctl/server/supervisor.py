@@ -131,6 +131,8 @@ class Supervisor:
                 if self.state.phase is Phase.unhealthy:
                     self.state.in_flight.lift()
                     log.info("the engine answers its health check again")
+                if self.state.phase is Phase.loading:
+                    await self._serve_adapters()
                 if self.state.phase is not Phase.ready:
                     self.state.set_phase(Phase.ready)
                     log.info("ready: %s answers on the engine", self.state.plan.served_name)
@@ -142,6 +144,22 @@ class Supervisor:
                     self._declare_hung(silent)
             loading = self.state.phase is Phase.loading
             await asyncio.sleep(LOADING_POLL_S if loading else PROBE_INTERVAL_S)
+
+    async def _serve_adapters(self) -> None:
+        """Load the LoRA adapters found at start (the server is ready after), and rescan from then on
+        when asked to. A failed scan is logged and never stops the server: the base model serves."""
+        adapters = self.state.adapters
+        if adapters is None:
+            return
+        self.state.detail = f"loading LoRA adapters from {adapters.settings.folder}"
+        try:
+            await adapters.scan()
+        except Exception:
+            log.exception("loading the LoRA adapters in %s failed", adapters.settings.folder)
+        interval = adapters.settings.refresh_interval
+        if interval is not None:
+            task = adapters.refresh_forever(interval, lambda: self.state.phase is Phase.ready)
+            self._tasks.append(asyncio.create_task(task, name="lora-rescan"))
 
     def _declare_hung(self, silent: float) -> None:
         self.state.set_phase(Phase.unhealthy, f"no answer for {silent:.0f} s")
