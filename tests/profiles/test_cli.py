@@ -92,17 +92,17 @@ def test_profiles_list_json_keys_are_stable() -> None:
     _, out, _ = run("profiles", "list", "tiny-llm", "--gpus", "none", "-f", "json")
     data = json.loads(out)
     assert set(data) == {"model", "system", "selected", "error", "profiles"}
-    (profile,) = data["profiles"]
-    assert {"id", "name", "status", "group", "selected", "reason", "fix", "memory", "tags", "gpus"} <= set(
-        profile
-    )
-    assert set(profile["memory"]) >= {
-        "weights_gib",
-        "kv_cache_gib",
-        "overhead_gib",
-        "total_gib",
-        "context_tokens",
-    }
+    assert [p["name"] for p in data["profiles"]] == ["vllm-fp32-tp1-pp1-cpu", "vllm-fp32-tp1-pp1-cpu-lora"]
+    keys = {"id", "name", "status", "group", "selected", "reason", "fix", "memory", "tags", "gpus"}
+    for profile in data["profiles"]:
+        assert keys <= set(profile)
+        assert set(profile["memory"]) >= {
+            "weights_gib",
+            "kv_cache_gib",
+            "overhead_gib",
+            "total_gib",
+            "context_tokens",
+        }
 
 
 def test_profiles_show() -> None:

@@ -61,21 +61,31 @@ def test_tiny_models_serve_on_the_cpu(name: str, extra_args: list[str]) -> None:
     assert (manifest.model.name, manifest.model.served_name) == (name, name)
     assert manifest.model.tool_call_parser == "hermes"
     assert manifest.model.head_dim >= 32  # vLLM's CPU attention needs it
-    (profile,) = manifest.profiles
-    assert profile.name == "vllm-fp32-tp1-pp1-cpu"
-    assert profile.tags["device"] == "cpu" and profile.tags["precision"] == "fp32"
-    assert (profile.tags["tp"], profile.tags["pp"]) == ("1", "1")
-    assert profile.engine_args[:7] == [
-        "--dtype",
-        "float32",
-        "--max-model-len",
-        "4096",
-        "--enforce-eager",
-        "--tool-strict-level",
-        "parameter",
-    ]
-    assert profile.engine_args[7:] == extra_args
-    assert profile.env == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    # tiny-llm also has a LoRA profile (the demo adapters, nimctl.lora.demo): the same engine, and
+    # tags that differ only in feat_lora (nim-serve adds the LoRA flags itself).
+    expected = {"vllm-fp32-tp1-pp1-cpu": "false"}
+    if name == "tiny-llm":
+        expected["vllm-fp32-tp1-pp1-cpu-lora"] = "true"
+    assert {p.name: p.tags["feat_lora"] for p in manifest.profiles} == expected
+    for profile in manifest.profiles:
+        assert profile.tags["device"] == "cpu" and profile.tags["precision"] == "fp32"
+        assert (profile.tags["tp"], profile.tags["pp"]) == ("1", "1")
+        assert profile.engine_args[:7] == [
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "4096",
+            "--enforce-eager",
+            "--tool-strict-level",
+            "parameter",
+        ]
+        assert profile.engine_args[7:] == extra_args
+        assert profile.env == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    first, *others = manifest.profiles
+    for other in others:
+        assert {k: v for k, v in other.tags.items() if k != "feat_lora"} == {
+            k: v for k, v in first.tags.items() if k != "feat_lora"
+        }
 
 
 def test_public_dict_is_json_ready(manifest: Manifest) -> None:

@@ -176,7 +176,9 @@ def test_what_is_given_on_the_command_line_wins() -> None:
     env["NIM_PASSTHROUGH_ARGS"] = "--max-model-len 128000"
     assert select_choice(env, "--max-model-len", "32768", "--no-lora") == _id(QWEN7B, "vllm-bf16-tp1-pp1")
     assert select_choice(env, "--max-model-len", "32768") == _id(QWEN7B, "vllm-bf16-tp1-pp1-lora")
-    assert select_choice(env, "tiny-llm", "--max-model-len", "4096") is None  # no LoRA profile, as nim-serve says
+    assert select_choice(env, "tiny-llm", "--max-model-len", "4096") == _id(
+        "tiny-llm", "vllm-fp32-tp1-pp1-cpu-lora"
+    )
     assert select_choice(env, "tiny-llm", "--max-model-len", "4096", "--no-lora") == _id(
         "tiny-llm", "vllm-fp32-tp1-pp1-cpu"
     )
