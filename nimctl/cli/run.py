@@ -71,12 +71,27 @@ def run(
             "[env NIMCTL_PROFILE_PREFERENCE].",
         ),
     ] = Preference.throughput,
-    lora: Annotated[
+    lora_dir: Annotated[
         Path | None,
         typer.Option(
-            "--lora",
-            help=f"Folder of LoRA adapters: sets {contract.PEFT_SOURCE} (mounted at "
-            f"{contract.CONTAINER_LORA}), so a LoRA profile is chosen.",
+            "--lora-dir",
+            help=f"Folder of LoRA adapters, one sub-folder each: sets {contract.PEFT_SOURCE} (mounted "
+            f"read-only at {contract.CONTAINER_LORA}), so a LoRA profile is chosen.",
+            show_default=False,
+        ),
+    ] = None,
+    lora_alias: Annotated[
+        Path | None,
+        # The option's first name, kept so that command lines written for it still work.
+        typer.Option("--lora", hidden=True, show_default=False),
+    ] = None,
+    lora_refresh: Annotated[
+        float | None,
+        typer.Option(
+            "--lora-refresh",
+            metavar="S",
+            help=f"Rescan --lora-dir every S seconds (dynamic mode: sets {contract.PEFT_REFRESH_INTERVAL}); "
+            "adapters added or removed there are served or dropped, and `nimctl lora add/rm` write there.",
             show_default=False,
         ),
     ] = None,
@@ -200,6 +215,8 @@ def run(
         tls_hosts=tuple(tls_host or ()),
         open_to_network=i_know,
     )
+    if lora_dir is not None and lora_alias is not None:
+        raise UsageError("--lora is --lora-dir's old name: give one of them")
     choice = choose_runtime(runtime)  # type: ignore[arg-type]
     chosen = choice.runtime
     spec = plan_run(
@@ -209,7 +226,8 @@ def run(
         gpus=gpus,
         # Given or from the variable: the container gets it too; the default is nim-serve's own.
         prefer=_given(ctx, "prefer", prefer.value),
-        lora=lora,
+        lora_dir=lora_dir if lora_dir is not None else lora_alias,
+        lora_refresh=lora_refresh,
         max_model_len=max_model_len,
         port=port,
         host=host,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         HealthReport,
         HealthStatus,
         License,
+        LoraAdapterResult,
         Manifest,
         Metadata,
         ModelCard,
@@ -248,6 +249,24 @@ class NimClient:
 
         return summarize_metrics(self.metrics_text())
 
+    # -- LoRA adapters at run time ------------------------------------------------------
+    def load_lora_adapter(self, name: str, path: str) -> LoraAdapterResult:
+        """Load the adapter folder ``path`` (as the server sees it) under ``name``; the server must
+        allow runtime updates (VLLM_ALLOW_RUNTIME_LORA_UPDATING), else a 403 says how."""
+        return self._lora_route("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, name)
+
+    def unload_lora_adapter(self, name: str) -> LoraAdapterResult:
+        return self._lora_route("/v1/unload_lora_adapter", {"lora_name": name}, name)
+
+    def _lora_route(self, path: str, payload: dict[str, Any], name: str) -> LoraAdapterResult:
+        from nimctl.client.types import LoraAdapterResult
+
+        response = self._send("POST", path, json=payload, not_found_hint=_ADAPTERS)
+        # vLLM's own server answers these routes in plain text ("Success: ..."); a success is a success.
+        if "json" not in response.headers.get("content-type", ""):
+            return LoraAdapterResult(name=name)
+        return parse_answer(LoraAdapterResult, json_body(response, path), path)
+
     # -- inference -------------------------------------------------------------------
     def models(self) -> list[ModelCard]:
         from nimctl.client.types import ModelList
@@ -255,8 +274,11 @@ class NimClient:
         return self._get(ModelList, "/v1/models").data
 
     def default_model(self) -> str:
-        """The served model's name when there is exactly one; otherwise a clear error."""
-        names = [card.id for card in self.models()]
+        """The served model's name when there is exactly one; otherwise a clear error.
+
+        LoRA adapters are listed as models too, with ``parent`` set to their base: they are never
+        the default, so a server with adapters still has its one model."""
+        names = [card.id for card in self.models() if card.parent is None]
         if len(names) == 1:
             return names[0]
         if not names:
@@ -332,6 +354,7 @@ class NimClient:
 
 
 _MODELS = "see the served model names with `nimctl models`"
+_ADAPTERS = "see the adapters with `nimctl lora ls`"
 
 
 def tls_context(cafile: str | None = None) -> ssl.SSLContext:

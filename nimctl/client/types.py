@@ -55,6 +55,51 @@ class License(LicenseSummary):
     content: str = ""
 
 
+class LoraAdapter(_Lenient):
+    """One adapter the server serves; ``origin``: found in its folder, or loaded at run time."""
+
+    name: str
+    path: str | None = None
+    base: str | None = None
+    rank: int | None = None
+    alpha: float | None = None
+    target_modules: list[str] = Field(default_factory=list)
+    origin: str | None = None  # "folder" | "runtime"
+
+
+class SkippedLoraAdapter(_Lenient):
+    """An adapter folder the server does not serve, and why (a bad config, missing weights...)."""
+
+    name: str
+    path: str | None = None
+    reason: str | None = None
+
+
+class LoraAdapters(_Lenient):
+    """``/v1/metadata``'s ``loraAdapters``: the adapters folder, how it is kept up to date, and what
+    is served or skipped."""
+
+    source: str | None = None
+    refresh_interval: float | None = Field(default=None, alias="refreshInterval")  # None: scanned once
+    runtime_updates: bool = Field(default=False, alias="runtimeUpdates")
+    max_lora_rank: int | None = Field(default=None, alias="maxLoraRank")
+    max_loras: int | None = Field(default=None, alias="maxLoras")
+    loaded: list[LoraAdapter] = Field(default_factory=list)
+    skipped: list[SkippedLoraAdapter] = Field(default_factory=list)
+
+    def find(self, name: str) -> LoraAdapter | SkippedLoraAdapter | None:
+        """The adapter called ``name``, served or skipped; None when the server has neither."""
+        return next((a for a in [*self.loaded, *self.skipped] if a.name == name), None)
+
+
+class LoraAdapterResult(_Lenient):
+    """The answer to a runtime load or unload (vLLM's routes, answered by the front)."""
+
+    object: str | None = None
+    name: str | None = None
+    unloaded: bool | None = None
+
+
 class Metadata(_Lenient):
     version: str | None = None
     model_info: list[ModelInfo] = Field(default_factory=list, alias="modelInfo")
@@ -63,6 +108,8 @@ class Metadata(_Lenient):
     profile_id: str | None = None
     profile_name: str | None = None
     repository_override: str | None = None
+    # None when the server serves no LoRA adapters (no NIM_PEFT_SOURCE).
+    lora_adapters: LoraAdapters | None = Field(default=None, alias="loraAdapters")
 
 
 class VersionInfo(_Lenient):

@@ -26,6 +26,7 @@ from nimctl.runtime.instances import (
     Stopped,
     lines_of,
     name_in_use_error,
+    parse_seconds,
     parse_time,
 )
 from nimctl.runtime.placement import ContainerPlacement
@@ -341,6 +342,8 @@ def container_instance(container: Container) -> Instance:
         url=labels.get(contract.URL_LABEL, ""),
         source=labels.get(contract.SOURCE_LABEL),
         cache=labels.get(contract.CACHE_LABEL),
+        lora_dir=labels.get(contract.LORA_DIR_LABEL),
+        lora_refresh=parse_seconds(labels.get(contract.LORA_REFRESH_LABEL)),
         started_at=parse_time(state.get("StartedAt")),
         ident=container.short_id,
     )

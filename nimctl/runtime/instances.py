@@ -38,6 +38,10 @@ class Instance:
     ready: bool | None = None  # asked live; None when not running
     source: str | None = None  # NIM_MODEL_PATH as the server reads it (hf://, builtin://, a folder)
     cache: str | None = None  # the host's model cache it reads from
+    # `run --lora-dir`'s host folder and `--lora-refresh`'s seconds (None: not given): where
+    # `nimctl lora add/rm` copy adapters to, and whether the server rescans that folder.
+    lora_dir: str | None = None
+    lora_refresh: float | None = None
 
     @property
     def running(self) -> bool:
@@ -150,6 +154,15 @@ def fill_readiness(instances: list[Instance]) -> list[Instance]:
             for instance, ready in zip(running, answers_ready, strict=True):
                 instance.ready = ready
     return instances
+
+
+def parse_seconds(text: object) -> float | None:
+    """A label's or record's seconds; None when absent or not a positive number (a hand-edited label)."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
 
 
 def parse_time(text: str | None) -> datetime | None:

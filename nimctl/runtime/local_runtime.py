@@ -32,6 +32,7 @@ from nimctl.runtime.instances import (
     Stopped,
     lines_of,
     name_in_use_error,
+    parse_seconds,
     parse_time,
 )
 from nimctl.runtime.launcher import EXIT_CODE_FILE
@@ -155,6 +156,8 @@ class LocalHandle:
             ident=str(self.pid),
             source=record.get("source"),
             cache=record.get("cache"),
+            lora_dir=record.get("lora_dir"),
+            lora_refresh=parse_seconds(record.get("lora_refresh")),
         )
 
 
@@ -237,6 +240,9 @@ def start(spec: RunSpec) -> LocalHandle:
         "host": spec.host,
         "port": spec.port,
         "cache": str(spec.cache_dir),
+        # What a container's labels say (LORA_DIR_LABEL, LORA_REFRESH_LABEL), for `nimctl lora`.
+        "lora_dir": str(spec.lora_dir) if spec.lora_dir is not None else None,
+        "lora_refresh": spec.lora_refresh,
         "command": command,
         "started_at": datetime.now(UTC).isoformat(),
     }

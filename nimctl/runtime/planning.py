@@ -51,7 +51,8 @@ def plan_run(
     restart: str = "no",
     inventory: Inventory | None = None,
     runtime_note: str | None = None,
-    lora: Path | None = None,
+    lora_dir: Path | None = None,
+    lora_refresh: float | None = None,
     max_model_len: int | None = None,
     security: Security | None = None,
     offline: bool = False,
@@ -60,8 +61,9 @@ def plan_run(
 
     The profile is chosen from the environment the server will get, through the function
     ``nim-serve`` selects with (:func:`nimctl.server.selection_inputs.selection_inputs`), so the
-    profile pinned here is the one the server would choose itself. ``--profile``, ``--lora``,
-    ``--max-model-len`` and ``--prefer`` (None: not given) set their variables over ``-e`` ones,
+    profile pinned here is the one the server would choose itself. ``--profile``, ``--lora-dir``,
+    ``--lora-refresh``, ``--max-model-len`` and ``--prefer`` (None: not given) set their variables
+    over ``-e`` ones,
     as a flag wins over a variable. ``runtime_note`` says why ``auto`` chose the runtime it did,
     for the errors that follow from it. ``security`` (None: an open server) is the key and TLS
     the instance gets: the server is told where its credentials folder is (:func:`_credentials`).
@@ -94,8 +96,18 @@ def plan_run(
     mounts = placement.mounts(resolved)
 
     options: dict[str, str] = {}  # the flags' variables, over -e ones
-    if lora is not None:
-        options[contract.PEFT_SOURCE] = placement.folder(_lora_folder(lora), contract.CONTAINER_LORA, mounts)
+    if lora_refresh is not None and lora_dir is None:
+        raise UsageError(
+            "--lora-refresh needs --lora-dir: it sets how often that folder is rescanned",
+            hint="add --lora-dir DIR (nimctl lora demo makes a folder of demo adapters)",
+        )
+    if lora_dir is not None:
+        lora_dir = _lora_folder(lora_dir)
+        options[contract.PEFT_SOURCE] = placement.folder(lora_dir, contract.CONTAINER_LORA, mounts)
+    if lora_refresh is not None:
+        if not 0 < lora_refresh < float("inf"):  # NaN fails this too
+            raise UsageError(f"bad --lora-refresh {lora_refresh:g}: give a positive number of seconds")
+        options[contract.PEFT_REFRESH_INTERVAL] = f"{lora_refresh:g}"
     if max_model_len is not None:
         options[contract.MAX_MODEL_LEN] = str(max_model_len)
     if prefer is not None:
@@ -169,6 +181,8 @@ def plan_run(
         restart=restart,
         user=f"{os.getuid()}:{os.getgid()}",
         security=security if security is not None and security.any else None,
+        lora_dir=lora_dir,
+        lora_refresh=lora_refresh,
     )
 
 
@@ -240,10 +254,15 @@ def _credentials(placement: Placement, name: str, security: Security, mounts: li
 
 
 def _lora_folder(folder: Path) -> Path:
+    """The adapters folder, absolute: the label `nimctl lora add` writes by must not depend on
+    the directory `nimctl run` was started in."""
     path = folder.expanduser()
     if not path.is_dir():
-        raise UsageError(f"--lora {folder}: not a folder", hint="give the folder holding the LoRA adapters")
-    return path
+        raise UsageError(
+            f"--lora-dir {folder}: not a folder",
+            hint="give the folder of LoRA adapters, one sub-folder each (nimctl lora demo makes one)",
+        )
+    return path.resolve()
 
 
 def _select(manifest: Manifest, visible: Inventory, env: dict[str, str], engine_args: list[str]) -> Selection:

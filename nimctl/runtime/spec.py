@@ -67,6 +67,10 @@ class RunSpec:
     restart: str = "no"
     user: str = ""
     security: Security | None = None  # the key and TLS files written at start (None: an open server)
+    # `--lora-dir` (the host folder) and `--lora-refresh` (seconds): labelled, so that
+    # `nimctl lora add/rm` know where to write for this instance and that it rescans.
+    lora_dir: Path | None = None
+    lora_refresh: float | None = None
 
     @property
     def url(self) -> str:
@@ -91,6 +95,10 @@ class RunSpec:
             labels[contract.PROFILE_LABEL] = self.profile_id
         if self.profile_name:
             labels[contract.PROFILE_NAME_LABEL] = self.profile_name
+        if self.lora_dir is not None:
+            labels[contract.LORA_DIR_LABEL] = str(self.lora_dir)
+        if self.lora_refresh is not None:
+            labels[contract.LORA_REFRESH_LABEL] = f"{self.lora_refresh:g}"
         return labels
 
 
