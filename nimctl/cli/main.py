@@ -66,6 +66,7 @@ COMMAND_MODULES: dict[str, str] = {
     # Groups (Typer lists them after the plain commands).
     "cache": "cache",
     "bundle": "bundle",
+    "lora": "lora",
 }
 
 

@@ -65,6 +65,7 @@ class LoraAdapter(_Lenient):
     alpha: float | None = None
     target_modules: list[str] = Field(default_factory=list)
     origin: str | None = None  # "folder" | "runtime"
+    unloading: bool = False  # removed, and waiting for its requests in flight to end
 
 
 class SkippedLoraAdapter(_Lenient):
