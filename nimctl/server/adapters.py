@@ -77,11 +77,13 @@ class AdapterManager:
         self._in_use: Counter[str] = Counter()
         self._lock = asyncio.Lock()  # one scan, load or unload at a time
         self._removals: set[asyncio.Task[None]] = set()
+        self.scans = 0  # finished scans of the folder: the first at start, then one per interval
 
     # -- what the management endpoints show ------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.settings.to_dict(),
+            "scans": self.scans,
             "loaded": [item.to_dict(name in self._leaving) for name, item in sorted(self.loaded.items())],
             "skipped": [item.to_dict() for _, item in sorted(self.skipped.items())],
         }
@@ -146,6 +148,7 @@ class AdapterManager:
                         continue
                     item = SkippedAdapter(item.name, item.path, error)
                 self._skip(item, signature)
+            self.scans += 1
 
     async def refresh_forever(self, interval: float, is_ready: Callable[[], bool]) -> None:
         while True:
