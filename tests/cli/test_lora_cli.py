@@ -232,27 +232,78 @@ class Engine:
         return nimctl(*argv, env=self.env)
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Engine]:
-    from nimctl.lora.demo import ensure_demo_adapters
-    from nimctl.store.layout import builtin_dir
-
-    root = tmp_path_factory.mktemp("lora-cli")
-    demo = ensure_demo_adapters("tiny-llm", builtin_dir(model_cache))
-    lora_dir = root / "loras"
-    lora_dir.mkdir()
-    for name in ("tiny-llm-lora-r8", "tiny-llm-lora-broken"):  # r16 comes later, with lora add
-        shutil.copytree(demo / name, lora_dir / name)
+def start_engine(root: Path, model_cache: Path, lora_dir: Path, *extra: str) -> tuple[dict[str, str], str]:
+    """`nimctl run tiny-llm --runtime local -d --lora-dir DIR EXTRA`: the CLI's env, and the URL."""
     env = {"NIMCTL_STATE_DIR": str(root / "state"), "NIMCTL_ASSUME_GPUS": "none", "NIMCTL_URL": ""}
     port = free_port()
     started = nimctl(
         "run", "tiny-llm", "--runtime", "local", "-d", "--name", ENGINE_NAME, "--port", str(port),
-        "--cache", str(model_cache), "--lora-dir", str(lora_dir), "--lora-refresh", "1",
-        "-e", f"{contract.MAX_LORA_RANK}=16", "--timeout", "900", env=env,
+        "--cache", str(model_cache), "--lora-dir", str(lora_dir), "-e", f"{contract.MAX_LORA_RANK}=16",
+        "-e", "VLLM_CPU_KVCACHE_SPACE=1", "--timeout", "900", *extra, env=env,
     )  # fmt: skip
+    if started.exit_code != EXIT_OK:
+        nimctl("stop", ENGINE_NAME, env=env)
+        pytest.fail(f"nimctl run failed ({started.exit_code}): {started.stderr}{started.stdout}")
+    return env, f"http://127.0.0.1:{port}"
+
+
+def demo_adapters(model_cache: Path) -> Path:
+    from nimctl.lora.demo import ensure_demo_adapters
+    from nimctl.store.layout import builtin_dir
+
+    return ensure_demo_adapters("tiny-llm", builtin_dir(model_cache))
+
+
+@pytest.mark.engine
+def test_engine_runtime_updates_add_and_rm_without_a_rescan(tmp_path: Path, model_cache: Path) -> None:
+    """A folder read only at start, runtime updates on: add loads the adapter where it is (a host
+    process reads the host's path), rm unloads it. Before the module's engine starts: one at a time."""
+    demo = demo_adapters(model_cache)
+    lora_dir = tmp_path / "loras"
+    shutil.copytree(demo / "tiny-llm-lora-r8", lora_dir / "tiny-llm-lora-r8")
+    env, url = start_engine(tmp_path, model_cache, lora_dir, "-e", f"{contract.ALLOW_LORA_UPDATES}=true")
     try:
-        assert started.exit_code == EXIT_OK, started.stderr + started.stdout
-        yield Engine(env, f"http://127.0.0.1:{port}", lora_dir, demo)
+        name = "tiny-llm-lora-r16"
+        added = nimctl("lora", "add", name, str(demo / name), "-f", "json", env=env)
+        assert added.exit_code == EXIT_OK, added.stderr
+        data = json.loads(added.stdout)
+        assert (data["way"], data["path"], data["adapter"]["origin"]) == (
+            "runtime",
+            str(demo / name),
+            "runtime",
+        )
+        assert sorted(p.name for p in lora_dir.iterdir()) == ["tiny-llm-lora-r8"], "nothing copied"
+        reply = nimctl(
+            "chat", "--url", url, "--model", name, "--max-tokens", "4", "--no-stream", "Hi", env=env
+        )
+        assert reply.exit_code == EXIT_OK, reply.stderr
+
+        # The folder's own adapter keeps its name.
+        taken = nimctl("lora", "add", "tiny-llm-lora-r8", str(demo / name), env=env)
+        assert taken.exit_code == EXIT_USAGE and "already (served)" in error_line(taken)
+
+        removed = nimctl("lora", "rm", name, "-f", "json", env=env)
+        assert removed.exit_code == EXIT_OK, removed.stderr
+        assert json.loads(removed.stdout)["way"] == "runtime"
+        gone = nimctl(
+            "chat", "--url", url, "--model", name, "--max-tokens", "4", "--no-stream", "Hi", env=env
+        )
+        assert gone.exit_code == EXIT_REJECTED and f"The model `{name}` does not exist" in gone.stderr
+    finally:
+        nimctl("stop", ENGINE_NAME, env=env)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Engine]:
+    root = tmp_path_factory.mktemp("lora-cli")
+    demo = demo_adapters(model_cache)
+    lora_dir = root / "loras"
+    lora_dir.mkdir()
+    for name in ("tiny-llm-lora-r8", "tiny-llm-lora-broken"):  # r16 comes later, with lora add
+        shutil.copytree(demo / name, lora_dir / name)
+    env, url = start_engine(root, model_cache, lora_dir, "--lora-refresh", "1")
+    try:
+        yield Engine(env, url, lora_dir, demo)
     finally:
         nimctl("stop", ENGINE_NAME, env=env)
 
