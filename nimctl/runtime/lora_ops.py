@@ -138,8 +138,8 @@ def add_adapter(client: NimClient, name: str, source: Path, *, instance: Instanc
     try:
         adapter = read_adapter(source.expanduser())
     except AdapterError as exc:
-        raise UsageError(f"{source}: {exc}", hint="an adapter folder holds adapter_config.json and "
-                         "adapter_model.safetensors (Hugging Face PEFT format)") from None  # fmt: skip
+        hint = "an adapter folder holds adapter_config.json and adapter_model.safetensors (PEFT format)"
+        raise UsageError(f"{source}: {exc}", hint=hint) from None
     lora = lora_settings(client)
     if (held := lora.find(name)) is not None:
         state = "served" if held in lora.loaded else "skipped"
@@ -167,11 +167,17 @@ def add_adapter(client: NimClient, name: str, source: Path, *, instance: Instanc
             raise UsageError(f"the server skipped adapter {name}: {reason}", hint=f"{dest} was removed again")
         return Change(name, "added", way, str(dest), listed, time.monotonic() - started)
     path = str(adapter.path.resolve())
-    if instance is not None and instance.runtime == "docker":
-        from nimctl.runtime.lora_upload import upload_to_instance
+    container = instance if instance is not None and instance.runtime == "docker" else None
+    if container is not None:  # the container sees no host path but its mounts: the copy goes in
+        from nimctl.runtime.lora_upload import remove_from_instance, upload_to_instance
 
-        path = upload_to_instance(instance, adapter.path, name)
-    client.load_lora_adapter(name, path)
+        path = upload_to_instance(container, adapter.path, name)
+    try:
+        client.load_lora_adapter(name, path)
+    except BaseException:
+        if container is not None:  # a copy the server refused would only take room in there
+            remove_from_instance(container, name)
+        raise
     listed = next((a for a in lora_settings(client).loaded if a.name == name), None)
     return Change(name, "added", way, path, listed, time.monotonic() - started)
 
