@@ -159,6 +159,11 @@ def _run_choice(case: Case, runtime: str, lora: Path, tmp: Path) -> tuple[str | 
 
 def _serve_choice(case: Case, env: dict[str, str], args: list[str], tmp: Path) -> str | None:
     server_env = {**BASE, **env, "NIMCTL_ASSUME_GPUS": case.seen, "NIM_CACHE_PATH": str(tmp / "cache")}
+    if server_env.get("NIM_PEFT_SOURCE"):
+        # The server checks that the adapters folder exists; here it stands in for the one the
+        # container would see mounted (/opt/nim/loras) or that `-e` named.
+        (tmp / "server-adapters").mkdir(exist_ok=True)
+        server_env["NIM_PEFT_SOURCE"] = str(tmp / "server-adapters")
     result = CliRunner().invoke(app, ["serve", "--dry-run", *args], env=server_env)
     if result.exit_code == 8:
         assert result.stderr.startswith(("Error: no runnable ", "Error: pinned profile ")), result.stderr

@@ -122,6 +122,9 @@ def _id(model: str, name: str) -> str:
 
 def serve_choice(env: dict[str, str], cache: Path) -> str | None:
     """The profile id `nim-serve --dry-run` (the same command as `nimctl serve`) resolves."""
+    if env.get("NIM_PEFT_SOURCE"):  # nim-serve checks that the folder exists; the host side does not
+        (cache / "adapters").mkdir(exist_ok=True)
+        env = {**env, "NIM_PEFT_SOURCE": str(cache / "adapters")}
     result = CliRunner().invoke(
         app, ["serve", "--dry-run"], env={**BASE, "NIM_CACHE_PATH": str(cache), **env}
     )
