@@ -20,13 +20,11 @@ imported only in ``nimctl.lora._generate``, on the generation path.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from nimctl.errors import NimctlError, RuntimeFailure, UsageError
+from nimctl.errors import UsageError
 from nimctl.models import builtin
 
 
@@ -117,57 +115,18 @@ def _build(model: str, folder: Path) -> None:
 def ensure_demo_adapters(model: str, dest_root: Path) -> Path:
     """The demo adapters folder of base ``model`` under ``dest_root``, generated if needed."""
     _check_model(model)
-    dest_root = Path(dest_root)
-    name = demo_folder_name(model)
-    dest = dest_root / name
-    if is_complete(model, dest):
-        return dest
-    try:
-        dest_root.mkdir(parents=True, exist_ok=True)
-        # The same steps as builtin.ensure_builtin, with its helpers (see the module docstring).
-        with builtin._locked(dest_root, name):
-            if is_complete(model, dest):
-                return dest
-            builtin._remove_leftovers(dest_root, name)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=dest_root))
-            try:
-                _build(model, tmp)
-                builtin._write_marker(_marker_name(model), tmp)
-                builtin._make_readable(tmp)
-                if dest.exists() or dest.is_symlink():
-                    dest.rename(Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=dest_root)) / name)
-                tmp.rename(dest)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-                builtin._remove_leftovers(dest_root, name)
-    except OSError as exc:
-        raise RuntimeFailure(
-            f"could not generate the demo LoRA adapters of {model!r} in {dest_root}: {exc.strerror or exc}",
-            hint="check that the cache folder is writable and has a few MB free",
-        ) from exc
-    return dest
+    return builtin.generate_once(
+        dest_root,
+        demo_folder_name(model),
+        lambda folder: _build(model, folder),
+        marker_name=_marker_name(model),
+        what=f"the demo LoRA adapters of {model!r}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m nimctl.lora.demo MODEL DEST_ROOT``: print the demo adapters folder."""
-    from nimctl.errors import exit_code_for
-    from nimctl.output import Output
-
-    args = sys.argv[1:] if argv is None else argv
-    out = Output()
-    if len(args) != 2:
-        out.error(
-            "usage: python -m nimctl.lora.demo MODEL DEST_ROOT",
-            hint=f"MODEL is one of: {', '.join(DEMO_SPECS)}",
-        )
-        return UsageError.exit_code
-    try:
-        folder = ensure_demo_adapters(args[0], Path(args[1]))
-    except NimctlError as exc:
-        out.error(exc.message, exc.hint)
-        return exit_code_for(exc)
-    out.text(str(folder.resolve()))
-    return 0
+    return builtin.module_main(argv, ensure_demo_adapters, "nimctl.lora.demo", DEMO_SPECS)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from nimctl.errors import NimctlError, RuntimeFailure, UsageError
@@ -105,24 +105,30 @@ def _build(name: str, folder: Path) -> None:
     generate(name, folder)
 
 
-def ensure_builtin(name: str, dest_root: Path) -> Path:
-    """The folder of built-in model ``name`` under ``dest_root``, generated if needed."""
-    _check_name(name)
+def generate_once(
+    dest_root: Path, name: str, build: Callable[[Path], None], *, marker_name: str, what: str
+) -> Path:
+    """``dest_root/name``, written by ``build(folder)`` unless a complete one is there already.
+
+    One writer at a time (a file lock); the files are written into a temporary folder and renamed
+    into place only once complete, with a marker (named ``marker_name``) that ``is_complete``
+    checks. ``what`` names the thing in the error, e.g. "built-in model 'tiny-llm'".
+    """
     dest_root = Path(dest_root)
     dest = dest_root / name
-    if is_complete(name, dest):
+    if is_complete(marker_name, dest):
         return dest
     try:
         dest_root.mkdir(parents=True, exist_ok=True)
         with _locked(dest_root, name):
             # Another process may have finished it while this one waited for the lock.
-            if is_complete(name, dest):
+            if is_complete(marker_name, dest):
                 return dest
             _remove_leftovers(dest_root, name)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=dest_root))
             try:
-                _build(name, tmp)
-                _write_marker(name, tmp)
+                build(tmp)
+                _write_marker(marker_name, tmp)
                 _make_readable(tmp)
                 if dest.exists() or dest.is_symlink():
                     # A rename cannot replace a non-empty folder: move the stale one aside
@@ -134,32 +140,48 @@ def ensure_builtin(name: str, dest_root: Path) -> Path:
                 _remove_leftovers(dest_root, name)
     except OSError as exc:
         raise RuntimeFailure(
-            f"could not generate built-in model {name!r} in {dest_root}: {exc.strerror or exc}",
+            f"could not generate {what} in {dest_root}: {exc.strerror or exc}",
             hint="check that the cache folder is writable and has a few MB free",
         ) from exc
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m nimctl.models.builtin NAME DEST_ROOT``: print the model folder."""
+def ensure_builtin(name: str, dest_root: Path) -> Path:
+    """The folder of built-in model ``name`` under ``dest_root``, generated if needed."""
+    _check_name(name)
+    return generate_once(
+        dest_root,
+        name,
+        lambda folder: _build(name, folder),
+        marker_name=name,
+        what=f"built-in model {name!r}",
+    )
+
+
+def module_main(
+    argv: list[str] | None, ensure: Callable[[str, Path], Path], module: str, names: Iterable[str]
+) -> int:
+    """``python -m MODULE NAME DEST_ROOT``: print the folder ``ensure(NAME, DEST_ROOT)`` gives."""
     from nimctl.errors import exit_code_for
     from nimctl.output import Output
 
     args = sys.argv[1:] if argv is None else argv
     out = Output()
     if len(args) != 2:
-        out.error(
-            "usage: python -m nimctl.models.builtin NAME DEST_ROOT",
-            hint=f"NAME is one of: {', '.join(BUILTIN_MODELS)}",
-        )
+        out.error(f"usage: python -m {module} NAME DEST_ROOT", hint=f"NAME is one of: {', '.join(names)}")
         return UsageError.exit_code
     try:
-        folder = ensure_builtin(args[0], Path(args[1]))
+        folder = ensure(args[0], Path(args[1]))
     except NimctlError as exc:
         out.error(exc.message, exc.hint)
         return exit_code_for(exc)
     out.text(str(folder.resolve()))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nimctl.models.builtin NAME DEST_ROOT``: print the model folder."""
+    return module_main(argv, ensure_builtin, "nimctl.models.builtin", BUILTIN_MODELS)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def test_crash_during_generation_leaves_nothing(tmp_path: Path, monkeypatch: pyt
 def test_module_cli_rejects_bad_usage_and_unknown_models(tmp_path: Path) -> None:
     result = _run_module("tiny-llm")
     assert result.returncode == EXIT_USAGE
-    assert "usage: python -m nimctl.lora.demo MODEL DEST_ROOT" in result.stderr
+    assert "usage: python -m nimctl.lora.demo NAME DEST_ROOT" in result.stderr
 
     result = _run_module("nope", str(tmp_path))
     assert (result.returncode, result.stdout) == (EXIT_USAGE, "")
