@@ -9,6 +9,8 @@ the server's own start-up download all find a model through these functions.
   the hub recorded), so a cache filled by ``hf download --cache-dir`` works too.
 - ``builtin/NAME/``: the built-in models nimctl generates.
 - ``manifests/``: the manifests that came with imported bundles.
+- ``loras/MODEL-loras/``: the demo LoRA adapters nimctl generates for a built-in model
+  (``nimctl lora demo``); not models, so the cache's inventory leaves them out.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def hub_dir(cache: Path) -> Path:
 
 def builtin_dir(cache: Path) -> Path:
     return cache / "builtin"
+
+
+def demo_loras_dir(cache: Path) -> Path:
+    """Where ``nimctl lora demo`` generates the demo adapters (next to ``builtin/``, not in it)."""
+    return cache / "loras"
 
 
 def repo_dir(cache: Path, repo: str) -> Path:
