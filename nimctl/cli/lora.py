@@ -143,10 +143,10 @@ def demo(
     """Print the folder of the demo adapters of a built-in model, generating them on first use:
     nimctl run tiny-llm --lora-dir "$(nimctl lora demo)"."""
     from nimctl.lora.demo import ensure_demo_adapters
-    from nimctl.store.layout import builtin_dir
+    from nimctl.store.layout import demo_loras_dir
 
     base = model.removeprefix("builtin://")
-    folder = ensure_demo_adapters(base, builtin_dir(model_cache(cache_dir)))
+    folder = ensure_demo_adapters(base, demo_loras_dir(model_cache(cache_dir)))
     output(ctx).text(str(folder))
 
 

@@ -205,12 +205,13 @@ def test_default_model_leaves_the_adapters_out() -> None:
 
 def test_demo_prints_the_folder_it_made(isolated: Path) -> None:
     from nimctl.lora.folder import read_adapter
+    from nimctl.store.layout import demo_loras_dir
 
     cache = isolated / "cache"
     result = nimctl("lora", "demo", "--model", "builtin://tiny-llm", "--cache", str(cache))
     assert result.exit_code == EXIT_OK, result.stderr
     folder = Path(result.stdout.strip())
-    assert folder == cache / "builtin" / "tiny-llm-loras"
+    assert folder == demo_loras_dir(cache) / "tiny-llm-loras"  # beside the built-in models, not among them
     assert read_adapter(folder / "tiny-llm-lora-r8").rank == 8
     again = nimctl("lora", "demo", "--cache", str(cache))  # made once: the second run only finds it
     assert again.exit_code == EXIT_OK and again.stdout == result.stdout
@@ -249,9 +250,9 @@ def start_engine(root: Path, model_cache: Path, lora_dir: Path, *extra: str) -> 
 
 def demo_adapters(model_cache: Path) -> Path:
     from nimctl.lora.demo import ensure_demo_adapters
-    from nimctl.store.layout import builtin_dir
+    from nimctl.store.layout import demo_loras_dir
 
-    return ensure_demo_adapters("tiny-llm", builtin_dir(model_cache))
+    return ensure_demo_adapters("tiny-llm", demo_loras_dir(model_cache))
 
 
 @pytest.mark.engine

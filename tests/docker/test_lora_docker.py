@@ -40,9 +40,9 @@ def served(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     from nimctl.lora.demo import ensure_demo_adapters
-    from nimctl.store.layout import builtin_dir
+    from nimctl.store.layout import demo_loras_dir
 
-    demo = ensure_demo_adapters("tiny-llm", builtin_dir(session_dirs["cache"]))
+    demo = ensure_demo_adapters("tiny-llm", demo_loras_dir(session_dirs["cache"]))
     lora_dir = tmp_path_factory.mktemp("loras")
     for name in ("tiny-llm-lora-r8", "tiny-llm-lora-broken"):
         shutil.copytree(demo / name, lora_dir / name)
