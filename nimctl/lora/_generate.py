@@ -14,15 +14,18 @@ generating it first.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from nimctl.lora.demo import DEMO_SPECS, DemoAdapter
 from nimctl.lora.folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+if TYPE_CHECKING:  # the specs are demo.py's; it imports this module only to generate
+    from nimctl.lora.demo import DemoAdapter
 from nimctl.models._generate import CONTEXT_LENGTH, TEXT_HEADS, TEXT_HIDDEN, TEXT_INTERMEDIATE, TEXT_LAYERS
 
 # Not used by any adapter weight (LoRA here never touches the embeddings); small to build fast.
@@ -88,13 +91,13 @@ def build_adapter(model: str, spec: DemoAdapter, folder: Path) -> None:
         (folder / ADAPTER_WEIGHTS).unlink()
 
 
-def generate(model: str, folder: Path) -> None:
-    """Write the demo adapters of base ``model`` into the existing, empty ``folder``."""
+def generate(model: str, specs: Sequence[DemoAdapter], folder: Path) -> None:
+    """Write the demo adapters ``specs`` of base ``model`` into the existing, empty ``folder``."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    for spec in DEMO_SPECS[model]:
+    for spec in specs:
         target = folder / spec.name
         target.mkdir()
         build_adapter(model, spec, target)

@@ -109,7 +109,7 @@ def _build(model: str, folder: Path) -> None:
             f"generating the demo LoRA adapters needs the Python package {missing!r}, which is not installed",
             hint=LORA_EXTRA_HINT,
         ) from exc
-    generate(model, folder)
+    generate(model, DEMO_SPECS[model], folder)
 
 
 def ensure_demo_adapters(model: str, dest_root: Path) -> Path:
