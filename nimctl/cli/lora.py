@@ -40,8 +40,16 @@ NameArgument = Annotated[
 @lora_app.command("ls")
 def list_adapters(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Only this adapter.", show_default=False)] = None,
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NAME]", help="The nimctl instance (as `nimctl ps` names it).", show_default=False
+        ),
+    ] = None,
     instance: InstanceOption = None,
+    name: Annotated[
+        str | None, typer.Option("--adapter", "-a", help="Only this adapter.", show_default=False)
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
     timeout: TimeoutOption = None,
@@ -50,8 +58,10 @@ def list_adapters(
     """The adapters the server serves or skipped (with why): name, base, rank, target modules."""
     from nimctl.errors import UsageError
 
+    if target is not None and instance is not None:
+        raise UsageError("the instance is named twice (NAME and --instance): give one of them")
     out = output(ctx, fmt)
-    client, _ = _connect(instance, url, api_key, timeout, need_instance=False)
+    client, _ = _connect(target or instance, url, api_key, timeout, need_instance=False)
     with client:
         lora = client.metadata().lora_adapters
     rows = _rows(lora)

@@ -66,9 +66,9 @@ def test_ls_lists_served_and_skipped_with_the_reason(stand_in: tuple[LoraStandIn
     ]
     assert set(listed["adapters"][0]) == set(listed["adapters"][1]), "one set of keys for both states"
 
-    one = json.loads(nimctl("lora", "ls", "static-r8", "--url", url, "-f", "json").stdout)
+    one = json.loads(nimctl("lora", "ls", "--adapter", "static-r8", "--url", url, "-f", "json").stdout)
     assert [a["name"] for a in one["adapters"]] == ["static-r8"]
-    missing = nimctl("lora", "ls", "nope", "--url", url)
+    missing = nimctl("lora", "ls", "-a", "nope", "--url", url)
     assert (
         missing.exit_code == EXIT_USAGE and error_line(missing) == f"Error: {url} has no adapter named nope"
     )
@@ -311,7 +311,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
 
 @pytest.mark.engine
 def test_engine_ls_shows_the_folder_as_the_server_serves_it(engine: Engine) -> None:
-    listed = engine.cli("lora", "ls", "--instance", ENGINE_NAME, "--format", "json")
+    listed = engine.cli("lora", "ls", ENGINE_NAME, "--format", "json")
     assert listed.exit_code == EXIT_OK, listed.stderr
     data = json.loads(listed.stdout)
     assert data["refresh_interval"] == 1.0 and data["max_lora_rank"] == 16
