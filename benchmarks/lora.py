@@ -6,19 +6,21 @@ layers); the demo's broken adapter is skipped by the server and left out. The ba
 by the same LoRA-enabled engine, so the ratios show what naming an adapter in a request costs, not
 what turning LoRA on costs.
 
-For each concurrency (1, 8) and model: a warm-up wave, then ``--requests`` streamed completions in
-each of ``--rounds`` rounds (the models take turns, in a rotated order each round, so drift in the
-machine's load hits them alike). Every request: the same prompt, ``--max-tokens`` 64, ignore_eos,
-temperature 0, one client process (httpx, asyncio, at most ``conc`` requests in flight).
+For each concurrency (1, 8) and model: a warm-up wave, then ``--requests`` streamed completions
+(12 at concurrency 1, 64 at 8) in each of ``--rounds`` rounds (3); in each round the models take
+turns, in a rotated order, so drift in the machine's load hits them alike. Every request: the same
+prompt, ``--max-tokens`` 64, ignore_eos, temperature 0; one client process (httpx, asyncio), at most
+``conc`` requests in flight.
 
-How to read the table (figures pooled over the rounds):
-  req/s, tok/s       requests finished and output tokens (usage.completion_tokens) per second of the run
-  TTFT p50, p95      from sending a request to its first chunk carrying text
+How to read the table:
+  req/s, tok/s       requests finished and output tokens (usage.completion_tokens) per second of a
+                     round, the median over the rounds (``--json`` has each round's)
+  TTFT p50, p95      from sending a request to its first chunk carrying text, over all the rounds
   tok/s vs base      the model's tok/s over the base model's, same concurrency: below 1 is the cost
   TTFT p50 vs base   the model's TTFT p50 over the base model's: above 1 is the cost
 
     python benchmarks/lora.py                             # the demo adapters, about 2-3 minutes on 2 cores
-    python benchmarks/lora.py --requests 64 --rounds 3 --json lora.json
+    python benchmarks/lora.py --requests 32,128 --rounds 5 --json lora.json
     python benchmarks/lora.py --lora-dir DIR --model-path builtin://tiny-llm   # every adapter DIR serves
 
 The load average before and after the run is printed with the table: on a shared machine, compare
@@ -53,12 +55,11 @@ PROMPT = "Write a short story about a lighthouse keeper who finds a message in a
 
 @dataclass
 class Run:
-    """One model at one concurrency, pooled over its rounds."""
+    """One model at one concurrency: its requests over all its rounds, and each round's rates."""
 
     ttfts: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     tokens: int = 0
-    wall: float = 0.0
     rounds: list[dict[str, float]] = field(default_factory=list)  # each round's req/s and tok/s
 
     @property
@@ -66,8 +67,8 @@ class Run:
         ttfts = sorted(self.ttfts)
         return {
             "requests": len(self.latencies),
-            "rps": len(self.latencies) / self.wall,
-            "tok_s": self.tokens / self.wall,
+            "rps": statistics.median(r["rps"] for r in self.rounds),
+            "tok_s": statistics.median(r["tok_s"] for r in self.rounds),
             "ttft_p50": statistics.median(ttfts),
             "ttft_p95": statistics.quantiles(ttfts, n=20, method="inclusive")[18],
             "latency_p50": statistics.median(self.latencies),
@@ -122,7 +123,6 @@ async def run_batch(url: str, model: str, concurrency: int, requests: int, max_t
         done, tokens, started = len(out.latencies), out.tokens, time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
         wall = time.perf_counter() - started
-        out.wall += wall
         out.rounds.append({"rps": (len(out.latencies) - done) / wall, "tok_s": (out.tokens - tokens) / wall})
 
 
@@ -135,7 +135,8 @@ def measure(url: str, models: list[str], args: argparse.Namespace) -> dict[int, 
         for index in range(args.rounds):
             shift = index % len(models)
             for model in models[shift:] + models[:shift]:
-                asyncio.run(run_batch(url, model, concurrency, args.requests, args.max_tokens, runs[model]))
+                requests = args.requests[concurrency]
+                asyncio.run(run_batch(url, model, concurrency, requests, args.max_tokens, runs[model]))
         results[concurrency] = {model: run.figures for model, run in runs.items()}
         base = results[concurrency][models[0]]
         for figures in results[concurrency].values():
@@ -210,15 +211,23 @@ def main() -> None:
     parser.add_argument("--model-path", default="builtin://tiny-llm")
     parser.add_argument("--lora-dir", type=Path, help="adapters to serve (default: the demo adapters)")
     parser.add_argument("--concurrency", default="1,8", help="comma-separated")
-    parser.add_argument("--requests", type=int, default=16, help="per model, concurrency and round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--requests", default="12,64", help="per model and round, one for each concurrency (or one for all)"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="waves of conc requests before measuring")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the figures here ('-': to stdout, no table)")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    if args.requests < 2 or args.rounds < 1:
-        parser.error("--requests must be at least 2 (for a p95) and --rounds at least 1")
+    requests = [int(n) for n in args.requests.split(",")]
+    if len(requests) == 1:
+        requests *= len(args.concurrency)
+    if len(requests) != len(args.concurrency) or min(requests) < 2 or args.rounds < 1:
+        parser.error(
+            "--requests: one count (at least 2) for each concurrency, or one for all; --rounds: 1 or more"
+        )
+    args.requests = dict(zip(args.concurrency, requests, strict=True))
 
     cache = Path(os.environ.get(contract.CACHE_PATH) or contract.host_cache_dir())
     if args.lora_dir is None:
@@ -270,4 +279,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # nim-serve was stopped on the way out
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
