@@ -48,7 +48,7 @@ from _nim_serve import free_port, start_nim_serve  # the benchmarks' folder is o
 
 from nimctl import contract
 from nimctl.lora.demo import ensure_demo_adapters
-from nimctl.store.layout import builtin_dir
+from nimctl.store.layout import demo_loras_dir
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle. Once upon a time,"
 
@@ -232,7 +232,7 @@ def main() -> None:
     cache = Path(os.environ.get(contract.CACHE_PATH) or contract.host_cache_dir())
     if args.lora_dir is None:
         base = args.model_path.removeprefix("builtin://")
-        args.lora_dir = ensure_demo_adapters(base, builtin_dir(cache))
+        args.lora_dir = ensure_demo_adapters(base, demo_loras_dir(cache))
     # SIGTERM (a timeout, a CI cancel) ends this script through its finally blocks, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     port = free_port()
