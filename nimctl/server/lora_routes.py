@@ -9,6 +9,7 @@ and keeps the list that ``/v1/metadata`` shows. Behind the API key like every ro
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,16 @@ def _text_field(payload: dict[str, Any], name: str) -> str:
     return value.strip()
 
 
+Update = Callable[[AdapterManager, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
 def build_router(state: ServerState) -> APIRouter:
     router = APIRouter(tags=["lora"])
 
-    async def refusal_or_body(request: Request) -> tuple[AdapterManager, dict[str, Any]] | Response:
-        adapters = state.adapters
-        if adapters is None:
+    def refusal() -> Response | None:
+        if state.adapters is None:
             return openai_error(400, f"LoRA is off: this server was started without {contract.PEFT_SOURCE}")
-        if not adapters.settings.runtime_updates:
+        if not state.adapters.settings.runtime_updates:
             return openai_error(
                 403,
                 "runtime LoRA updates are off on this server; start it with "
@@ -53,10 +56,22 @@ def build_router(state: ServerState) -> APIRouter:
             )
         if not state.ready:
             return openai_error(503, state.message, headers={"Retry-After": "5"})
+        return None
+
+    async def answer(request: Request, update: Update) -> Response:
+        """Run ``update`` on the adapters with the request's body; its errors as 4xx answers."""
+        if (refused := refusal()) is not None:
+            return refused
+        assert state.adapters is not None
         try:
-            return adapters, parse_object(await request.body())
+            body = await update(state.adapters, parse_object(await request.body()))
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
+        except AdapterError as exc:
+            return openai_error(400, f"LoRA adapter not loaded: {exc}", param="lora_path")
+        except AdapterConflictError as exc:
+            return openai_error(exc.status, str(exc), param="lora_name")
+        return JSONResponse({"object": "lora.adapter", **body})
 
     @router.post(
         "/v1/load_lora_adapter",
@@ -65,20 +80,12 @@ def build_router(state: ServerState) -> APIRouter:
         summary="Load a LoRA adapter from a folder on the server (vLLM's route; off by default)",
     )
     async def load(request: Request) -> Response:
-        checked = await refusal_or_body(request)
-        if isinstance(checked, Response):
-            return checked
-        adapters, payload = checked
-        try:
+        async def update(adapters: AdapterManager, payload: dict[str, Any]) -> dict[str, Any]:
             name = _text_field(payload, "lora_name")
             adapter = await adapters.load(name, Path(_text_field(payload, "lora_path")))
-        except BadRequestError as exc:
-            return openai_error(400, str(exc), param=exc.param)
-        except AdapterError as exc:
-            return openai_error(400, f"LoRA adapter {payload.get('lora_name')!r} not loaded: {exc}")
-        except AdapterConflictError as exc:
-            return openai_error(exc.status, str(exc), param="lora_name")
-        return JSONResponse({"object": "lora.adapter", **adapter.to_dict(), "origin": "runtime"})
+            return {**adapter.to_dict(), "origin": "runtime"}
+
+        return await answer(request, update)
 
     @router.post(
         "/v1/unload_lora_adapter",
@@ -87,17 +94,11 @@ def build_router(state: ServerState) -> APIRouter:
         summary="Unload a LoRA adapter once its requests in flight end (vLLM's route; off by default)",
     )
     async def unload(request: Request) -> Response:
-        checked = await refusal_or_body(request)
-        if isinstance(checked, Response):
-            return checked
-        adapters, payload = checked
-        try:
+        async def update(adapters: AdapterManager, payload: dict[str, Any]) -> dict[str, Any]:
             name = _text_field(payload, "lora_name")
             await adapters.unload(name)
-        except BadRequestError as exc:
-            return openai_error(400, str(exc), param=exc.param)
-        except AdapterConflictError as exc:
-            return openai_error(exc.status, str(exc), param="lora_name")
-        return JSONResponse({"object": "lora.adapter", "name": name, "unloaded": True})
+            return {"name": name, "unloaded": True}
+
+        return await answer(request, update)
 
     return router
