@@ -8,7 +8,6 @@ misbehaves.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from nimctl.cli.main import app
+from tests.json_http import send_json
 from tests.server_process import free_port
 
 
@@ -37,21 +37,26 @@ class _FailingHandler(BaseHTTPRequestHandler):
     """Live 200; ``/v1/metadata`` 500 in OpenAI's shape; everything else 503."""
 
     def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, body)
 
     def _route(self) -> None:
         if self.path == "/v1/health/live":
             self._answer(200, {"object": "health.response", "message": "service is live", "status": "live"})
         elif self.path == "/v1/metadata":
-            error = {"message": "metadata exploded", "type": "InternalServerError", "param": None, "code": 500}
+            error = {
+                "message": "metadata exploded",
+                "type": "InternalServerError",
+                "param": None,
+                "code": 500,
+            }
             self._answer(500, {"error": error})
         else:
-            error = {"message": "model is loading", "type": "ServiceUnavailableError", "param": None, "code": 503}
+            error = {
+                "message": "model is loading",
+                "type": "ServiceUnavailableError",
+                "param": None,
+                "code": 503,
+            }
             self._answer(503, {"error": error})
 
     def do_GET(self) -> None:
@@ -89,7 +94,10 @@ def loading_front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from nimctl.server.state import Phase, ServerState
 
     config = ServerConfig.from_env(
-        {}, model_path="builtin://tiny-vlm", cache_path=tmp_path_factory.mktemp("cache"), engine_port=free_port()
+        {},
+        model_path="builtin://tiny-vlm",
+        cache_path=tmp_path_factory.mktemp("cache"),
+        engine_port=free_port(),
     )
     state = ServerState(build_plan(config, environ={}))  # a developer's VLLM_API_KEY must not matter
     state.set_phase(Phase.loading)

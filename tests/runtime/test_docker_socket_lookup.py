@@ -6,7 +6,6 @@ one rarely gives: nonsense, a body that drips, an error status.
 
 from __future__ import annotations
 
-import json
 import socketserver
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nimctl.runtime.docker_client import running_container_urls
+from tests.json_http import send_json
 
 Answer = Callable[[BaseHTTPRequestHandler], None]
 
@@ -44,12 +44,7 @@ def _serve(path: Path, answer: Answer) -> _Server:
 
 def _json(status: int, body: object) -> Answer:
     def answer(handler: BaseHTTPRequestHandler) -> None:
-        data = json.dumps(body).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_json(handler, status, body)
 
     return answer
 
@@ -102,7 +97,9 @@ def test_the_urls_of_labelled_containers(daemon: Callable[[Answer], None]) -> No
 
 
 @pytest.mark.parametrize("body", [None, {"message": "odd"}, "text", [1, "two"]])
-def test_an_answer_that_is_not_a_container_list_finds_none(daemon: Callable[[Answer], None], body: object) -> None:
+def test_an_answer_that_is_not_a_container_list_finds_none(
+    daemon: Callable[[Answer], None], body: object
+) -> None:
     daemon(_json(200, body))
     assert running_container_urls(2.0) == []
 

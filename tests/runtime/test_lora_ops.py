@@ -26,6 +26,7 @@ from nimctl.errors import RequestRejectedError, UsageError, WaitTimeoutError
 from nimctl.lora.folder import ADDED_MARKER, AdapterError, read_adapter, scan_folder
 from nimctl.runtime import lora_ops, lora_upload
 from nimctl.runtime.instances import Instance
+from tests.json_http import send_json
 
 BASE = "builtin://tiny-llm"
 
@@ -125,12 +126,7 @@ def _error(message: str, code: int) -> dict[str, Any]:
 def serve(stand_in: LoraStandIn) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def do_GET(self) -> None:
             if self.path == "/v1/metadata":
