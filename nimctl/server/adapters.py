@@ -45,6 +45,15 @@ class AdapterConflictError(Exception):
         self.status = status
 
 
+class EngineLoadError(Exception):
+    """The engine did not answer a load: nothing is known to be wrong with the adapter (a 503)."""
+
+
+# vLLM's answer to a load of a name it holds: after a load the front gave up on, the engine may
+# have finished it anyway, and then it serves the adapter.
+_ALREADY_LOADED = "has already been loaded"
+
+
 @dataclass(frozen=True)
 class LoadedAdapter:
     adapter: Adapter
@@ -95,7 +104,7 @@ class AdapterManager:
             return None
         if model in self._leaving:
             return f"The model `{model}` does not exist: the LoRA adapter is being removed."
-        if model in self.skipped and model not in self.loaded:
+        if model in self.skipped and model not in self.loaded and model not in self.settings.base_names:
             reason = self.skipped[model].reason
             return f"The model `{model}` does not exist: the LoRA adapter was skipped ({reason})."
         return None
@@ -128,6 +137,7 @@ class AdapterManager:
             found = await asyncio.to_thread(
                 scan_folder, settings.folder, max_rank=settings.max_rank, base_names=settings.base_names
             )
+            found = [self._named_apart(item) for item in found]
             names = {item.name for item in found}
             for name, item in list(self.loaded.items()):
                 if item.origin == "folder" and name not in names and name not in self._leaving:
@@ -142,13 +152,25 @@ class AdapterManager:
                 if item.name in self.skipped and self._skip_signature.get(item.name) == signature:
                     continue  # skipped before and unchanged since: no new log line every scan
                 if isinstance(item, Adapter):
-                    error = await self._engine_load(item)
+                    try:
+                        error = await self._engine_load(item)
+                    except EngineLoadError as exc:  # skipped for now; the next scan tries again
+                        self._skip(SkippedAdapter(item.name, item.path, str(exc)), None)
+                        continue
                     if error is None:
                         self._loaded(item, "folder")
                         continue
                     item = SkippedAdapter(item.name, item.path, error)
                 self._skip(item, signature)
             self.scans += 1
+
+    def _named_apart(self, item: Adapter | SkippedAdapter) -> Adapter | SkippedAdapter:
+        """An adapter may not take the base model's name: requests naming it are the base model's."""
+        if item.name in self.settings.base_names:
+            return SkippedAdapter(
+                item.name, item.path, "its folder's name is the base model's; rename the folder"
+            )
+        return item
 
     async def refresh_forever(self, interval: float, is_ready: Callable[[], bool]) -> None:
         while True:
@@ -157,17 +179,26 @@ class AdapterManager:
                 continue
             try:
                 await self.scan()
+            except OSError as exc:  # the folder went away or became unreadable: said once a scan
+                log.warning("cannot rescan the LoRA adapters in %s: %s", self.settings.folder, exc)
             except Exception:  # a rescan that fails is logged, and the next one tries again
                 log.exception("rescanning the LoRA adapters in %s failed", self.settings.folder)
 
     # -- runtime updates -----------------------------------------------------------------------
     async def load(self, name: str, path: Path) -> Adapter:
-        """Load the adapter at ``path`` under ``name`` (a runtime update); AdapterError when it cannot."""
+        """Load the adapter at ``path`` under ``name`` (a runtime update); AdapterError when it cannot,
+        EngineLoadError when the engine did not answer."""
+        if not path.is_absolute():
+            raise AdapterError(f"{path} is not an absolute path on the server")
+        if name in self.settings.base_names:
+            raise AdapterConflictError(409, f"{name!r} is the base model's name; choose another")
         adapter = await asyncio.to_thread(read_adapter, path)
         adapter = dataclasses.replace(adapter, name=name)
         check_adapter(adapter, max_rank=self.settings.max_rank, base_names=self.settings.base_names)
         async with self._lock:
-            if name in self.loaded or name in self._leaving:
+            if name in self._leaving:
+                raise AdapterConflictError(409, f"adapter {name!r} is being unloaded; load it again after")
+            if name in self.loaded:
                 raise AdapterConflictError(
                     409, f"an adapter named {name!r} is loaded already; unload it first"
                 )
@@ -178,8 +209,9 @@ class AdapterManager:
             self._loaded(adapter, "runtime")
         return adapter
 
-    async def unload(self, name: str) -> None:
-        """Unload adapter ``name`` (a runtime update), once its requests in flight have finished."""
+    async def unload(self, name: str) -> bool:
+        """Unload adapter ``name`` (a runtime update), once its requests in flight have finished: True
+        when it is unloaded now, False when it still has requests in flight (it goes after them)."""
         async with self._lock:
             item = self.loaded.get(name)
             if item is None or name in self._leaving:
@@ -190,10 +222,12 @@ class AdapterManager:
                     f"adapter {name!r} comes from {self.settings.folder}, which is rescanned: the next scan "
                     "would load it again; remove its folder instead",
                 )
-            idle = self._mark_leaving(name)
-        await idle.wait()
-        async with self._lock:
-            await self._engine_unload(name)
+            removal = self._start_removal(name, "unloaded at run time")
+        if self._in_use.get(name, 0):
+            return False  # new requests get 404 from now on; the engine unloads it after the last
+        # Shielded: a caller that goes away does not stop the removal half-way.
+        await asyncio.shield(removal)
+        return True
 
     async def aclose(self) -> None:
         for task in list(self._removals):
@@ -201,18 +235,19 @@ class AdapterManager:
 
     # -- the engine ------------------------------------------------------------------------
     async def _engine_load(self, adapter: Adapter) -> str | None:
-        """Load into the engine; None when it did, else its reason."""
+        """Load into the engine; None when it did, else the engine's reason. EngineLoadError when
+        the engine did not answer (the adapter may be fine: a later scan or call tries again)."""
         payload = {"lora_name": adapter.name, "lora_path": str(adapter.path)}
         try:
             status, body = await self.proxy.call_json(
                 "POST", "/v1/load_lora_adapter", payload, timeout=ENGINE_LOAD_TIMEOUT_S
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return f"the engine did not answer the load: {type(exc).__name__}"
-        if status == 200:
-            return None
+            raise EngineLoadError(f"the engine did not answer the load ({type(exc).__name__})") from None
         error = body.get("error") if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
+        if status == 200 or (isinstance(message, str) and _ALREADY_LOADED in message):
+            return None
         return f"the engine refused it: {message or f'HTTP {status}'}"
 
     async def _engine_unload(self, name: str) -> None:
@@ -238,9 +273,13 @@ class AdapterManager:
             adapter.path,
         )
 
-    def _skip(self, item: SkippedAdapter, signature: tuple[float, ...]) -> None:
+    def _skip(self, item: SkippedAdapter, signature: tuple[float, ...] | None) -> None:
+        """``signature`` None: try it again at the next scan even when nothing changed."""
         self.skipped[item.name] = item
-        self._skip_signature[item.name] = signature
+        if signature is None:
+            self._skip_signature.pop(item.name, None)
+        else:
+            self._skip_signature[item.name] = signature
         log.warning("LoRA adapter %s skipped: %s (%s)", item.name, item.reason, item.path)
 
     def _mark_leaving(self, name: str) -> asyncio.Event:
@@ -250,7 +289,7 @@ class AdapterManager:
             idle.set()
         return idle
 
-    def _start_removal(self, name: str, why: str) -> None:
+    def _start_removal(self, name: str, why: str) -> asyncio.Task[None]:
         """Stop new requests on ``name`` now; unload it once the ones in flight have finished."""
         idle = self._mark_leaving(name)
         waiting = self._in_use.get(name, 0)
@@ -266,3 +305,4 @@ class AdapterManager:
         task = asyncio.create_task(remove(), name=f"unload-{name}")
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
+        return task

@@ -149,9 +149,12 @@ class InferenceRelay:
             if release is not None:
                 release()
             raise
+        final = _judged(response, checked)
+        if final is not response and isinstance(response, RelayedStream):
+            response.finish()  # a failed stream answered by the front instead: its upstream is done
         if release is not None:
-            _release_when_sent(response, release)
-        return _judged(response, checked)
+            _release_when_sent(final, release)
+        return final
 
 
 def _release_when_sent(response: Response, release: Callable[[], None]) -> None:

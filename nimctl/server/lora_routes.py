@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from nimctl import contract
 from nimctl.lora.folder import AdapterError
-from nimctl.server.adapters import AdapterConflictError, AdapterManager
+from nimctl.server.adapters import AdapterConflictError, AdapterManager, EngineLoadError
 from nimctl.server.http_errors import LORA_UPDATE_ERRORS, error_responses, openai_error
 from nimctl.server.request_checks import BadRequestError, parse_object
 from nimctl.server.state import ServerState
@@ -71,6 +71,8 @@ def build_router(state: ServerState) -> APIRouter:
             return openai_error(400, f"LoRA adapter not loaded: {exc}", param="lora_path")
         except AdapterConflictError as exc:
             return openai_error(exc.status, str(exc), param="lora_name")
+        except EngineLoadError as exc:  # the engine's trouble, not the adapter's: try again later
+            return openai_error(503, str(exc), headers={"Retry-After": "5"})
         return JSONResponse({"object": "lora.adapter", **body})
 
     @router.post(
@@ -91,13 +93,14 @@ def build_router(state: ServerState) -> APIRouter:
         "/v1/unload_lora_adapter",
         openapi_extra=_BODY,
         responses=error_responses(*LORA_UPDATE_ERRORS),
-        summary="Unload a LoRA adapter once its requests in flight end (vLLM's route; off by default)",
+        summary="Unload a LoRA adapter, now or after its requests in flight (vLLM's route; off by default)",
     )
     async def unload(request: Request) -> Response:
         async def update(adapters: AdapterManager, payload: dict[str, Any]) -> dict[str, Any]:
             name = _text_field(payload, "lora_name")
-            await adapters.unload(name)
-            return {"name": name, "unloaded": True}
+            # False: requests on it are still in flight; it is unloaded after the last one ends.
+            unloaded = await adapters.unload(name)
+            return {"name": name, "unloaded": unloaded, "unloading": not unloaded}
 
         return await answer(request, update)
 

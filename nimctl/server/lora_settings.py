@@ -14,6 +14,7 @@ the rank check uses the value the engine ends up with).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,12 @@ def lora_folder(config: ServerConfig) -> Path | None:
     if not config.peft_source:
         return None
     folder = Path(config.peft_source)
+    what = None
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        what = "cannot be read by this user"
+    if what is not None:
         raise ConfigError(
             f"{contract.PEFT_SOURCE}={config.peft_source} {what}",
             hint="point it at a folder holding one sub-folder per LoRA adapter (PEFT format), or unset it",
@@ -68,8 +73,15 @@ def lora_folder(config: ServerConfig) -> Path | None:
 
 def lora_engine_args(config: ServerConfig, folder: Path, profile_args: Sequence[str]) -> list[str]:
     """The engine's LoRA arguments: LoRA on, and the rank, batch and memory sizes."""
+    # Adapters may come later (rescans, runtime loads): room for NIM's default rank and batch then.
     dynamic = config.peft_refresh_interval is not None or config.allow_lora_updates
-    found = [a for a in scan_folder(folder, max_rank=None, base_names=()) if isinstance(a, Adapter)]
+    try:
+        found = [a for a in scan_folder(folder, max_rank=None, base_names=()) if isinstance(a, Adapter)]
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {contract.PEFT_SOURCE}={folder}: {exc.strerror or exc}",
+            hint="the server's user must be able to list the folder and read the adapters in it",
+        ) from None
 
     def from_profile(flag: str) -> int | None:
         value = flag_value(profile_args, flag)
