@@ -261,7 +261,9 @@ class NimClient:
     def _lora_route(self, path: str, payload: dict[str, Any], name: str) -> LoraAdapterResult:
         from nimctl.client.types import LoraAdapterResult
 
-        response = self._send("POST", path, json=payload, not_found_hint=_ADAPTERS)
+        # A load reads the weights into the engine (the server allows it 120 s), after any scan under way.
+        read = max(self.timeouts.management, LORA_ROUTE_TIMEOUT_S)
+        response = self._send("POST", path, json=payload, read_timeout=read, not_found_hint=_ADAPTERS)
         # vLLM's own server answers these routes in plain text ("Success: ..."); a success is a success.
         if "json" not in response.headers.get("content-type", ""):
             return LoraAdapterResult(name=name)
@@ -354,6 +356,7 @@ class NimClient:
 
 
 _MODELS = "see the served model names with `nimctl models`"
+LORA_ROUTE_TIMEOUT_S = 180.0
 _ADAPTERS = "see the adapters with `nimctl lora ls`"
 
 

@@ -98,7 +98,8 @@ class LoraAdapterResult(_Lenient):
 
     object: str | None = None
     name: str | None = None
-    unloaded: bool | None = None
+    unloaded: bool | None = None  # False: requests on it are in flight; it goes after the last one
+    unloading: bool | None = None
 
 
 class Metadata(_Lenient):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from nimctl import contract
-from nimctl.errors import RuntimeFailure, UsageError, WaitTimeoutError
+from nimctl.errors import RequestRejectedError, RuntimeFailure, UsageError, WaitTimeoutError
 
 if TYPE_CHECKING:
     from nimctl.client.http import NimClient
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 # Beyond two rescans, the seconds the engine may take to load an adapter on a busy machine.
 LOAD_GRACE_S = 30.0
+# How long `rm` waits for the requests in flight on an adapter unloaded at run time to end.
+UNLOAD_WAIT_S = 600.0
 # An adapter's name is its folder's name and a model name in requests: nothing a shell or a URL
 # must quote, no hidden (copy in progress) or parent folder.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
@@ -117,6 +119,17 @@ def host_folder(lora: LoraAdapters, instance: Instance | None, url: str) -> Path
     return None
 
 
+def _on_this_host(url: str, instance: Instance | None) -> bool:
+    """Whether the server at ``url`` reads this host's files: a host process nimctl started, or a
+    server on a loopback address."""
+    from nimctl._httpx import httpx
+    from nimctl.runtime.planning import is_loopback
+
+    if instance is not None:
+        return instance.runtime == "local"
+    return is_loopback(httpx.URL(url).host)
+
+
 def choose_way(lora: LoraAdapters, folder: Path | None, url: str) -> Way:
     if lora.refresh_interval is not None and folder is not None:
         return "folder"
@@ -168,13 +181,20 @@ def add_adapter(client: NimClient, name: str, source: Path, *, instance: Instanc
         return Change(name, "added", way, str(dest), listed, time.monotonic() - started)
     path = str(adapter.path.resolve())
     container = instance if instance is not None and instance.runtime == "docker" else None
+    if container is None and not _on_this_host(client.base_url, instance):
+        # The server reads the path on its own machine: this host's path means nothing there.
+        raise UsageError(
+            f"{client.base_url} is on another machine, which would look for {path} on its own disk",
+            hint="copy the adapter to that machine and load it there (POST /v1/load_lora_adapter with "
+            "its path), or give that server a rescanned folder (--lora-refresh)",
+        )
     if container is not None:  # the container sees no host path but its mounts: the copy goes in
         from nimctl.runtime.lora_upload import remove_from_instance, upload_to_instance
 
         path = upload_to_instance(container, adapter.path, name)
     try:
         client.load_lora_adapter(name, path)
-    except BaseException:
+    except RequestRejectedError:
         if container is not None:  # a copy the server refused would only take room in there
             remove_from_instance(container, name)
         raise
@@ -186,6 +206,7 @@ def remove_adapter(client: NimClient, name: str, *, instance: Instance | None = 
     """Stop serving adapter ``name``: its folder removed (only one ``add`` copied), or unloaded."""
     from nimctl.client.types import LoraAdapter
 
+    check_name(name)
     lora = lora_settings(client)
     found = lora.find(name)
     folder = host_folder(lora, instance, client.base_url)
@@ -212,7 +233,9 @@ def remove_adapter(client: NimClient, name: str, *, instance: Instance | None = 
         )
     if not lora.runtime_updates:
         choose_way(lora, None, client.base_url)  # raises: neither way is open
-    client.unload_lora_adapter(name)
+    answer = client.unload_lora_adapter(name)
+    if answer.unloaded is False:  # requests on it are in flight: the server unloads it after the last
+        wait_listed(client, name, present=False, interval=1.0, timeout=UNLOAD_WAIT_S, rescans=False)
     if (
         instance is not None
         and instance.runtime == "docker"
@@ -225,7 +248,13 @@ def remove_adapter(client: NimClient, name: str, *, instance: Instance | None = 
 
 
 def wait_listed(
-    client: NimClient, name: str, *, present: bool, interval: float, timeout: float | None = None
+    client: NimClient,
+    name: str,
+    *,
+    present: bool,
+    interval: float,
+    timeout: float | None = None,
+    rescans: bool = True,
 ) -> LoraAdapter | SkippedLoraAdapter | None:
     """Poll the metadata until the server lists ``name`` (served or skipped) or, with ``present``
     False, no longer does; two rescans and a grace are allowed. The adapter as last listed."""
@@ -238,7 +267,7 @@ def wait_listed(
         if time.monotonic() >= deadline:
             raise WaitTimeoutError(
                 f"the server still {'does not list' if present else 'lists'} adapter {name} after "
-                f"{timeout:g} s (it rescans every {interval:g} s)",
+                f"{timeout:g} s" + (f" (it rescans every {interval:g} s)" if rescans else ""),
                 hint="look at the server's log (nimctl logs NAME); nimctl lora ls shows it later",
             )
         time.sleep(min(0.5, interval / 2))
