@@ -27,6 +27,10 @@ from tests.server_process import ServerProcess
 pytestmark = pytest.mark.engine
 
 REFRESH_S = 1.0
+# Tokens in a stream that must still be running when the front notices a removal: an adapter on
+# tiny-llm makes about 130 a second here (benchmarks/lora.py), and the client does not read while it
+# waits, so the whole stream must outlast a rescan and the socket buffers (about 15 s).
+LONG_STREAM = 2000
 # A scan that finds a folder loads it into the engine: well under a second here, a few on a busy CI.
 LOAD_SLACK_S = 10.0
 BASE = "tiny-llm"
@@ -38,8 +42,9 @@ def _config(folder: Path) -> dict[str, Any]:
 
 
 def _broken_copies(demo: Path, folder: Path) -> None:
-    """Three more ways to be broken: a config that is not JSON, a rank above the server's largest
-    (NIM_MAX_LORA_RANK=32), and an adapter made for another base model."""
+    """Four more ways to be broken: a config that is not JSON, a rank above the server's largest
+    (NIM_MAX_LORA_RANK=32), an adapter made for another base model, and a good adapter in a folder
+    named like the base model (requests naming it must stay the base model's)."""
     shutil.copytree(demo / R8, folder / "bad-config")
     (folder / "bad-config" / "adapter_config.json").write_text("{not json")
     shutil.copytree(demo / R16, folder / "rank-too-high")
@@ -49,6 +54,7 @@ def _broken_copies(demo: Path, folder: Path) -> None:
     shutil.copytree(demo / R8, folder / "wrong-base")
     config = {**_config(demo / R8), "base_model_name_or_path": "meta-llama/Llama-3.1-8B-Instruct"}
     (folder / "wrong-base" / "adapter_config.json").write_text(json.dumps(config))
+    shutil.copytree(demo / R8, folder / BASE)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +148,8 @@ def test_broken_adapters_are_skipped_with_their_reasons(
 ) -> None:
     state = lora_state(lora_server)
     reasons = {item["name"]: item["reason"] for item in state["skipped"]}
-    assert set(reasons) == {BROKEN, "bad-config", "rank-too-high", "wrong-base"}
+    assert set(reasons) == {BROKEN, "bad-config", "rank-too-high", "wrong-base", BASE}
+    assert "the base model's" in reasons[BASE]
     assert "weights are missing" in reasons[BROKEN]
     assert "not valid JSON" in reasons["bad-config"]
     assert "rank 64 is above the server's largest, 32" in reasons["rank-too-high"]
@@ -180,7 +187,7 @@ def test_a_request_in_flight_on_a_removed_adapter_finishes_first(
     stream = client.completions.create(
         model="leaving",
         prompt="go on",
-        max_tokens=300,
+        max_tokens=LONG_STREAM,
         stream=True,
         stream_options={"include_usage": True},
         extra_body={"ignore_eos": True},
@@ -200,7 +207,7 @@ def test_a_request_in_flight_on_a_removed_adapter_finishes_first(
     rest = list(chunks)
     finish = [c.choices[0].finish_reason for c in rest if c.choices and c.choices[0].finish_reason]
     usage = [c.usage for c in rest if c.usage is not None]
-    assert finish == ["length"] and usage[-1].completion_tokens == 300
+    assert finish == ["length"] and usage[-1].completion_tokens == LONG_STREAM
     wait_for(lambda: "leaving" not in served(client), LOAD_SLACK_S, "unloaded after the stream ended")
 
 
@@ -237,12 +244,48 @@ def test_runtime_load_and_unload(
         folder_one.status_code == 409 and "remove its folder instead" in folder_one.json()["error"]["message"]
     )
     unloaded = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "rt"}, timeout=60)
-    assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True
+    assert unloaded.status_code == 200 and unloaded.json()["unloaded"] is True  # nothing in flight
     assert "rt" not in served(client)
     missing = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "rt"}, timeout=60)
     assert missing.status_code == 404
     bad = httpx.post(url + "/v1/load_lora_adapter", json={"lora_name": "", "lora_path": 3}, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "lora_name"
+    relative = httpx.post(
+        url + "/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "a/b"}, timeout=60
+    )
+    assert relative.status_code == 400 and "not an absolute path" in relative.json()["error"]["message"]
+    base = httpx.post(
+        url + "/v1/load_lora_adapter", json={"lora_name": BASE, "lora_path": str(outside)}, timeout=60
+    )
+    assert base.status_code == 409
+
+
+def test_a_runtime_unload_lets_the_requests_in_flight_finish(
+    lora_server: ServerProcess, client: openai.OpenAI, demo_adapters: Path, tmp_path: Path
+) -> None:
+    url = lora_server.url
+    shutil.copytree(demo_adapters / R16, tmp_path / "rt-leaving")
+    body = {"lora_name": "rt-leaving", "lora_path": str(tmp_path / "rt-leaving")}
+    assert httpx.post(url + "/v1/load_lora_adapter", json=body, timeout=60).status_code == 200
+    stream = client.completions.create(
+        model="rt-leaving",
+        prompt="go on",
+        max_tokens=LONG_STREAM,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = iter(stream)
+    next(chunks)
+    answer = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "rt-leaving"}, timeout=60)
+    assert answer.status_code == 200 and answer.json()["unloading"] is True  # answered at once
+    with pytest.raises(openai.NotFoundError, match="being removed"):
+        client.completions.create(model="rt-leaving", prompt="x", max_tokens=1)
+    rest = list(chunks)
+    usage = [c.usage for c in rest if c.usage is not None]
+    assert usage[-1].completion_tokens == LONG_STREAM
+    wait_for(lambda: "rt-leaving" not in served(client), LOAD_SLACK_S, "unloaded after the stream ended")
+    assert logprobs(client, BASE)  # the base model is untouched throughout
 
 
 def _serve_and_fail(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -260,5 +303,5 @@ def test_start_up_errors(demo_adapters: Path, tmp_path: Path) -> None:
     pinned = _serve_and_fail(
         {"NIM_PEFT_SOURCE": str(demo_adapters), "NIM_MODEL_PROFILE": "vllm-fp32-tp1-pp1-cpu"}, tmp_path
     )
-    assert pinned.returncode != 0
+    assert pinned.returncode == 8
     assert "has no LoRA support" in pinned.stderr and "vllm-fp32-tp1-pp1-cpu-lora" in pinned.stderr
