@@ -161,7 +161,7 @@ def _pinned(
         lora_ones = [c for c in ranked if c.runnable and c.profile.lora]
         raise ProfileError(
             f"pinned profile {item.profile.name} ({item.profile.id[:12]}) has no LoRA support, and LoRA "
-            f"is asked for (NIM_PEFT_SOURCE or --lora); {_PINNED_BY}",
+            f"is asked for (NIM_PEFT_SOURCE or --lora-dir); {_PINNED_BY}",
             hint=f"runnable LoRA profiles here: {_names(lora_ones) or 'none'}; or drop the LoRA request",
         )
     return Selection(
