@@ -47,6 +47,9 @@ def metadata(
             ("license", meta.license_info.name if meta.license_info else None),
             ("repository override", meta.repository_override),
         ]
+        if (lora := meta.lora_adapters) is not None:  # `nimctl lora ls` has the details
+            served = ", ".join(a.name for a in lora.loaded) or "none"
+            rows.append(("lora adapters", f"{served} ({len(lora.skipped)} skipped; from {lora.source})"))
         rows += [("asset", asset) for asset in meta.asset_info]
         out.table(["FIELD", "VALUE"], rows)
 
