@@ -322,6 +322,8 @@ def test_engine_ls_shows_the_folder_as_the_server_serves_it(engine: Engine) -> N
     # The one running instance is the default target; the table has the columns.
     table = engine.cli("lora", "ls")
     assert table.exit_code == EXIT_OK and "REASON/ORIGIN" in table.stdout
+    meta = engine.cli("metadata")
+    assert meta.exit_code == EXIT_OK and "tiny-llm-lora-r8 (1 skipped;" in meta.stdout
 
 
 @pytest.mark.engine
