@@ -1,0 +1,71 @@
+"""The async HTTP client of a bench run, and its few set-up calls mapped to nimctl's errors.
+
+The load itself never raises (each failure is a counted result, see :mod:`.generator`); the set-up
+calls (``/tokenize``, ``/v1/metrics``) do, with the client's messages and hints, so an unreachable or
+loading server gets the same exit codes as ``nimctl health``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from nimctl import __version__
+from nimctl._httpx import httpx
+from nimctl.client.errors import map_transport_error, raise_for_status
+from nimctl.errors import UnreadableAnswerError
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def async_client(
+    base_url: str,
+    *,
+    api_key: str | None = None,
+    connections: int = 4,
+    timeout_s: float = 600.0,
+    tls: ssl.SSLContext | None = None,
+) -> httpx.AsyncClient:
+    """A client whose pool holds ``connections``: a level's concurrency, so no request waits for one."""
+    headers = {
+        "User-Agent": f"nimctl/{__version__} bench",
+        # Compressed SSE would cost the generator a decoder per chunk, and no server should do it.
+        "Accept-Encoding": "identity",
+    }
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=headers,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+        verify=tls if tls is not None else True,
+        # Proxies from the environment rarely lead to the server measured, and would be measured too.
+        trust_env=False,
+    )
+
+
+async def call_json(client: httpx.AsyncClient, method: str, path: str, payload: Any = None) -> Any:
+    """One set-up call; its failures leave as :class:`nimctl.errors.ClientError` subclasses."""
+    try:
+        response = await client.request(method, path, json=payload)
+    except httpx.HTTPError as exc:
+        raise map_transport_error(exc, str(client.base_url).rstrip("/"), path) from None
+    if response.is_error:
+        raise_for_status(response, path)
+    try:
+        return response.json()
+    except ValueError:
+        raise UnreadableAnswerError(
+            f"the server's answer to {path} is not JSON", hint="is the URL a vLLM/NIM server?"
+        ) from None
+
+
+async def get_text(client: httpx.AsyncClient, path: str) -> str:
+    try:
+        response = await client.get(path)
+    except httpx.HTTPError as exc:
+        raise map_transport_error(exc, str(client.base_url).rstrip("/"), path) from None
+    if response.is_error:
+        raise_for_status(response, path)
+    return response.text

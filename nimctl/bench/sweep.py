@@ -1,0 +1,230 @@
+"""One bench run: prompts, warm-up, then each concurrency level with the server's view around it.
+
+:func:`run_sweep` is what ``nimctl bench`` calls; :func:`arun_sweep` is the same inside a running
+event loop. Set-up failures raise (an unreachable or loading server, prompts that cannot fit the
+model's context: the client's errors and :class:`~nimctl.errors.UsageError`); what happens during
+the levels does not, it is in the result:
+
+- a level in which every request failed ends the sweep (the next would fail alike), with
+  :attr:`SweepResult.failure` holding the first server error;
+- a cancel (Ctrl-C under :func:`run_sweep`) ends it with ``interrupted`` set and what finished kept,
+  the level cut short included (marked ``complete: false``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from nimctl.bench._http import async_client
+from nimctl.bench.events import (
+    LevelFinished,
+    LevelStarted,
+    OnEvent,
+    PromptsReady,
+    RequestFinished,
+    SweepStopped,
+    WarmupFinished,
+    WarmupStarted,
+)
+from nimctl.bench.generator import BodyFor, LevelRun, LoadGenerator, OnResult, RequestResult
+from nimctl.bench.prompts import build_prompts
+from nimctl.bench.server_view import MetricsWatch, ServerView, read_metrics, server_view
+from nimctl.bench.slo import Slo
+from nimctl.bench.stats import LevelStats, level_stats
+from nimctl.bench.workload import Workload
+
+if TYPE_CHECKING:
+    from nimctl._httpx import httpx
+
+# The set-up calls (/tokenize, /v1/metrics) are quick; a server that takes longer is not ready.
+CONTROL_TIMEOUT_S = 30.0
+
+
+@dataclass
+class LevelResult:
+    stats: LevelStats
+    server: ServerView | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.stats.to_dict(), "server": None if self.server is None else self.server.to_dict()}
+
+
+@dataclass
+class SweepResult:
+    base_url: str
+    model: str
+    workload: Workload
+    seed: int
+    slo: Slo | None = None
+    started_at: str = ""  # ISO 8601, UTC
+    prompts_verified: int = 0
+    warmup: dict[str, int] | None = None  # {"requests", "ok"}
+    levels: list[LevelResult] = field(default_factory=list)
+    interrupted: bool = False
+    failure: str | None = None  # why the sweep stopped early, with the first server error
+    failure_kind: str | None = None  # that error's kind (generator.ERROR_KINDS): the CLI's exit code
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.interrupted or self.failure is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "model": self.model,
+            "started_at": self.started_at,
+            "workload": {**self.workload.to_dict(), "seed": self.seed},
+            "slo": None if self.slo is None else self.slo.to_dict(),
+            "prompts_verified": self.prompts_verified,
+            "warmup": self.warmup,
+            "levels": [level.to_dict() for level in self.levels],
+            "interrupted": self.interrupted,
+            "failure": self.failure,
+            "failure_kind": self.failure_kind,
+        }
+
+
+def run_sweep(
+    base_url: str,
+    model: str,
+    workload: Workload,
+    *,
+    api_key: str | None = None,
+    slo: Slo | None = None,
+    on_event: OnEvent | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> SweepResult:
+    """Run the sweep in a fresh event loop; Ctrl-C returns the result so far (``interrupted``), a
+    second Ctrl-C raises KeyboardInterrupt at once (asyncio.run's own handling)."""
+    return asyncio.run(
+        arun_sweep(base_url, model, workload, api_key=api_key, slo=slo, on_event=on_event, tls=tls)
+    )
+
+
+async def arun_sweep(
+    base_url: str,
+    model: str,
+    workload: Workload,
+    *,
+    api_key: str | None = None,
+    slo: Slo | None = None,
+    on_event: OnEvent | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> SweepResult:
+    """See :func:`run_sweep`. Cancelling this coroutine returns the result so far, ``interrupted``."""
+    emit: OnEvent = on_event or (lambda event: None)
+    seed = workload.seed if workload.seed is not None else secrets.randbelow(2**31)
+    result = SweepResult(
+        base_url, model, workload, seed, slo, started_at=datetime.now(UTC).isoformat(timespec="seconds")
+    )
+    generator = LoadGenerator(base_url, api_key=api_key, timeout_s=workload.request_timeout_s, tls=tls)
+    # A pool of its own for the set-up calls and the metrics: they never take a level's connection.
+    control = async_client(base_url, api_key=api_key, connections=2, timeout_s=CONTROL_TIMEOUT_S, tls=tls)
+    try:
+        async with control:
+            factory, result.prompts_verified = await build_prompts(control, model, workload, seed)
+            emit(PromptsReady(workload.input_tokens, result.prompts_verified, seed))
+
+            def body_for(index: int) -> dict[str, Any]:
+                return workload.request_body(model, factory.prompt(index))
+
+            await _levels(result, generator, control, body_for, emit)
+    except asyncio.CancelledError:
+        result.interrupted = True
+    if result.interrupted:
+        emit(SweepStopped("interrupted", "stopped; the figures are those measured so far"))
+    return result
+
+
+async def _levels(
+    result: SweepResult,
+    generator: LoadGenerator,
+    control: httpx.AsyncClient,
+    body_for: BodyFor,
+    emit: OnEvent,
+) -> None:
+    workload = result.workload
+    next_index = 0
+    if workload.warmup:
+        concurrency = min(workload.warmup, workload.max_concurrency)
+        emit(WarmupStarted(workload.warmup, concurrency))
+        run = await generator.run_level(body_for, concurrency, requests=workload.warmup)
+        next_index = run.issued
+        ok = sum(1 for request in run.results if request.ok)
+        result.warmup = {"requests": len(run.results), "ok": ok}
+        if run.cancelled:
+            result.interrupted = True
+            return
+        emit(WarmupFinished(ok, len(run.results) - ok))
+        if ok == 0:
+            _fail(result, "the warm-up", run.results, emit)
+            return
+    metrics = True  # a server that gave no metrics once is not asked again
+    for number, concurrency in enumerate(workload.concurrency, start=1):
+        levels = len(workload.concurrency)
+        emit(LevelStarted(number, levels, concurrency, workload.requests, workload.duration_s))
+        before = await read_metrics(control) if metrics else None
+        metrics = before is not None
+        finished = 0
+
+        def on_result(request: RequestResult, concurrency: int = concurrency) -> None:
+            nonlocal finished
+            finished += 1
+            emit(RequestFinished(concurrency, request, finished))
+
+        watch = MetricsWatch(control)
+        run = await _run_level(
+            generator, body_for, concurrency, workload, next_index, on_result, watch if metrics else None
+        )
+        next_index += run.issued
+        after = None
+        if metrics and not run.cancelled:
+            try:
+                after = await read_metrics(control)
+            except asyncio.CancelledError:
+                run.cancelled = True
+        stats = level_stats(
+            run, slo=result.slo, input_tokens=workload.input_tokens, output_tokens=workload.output_tokens
+        )
+        level = LevelResult(stats, server_view(before, after, watch.samples))
+        result.levels.append(level)
+        emit(LevelFinished(stats, level.server))
+        if run.cancelled:
+            result.interrupted = True
+            return
+        if stats.all_failed:
+            _fail(result, f"concurrency {concurrency}", run.results, emit)
+            return
+
+
+async def _run_level(
+    generator: LoadGenerator,
+    body_for: BodyFor,
+    concurrency: int,
+    workload: Workload,
+    first_index: int,
+    on_result: OnResult,
+    watch: MetricsWatch | None,
+) -> LevelRun:
+    kwargs: dict[str, Any] = {
+        "requests": workload.requests,
+        "duration_s": workload.duration_s,
+        "first_index": first_index,
+        "on_result": on_result,
+    }
+    if watch is None:
+        return await generator.run_level(body_for, concurrency, **kwargs)
+    async with watch:
+        return await generator.run_level(body_for, concurrency, **kwargs)
+
+
+def _fail(result: SweepResult, where: str, requests: list[RequestResult], emit: OnEvent) -> None:
+    first = min(requests, key=lambda request: request.end)
+    result.failure = f"every request of {where} failed; the first: {first.error}"
+    result.failure_kind = first.error_kind
+    emit(SweepStopped("failed", result.failure))
