@@ -121,3 +121,36 @@ def test_cancel_keeps_what_was_measured(standin: Callable[..., StandIn]) -> None
     assert 0 < result.levels[1].stats.ok < 8  # the first wave of two finished, not all four waves
     assert result.to_dict()["levels"][1]["complete"] is False
     assert isinstance(events[-1], SweepStopped) and events[-1].reason == "interrupted"
+
+
+def test_ctrl_c_under_run_sweep_returns_the_result_so_far(standin: Callable[..., StandIn]) -> None:
+    """A real SIGINT to a process in run_sweep: asyncio.run cancels the sweep, which returns."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.bench.conftest import ROOT
+
+    server = standin("--ttft", "0.1")
+    script = (
+        "import json, sys\n"
+        "from nimctl.bench.sweep import run_sweep\n"
+        "from nimctl.bench.workload import Workload\n"
+        "def started(event):\n"
+        "    if type(event).__name__ == 'LevelStarted': print('level', event.number, flush=True)\n"
+        f"result = run_sweep({server.url!r}, 'm', Workload((2, 1), 8, 1, requests=40), on_event=started)\n"
+        "print(json.dumps(result.to_dict()))\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "level 1\n"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=10)
+    assert child.returncode == 0, err
+    data = json.loads(out)
+    assert data["interrupted"] is True and len(data["levels"]) == 1
+    level = data["levels"][0]
+    assert level["complete"] is False and 4 <= level["ok"] < 40
