@@ -147,7 +147,8 @@ class LoadGenerator:
         except asyncio.CancelledError:
             # What finished is kept; the caller learns of the cancel from the flag.
             run.cancelled = True
-        run.end = time.perf_counter()
+        # The level ends with its last answer (closing the pool, or a cancel, is not part of it).
+        run.end = max((result.end for result in run.results), default=time.perf_counter())
         return run
 
     async def send(self, client: httpx.AsyncClient, index: int, body: dict[str, Any]) -> RequestResult:
