@@ -45,14 +45,21 @@ def async_client(
     )
 
 
-async def call_json(client: httpx.AsyncClient, method: str, path: str, payload: Any = None) -> Any:
+async def call_json(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    payload: Any = None,
+    *,
+    not_found_hint: str | None = None,
+) -> Any:
     """One set-up call; its failures leave as :class:`nimctl.errors.ClientError` subclasses."""
     try:
         response = await client.request(method, path, json=payload)
     except httpx.HTTPError as exc:
         raise map_transport_error(exc, str(client.base_url).rstrip("/"), path) from None
     if response.is_error:
-        raise_for_status(response, path)
+        raise_for_status(response, path, not_found_hint=not_found_hint)
     try:
         return response.json()
     except ValueError:

@@ -59,6 +59,10 @@ VERIFY_SAMPLE = 32
 # How many requests to /tokenize at once while building (a remote server answers each in one round trip).
 TOKENIZE_CONCURRENCY = 8
 _INDEX_WORDS = 3
+_NO_TOKENIZE = (
+    "the server has no /tokenize (or not this model): exact prompt sizes need a vLLM-based server, "
+    "NIM or vLLM; check the model name with `nimctl models`"
+)
 _SPACE_MARKERS = ("Ġ", "▁", " ")  # byte-level BPE, SentencePiece, plain
 
 
@@ -117,9 +121,8 @@ async def build_prompts(
 
 async def count_tokens(client: httpx.AsyncClient, model: str, text: str) -> dict[str, Any]:
     """``/tokenize``'s answer for ``text``: ``count``, ``max_model_len``, ``token_strs``."""
-    body = await call_json(
-        client, "POST", "/tokenize", {"model": model, "prompt": text, "return_token_strs": True}
-    )
+    payload = {"model": model, "prompt": text, "return_token_strs": True}
+    body = await call_json(client, "POST", "/tokenize", payload, not_found_hint=_NO_TOKENIZE)
     if not isinstance(body, dict) or not isinstance(body.get("count"), int):
         raise UnreadableAnswerError(
             "the server's answer to /tokenize has no token count", hint="is the URL a vLLM/NIM server?"

@@ -112,3 +112,18 @@ def test_unreachable_server_raises_the_clients_error() -> None:
 
     with pytest.raises(ServerUnreachableError):
         asyncio.run(build())
+
+
+def test_a_server_without_tokenize(standin: Callable[..., StandIn]) -> None:
+    from nimctl.errors import RequestRejectedError
+
+    server = standin()
+
+    async def build() -> None:
+        async with async_client(server.url) as client:
+            client.base_url = client.base_url.join("/nothing-here")  # every path is a 404 below it
+            await discover_vocabulary(client, "m")
+
+    with pytest.raises(RequestRejectedError) as caught:
+        asyncio.run(build())
+    assert "no /tokenize" in (caught.value.hint or "")
