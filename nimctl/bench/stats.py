@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nimctl.bench.generator import LevelRun
+    from nimctl.bench.generator import LevelRun, RequestResult
     from nimctl.bench.slo import Slo
 
 
@@ -155,6 +155,16 @@ def level_stats(
         goodput_per_s=None if met is None else _rate(met, duration),
         complete=not run.cancelled,
     )
+
+
+def running_stats(
+    concurrency: int, results: list[RequestResult], now: float, *, slo: Slo | None = None
+) -> LevelStats:
+    """The figures of a level still running, from its first request sent to ``now`` (a live view's)."""
+    from nimctl.bench.generator import LevelRun
+
+    start = min((result.start for result in results), default=now)
+    return level_stats(LevelRun(concurrency, start, now, list(results)), slo=slo)
 
 
 def _rate(count: int, duration_s: float) -> float | None:

@@ -166,10 +166,10 @@ async def _levels(
             return
     metrics = True  # a server that gave no metrics once is not asked again
     for number, concurrency in enumerate(workload.concurrency, start=1):
-        levels = len(workload.concurrency)
-        emit(LevelStarted(number, levels, concurrency, workload.requests, workload.duration_s))
         before = await read_metrics(control) if metrics else None
         metrics = before is not None
+        levels = len(workload.concurrency)
+        emit(LevelStarted(number, levels, concurrency, workload.requests, workload.duration_s))
         finished = 0
 
         def on_result(request: RequestResult, concurrency: int = concurrency) -> None:

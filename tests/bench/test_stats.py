@@ -111,3 +111,11 @@ def test_to_dict_keys_are_stable() -> None:
         "met": 1,
         "requests_per_s": 1.0,
     }
+
+
+def test_running_stats_for_a_live_view() -> None:
+    from nimctl.bench.stats import running_stats
+
+    stats = running_stats(2, [ok(0, 10.0, 0.1, 0.5), ok(1, 10.5, 0.1, 0.5)], now=12.0)
+    assert stats.duration_s == 2.0 and stats.requests_per_s == 1.0 and stats.ok == 2
+    assert running_stats(2, [], now=1.0).requests_per_s is None
