@@ -153,7 +153,7 @@ def test_ctrl_c_under_run_sweep_returns_the_result_so_far(standin: Callable[...,
     data = json.loads(out)
     assert data["interrupted"] is True and len(data["levels"]) == 1
     level = data["levels"][0]
-    assert level["complete"] is False and 4 <= level["ok"] < 40
+    assert level["complete"] is False and 2 <= level["ok"] < 40  # ~10 on an idle machine
 
 
 def test_a_duration_sweep(standin: Callable[..., StandIn]) -> None:
@@ -161,5 +161,5 @@ def test_a_duration_sweep(standin: Callable[..., StandIn]) -> None:
     result = run_sweep(server.url, "m", Workload((1, 2), 10, 2, duration_s=0.4, warmup=1))
     assert result.prompts_verified == 32 and result.warmup == {"requests": 1, "ok": 1}
     first, second = (level.stats for level in result.levels)
-    assert 8 <= first.ok <= 20 and 16 <= second.ok <= 40 and first.errors == second.errors == {}
+    assert 3 <= first.ok <= 20 and 6 <= second.ok <= 40 and first.errors == second.errors == {}
     assert first.output_mismatches == second.output_mismatches == 0
