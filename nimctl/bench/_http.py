@@ -7,6 +7,7 @@ loading server gets the same exit codes as ``nimctl health``.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Any
 
@@ -39,10 +40,19 @@ def async_client(
         headers=headers,
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
-        verify=tls if tls is not None else True,
+        verify=tls if tls is not None else _default_tls(base_url),
         # Proxies from the environment rarely lead to the server measured, and would be measured too.
         trust_env=False,
     )
+
+
+@functools.cache
+def _default_tls(base_url: str) -> ssl.SSLContext:
+    """The system's CAs for https (loaded once: a level makes one client per connection); an empty
+    context for http, where no TLS connection can happen and loading CAs would only cost time."""
+    if httpx.URL(base_url).scheme == "http":
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return httpx.create_ssl_context(trust_env=True)
 
 
 async def call_json(

@@ -1,8 +1,8 @@
 """The load generator: one process, asyncio, exactly ``concurrency`` requests in flight.
 
-Each level gets its own ``httpx.AsyncClient`` whose pool holds ``concurrency`` connections, so no
-request waits for a connection, and ``concurrency`` workers that each send their next request as
-soon as the last one ended. Times are ``time.perf_counter()`` read when the bytes of a chunk come
+Each level runs ``concurrency`` workers, each with its own connection (an ``httpx.AsyncClient``
+of one), so no request waits for a connection, and each sends its next request as soon as its last
+one ended. Times are ``time.perf_counter()`` read when the bytes of a chunk come
 off the socket; the SSE stream is split by hand (not ``aiter_lines``), which keeps the generator's
 own cost per chunk low (``benchmarks/bench_generator.py`` measures it).
 
@@ -121,27 +121,28 @@ class LoadGenerator:
             raise ValueError("give requests or duration_s")
         run = LevelRun(concurrency, start=time.perf_counter(), end=0.0)
         deadline = None if duration_s is None else run.start + duration_s
-        client = async_client(
-            self.base_url,
-            api_key=self.api_key,
-            connections=concurrency,
-            timeout_s=self.timeout_s,
-            tls=self.tls,
-        )
 
         async def worker() -> None:
-            while (requests is None or run.issued < requests) and (
-                deadline is None or time.perf_counter() < deadline
-            ):
-                index = first_index + run.issued
-                run.issued += 1
-                result = await self.send(client, index, body_for(index))
-                run.results.append(result)
-                if on_result is not None:
-                    on_result(result)
+            # A client of one connection per worker: ``concurrency`` connections in all. httpx's pool
+            # checks each connection it holds on every request (a poll() each), which made one shared
+            # pool of 32 connections the generator's main cost; separate pools are the same
+            # connections without that (benchmarks/bench_generator.py: 243 -> 592 requests/s at 32).
+            client = async_client(
+                self.base_url, api_key=self.api_key, connections=1, timeout_s=self.timeout_s, tls=self.tls
+            )
+            async with client:
+                while (requests is None or run.issued < requests) and (
+                    deadline is None or time.perf_counter() < deadline
+                ):
+                    index = first_index + run.issued
+                    run.issued += 1
+                    result = await self.send(client, index, body_for(index))
+                    run.results.append(result)
+                    if on_result is not None:
+                        on_result(result)
 
         try:
-            async with client, asyncio.TaskGroup() as group:
+            async with asyncio.TaskGroup() as group:
                 for _ in range(concurrency):
                     group.create_task(worker())
         except asyncio.CancelledError:
