@@ -27,7 +27,7 @@ def async_client(
     timeout_s: float = 600.0,
     tls: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
-    """A client whose pool holds ``connections``: a level's concurrency, so no request waits for one."""
+    """A client whose pool holds ``connections`` (the generator gives each worker a client of one)."""
     headers = {
         "User-Agent": f"nimctl/{__version__} bench",
         # Compressed SSE would cost the generator a decoder per chunk, and no server should do it.

@@ -44,7 +44,7 @@ def test_not_streamed(standin: Callable[..., StandIn]) -> None:
 
 
 def test_exactly_concurrency_in_flight(standin: Callable[..., StandIn]) -> None:
-    """Eight 0.2 s requests four at a time take two waves; the pool holds four connections."""
+    """Eight 0.2 s requests four at a time take two waves, on four connections."""
     server = standin("--ttft", "0.2")
     seen: list[RequestResult] = []
     run = asyncio.run(LoadGenerator(server.url).run_level(bodies(1), 4, requests=8, on_result=seen.append))
