@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nimctl import contract
 from nimctl.errors import RequestRejectedError, RuntimeFailure, UsageError, WaitTimeoutError
+from nimctl.lora.folder import ADDED_MARKER
+from nimctl.models.builtin import make_readable
 
 if TYPE_CHECKING:
     from nimctl.client.http import NimClient
@@ -213,7 +215,7 @@ def remove_adapter(client: NimClient, name: str, *, instance: Instance | None = 
     started = time.monotonic()
     if lora.refresh_interval is not None and folder is not None and _exists(folder / name):
         path = folder / name
-        if not (path / _marker()).is_file():
+        if not (path / ADDED_MARKER).is_file():
             raise UsageError(
                 f"{path} was not put there by nimctl lora add, so nimctl leaves it alone",
                 hint=f"delete it yourself (rm -r {shlex.quote(str(path))}); the server drops it at its "
@@ -294,8 +296,8 @@ def copy_in(source: Path, folder: Path, name: str) -> Path:
             "source": str(source.resolve()),
             "at": datetime.now(UTC).isoformat(),
         }
-        (tmp / _marker()).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        _make_readable(tmp)  # mkdtemp's 0700 would hide it from a container user of another uid
+        (tmp / ADDED_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        make_readable(tmp)  # mkdtemp's 0700 would hide it from a container user of another uid
         os.rename(tmp, dest)
     except OSError as exc:
         raise RuntimeFailure(
@@ -318,17 +320,5 @@ def remove_copied(path: Path) -> None:
     shutil.rmtree(hidden, ignore_errors=True)
 
 
-def _marker() -> str:
-    from nimctl.lora.folder import ADDED_MARKER
-
-    return ADDED_MARKER
-
-
 def _exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
-
-
-def _make_readable(root: Path) -> None:
-    for path in [root, *root.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(0o755 if path.is_dir() else 0o644)

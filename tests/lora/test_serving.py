@@ -118,6 +118,22 @@ def logprobs(client: openai.OpenAI, model: str) -> list[float]:
     return [round(p, 4) for p in answer.choices[0].logprobs.token_logprobs]
 
 
+def long_stream(client: openai.OpenAI, model: str) -> Iterator[Any]:
+    """A LONG_STREAM-token stream on ``model``, its first chunk read: the engine is generating for it."""
+    chunks = iter(
+        client.completions.create(
+            model=model,
+            prompt="go on",
+            max_tokens=LONG_STREAM,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
+    next(chunks)
+    return chunks
+
+
 def put(source: Path, folder: Path, name: str) -> None:
     """Copy an adapter in as a tool would: into a hidden folder (left out of scans), then renamed."""
     staging = folder / f".{name}.copying"
@@ -184,16 +200,7 @@ def test_a_request_in_flight_on_a_removed_adapter_finishes_first(
 ) -> None:
     put(demo_adapters / R8, lora_dir, "leaving")
     wait_for(lambda: "leaving" in served(client), 2 * REFRESH_S + LOAD_SLACK_S, "adapter listed")
-    stream = client.completions.create(
-        model="leaving",
-        prompt="go on",
-        max_tokens=LONG_STREAM,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
-    )
-    chunks = iter(stream)
-    next(chunks)  # the engine is generating for it
+    chunks = long_stream(client, "leaving")
     shutil.rmtree(lora_dir / "leaving")
 
     def unloading() -> bool:
@@ -267,16 +274,7 @@ def test_a_runtime_unload_lets_the_requests_in_flight_finish(
     shutil.copytree(demo_adapters / R16, tmp_path / "rt-leaving")
     body = {"lora_name": "rt-leaving", "lora_path": str(tmp_path / "rt-leaving")}
     assert httpx.post(url + "/v1/load_lora_adapter", json=body, timeout=60).status_code == 200
-    stream = client.completions.create(
-        model="rt-leaving",
-        prompt="go on",
-        max_tokens=LONG_STREAM,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
-    )
-    chunks = iter(stream)
-    next(chunks)
+    chunks = long_stream(client, "rt-leaving")
     answer = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "rt-leaving"}, timeout=60)
     assert answer.status_code == 200 and answer.json()["unloading"] is True  # answered at once
     with pytest.raises(openai.NotFoundError, match="being removed"):
