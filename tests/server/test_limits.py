@@ -196,18 +196,25 @@ def test_size_caps_are_400_in_openai_shape(client: openai.OpenAI, fields: dict[s
 def test_requests_over_the_concurrency_limit_wait_then_get_429(
     client: openai.OpenAI, limited: ServerProcess
 ) -> None:
+    # The longest stream the cap allows (about 6 s on the tiny model): the one slot stays taken for
+    # several times the queue timeout, even on a loaded machine.
     long = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "hi"}],
-        max_tokens=2000,
+        max_tokens=int(LIMITS_ENV["NIMCTL_MAX_TOKENS_CAP"]),
         stream=True,
         extra_body={"ignore_eos": True},
     )
     try:
-        next(iter(long))  # the first chunk: the one slot is taken
+        chunks = iter(long)
+        next(chunks)  # the first chunk: the one slot is taken
         started = time.monotonic()
         response = httpx.post(limited.url + "/v1/chat/completions", json=chat(max_tokens=1), timeout=30)
         waited = time.monotonic() - started
+        if response.status_code == 200:
+            # Say why: the premise (the stream still running) failed, or the slot was not held.
+            rest = sum(1 for _ in chunks)
+            pytest.fail(f"got through after {waited:.2f} s; the long stream then sent {rest} more chunks")
         error = openai_error(response, 429)
         assert "NIMCTL_MAX_CONCURRENT_REQUESTS" in str(error["message"])
         assert response.headers["retry-after"] == str(QUEUE_TIMEOUT_S)
