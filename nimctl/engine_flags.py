@@ -36,6 +36,27 @@ def flag_value(args: Sequence[str], flag: str) -> str | None:
     return values[-1] if values else None
 
 
+# Flags whose value may be a credential (vLLM's --api-key, --hf-token; a key file's path is fine to show).
+_SECRET_FLAG = re.compile(r"(key|token|secret|password)$")
+MASK = "***"
+
+
+def masked(args: Sequence[str]) -> list[str]:
+    """``args`` with the values of credential flags replaced by ``***``: fit to show or record."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in args:
+        name = flag_name(arg)
+        if hide_next and name is None:
+            shown.append(MASK)
+        elif name is not None and _SECRET_FLAG.search(name) and "=" in arg:
+            shown.append(f"{arg.split('=', 1)[0]}={MASK}")
+        else:
+            shown.append(arg)
+        hide_next = name is not None and bool(_SECRET_FLAG.search(name)) and "=" not in arg
+    return shown
+
+
 _HUMAN_INT = re.compile(r"(\d+(?:\.\d+)?)([kKmMgG]?)")
 _MULTIPLIERS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}
 

@@ -91,6 +91,9 @@ class NimClient:
         default: the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR``, else certifi's)."""
         self.base_url = normalize_base_url(base_url)
         self.timeouts = timeouts or Timeouts()
+        # Kept for callers that open their own connections to the same server (nimctl bench).
+        self.api_key = api_key
+        self.tls = tls
         headers = {"User-Agent": f"nimctl/{__version__}", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

@@ -110,6 +110,7 @@ class Metadata(_Lenient):
     profile_id: str | None = None
     profile_name: str | None = None
     repository_override: str | None = None
+    engine_args: list[str] | None = Field(default=None, alias="engineArgs")  # None: an older server's
     # None when the server serves no LoRA adapters (no NIM_PEFT_SOURCE).
     lora_adapters: LoraAdapters | None = Field(default=None, alias="loraAdapters")
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from nimctl import API_VERSION, __version__
+from nimctl.engine_flags import masked
 from nimctl.server.http_errors import MANAGEMENT_ERRORS, error_body, error_responses, openai_error
 from nimctl.server.metrics import CONTENT_TYPE, FrontMetrics
 from nimctl.server.proxy import EngineProxy
@@ -168,6 +169,8 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
             "profile_name": plan.profile_name,
             "selectedModelProfileId": plan.profile_id,
             "repository_override": plan.config.repository_override,
+            # What the engine was started with (benchmark records keep it); credentials masked.
+            "engineArgs": masked(plan.engine_args),
             # null when LoRA is off; else the settings and each adapter, loaded or skipped with why
             "loraAdapters": state.adapters.to_dict() if state.adapters is not None else None,
         }

@@ -10,6 +10,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from nimctl import API_VERSION, __version__
+from nimctl.engine_flags import masked
 from tests.server_process import ServerProcess
 
 
@@ -69,6 +70,13 @@ def test_metadata(nim_server: ServerProcess) -> None:
     assert len(body["profile_id"]) == 64
     assert body["profile_name"]
     assert body["repository_override"] is None
+    # The engine's arguments as planned: the profile's and the front's own.
+    assert "--enable-scale-out" in body["engineArgs"]
+
+
+def test_engine_args_mask_credentials() -> None:
+    args = ["--api-key", "s3cret", "--hf-token=abc", "--max-model-len", "512", "--ssl-keyfile", "/k.pem"]
+    assert masked(args) == ["--api-key", "***", "--hf-token=***", "--max-model-len", "512", "--ssl-keyfile", "/k.pem"]
 
 
 def test_manifest(nim_server: ServerProcess) -> None:
