@@ -184,7 +184,7 @@ async def _one_token_words_by_asking(client: httpx.AsyncClient, model: str, head
         async with gate:
             return await _all_single(client, model, [word], head_tokens)
 
-    flags = await _gather(single(word) for word in CANDIDATES)
+    flags = await gather(single(word) for word in CANDIDATES)
     return [word for word, ok in zip(CANDIDATES, flags, strict=True) if ok]
 
 
@@ -204,10 +204,10 @@ async def verify_prompts(
                 hint="benchmark with real prompts instead (a dataset file)",
             )
 
-    await _gather(check(index) for index in indices)
+    await gather(check(index) for index in indices)
 
 
-async def _gather(coroutines: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
+async def gather(coroutines: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
     """All of them; the first failure cancels the rest (none left running against a closed client)."""
     tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
     try:

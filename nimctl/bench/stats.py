@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -121,9 +121,10 @@ def level_stats(
     *,
     slo: Slo | None = None,
     input_tokens: int | None = None,
-    output_tokens: int | None = None,
+    output_tokens: int | Callable[[int], int] | None = None,
 ) -> LevelStats:
-    """The figures of ``run``; ``input_tokens``/``output_tokens``: what each request asked for."""
+    """The figures of ``run``; ``input_tokens``/``output_tokens``: what each request asked for (None:
+    not checked; a function of the request's index, when requests ask for different counts)."""
     ok = [result for result in run.results if result.ok]
     failed = [result for result in run.results if not result.ok]
     duration = run.duration_s
@@ -171,7 +172,9 @@ def _rate(count: int, duration_s: float) -> float | None:
     return count / duration_s if duration_s > 0 else None
 
 
-def _mismatches(results: list[Any], name: str, expected: int | None) -> int:
+def _mismatches(results: list[Any], name: str, expected: int | Callable[[int], int] | None) -> int:
     if expected is None:
         return 0
+    if callable(expected):
+        return sum(1 for result in results if getattr(result, name) != expected(result.index))
     return sum(1 for result in results if getattr(result, name) != expected)

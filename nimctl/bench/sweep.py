@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nimctl.bench._http import async_client
+from nimctl.bench.dataset import Dataset, check_dataset, load_dataset
 from nimctl.bench.events import (
     LevelFinished,
     LevelStarted,
@@ -32,6 +34,7 @@ from nimctl.bench.events import (
     WarmupStarted,
 )
 from nimctl.bench.generator import BodyFor, LevelRun, LoadGenerator, OnResult, RequestResult
+from nimctl.bench.images import ImageSource
 from nimctl.bench.prompts import build_prompts
 from nimctl.bench.server_view import MetricsWatch, ServerView, read_metrics, server_view
 from nimctl.bench.slo import Slo
@@ -118,22 +121,23 @@ async def arun_sweep(
 ) -> SweepResult:
     """See :func:`run_sweep`. Cancelling this coroutine returns the result so far, ``interrupted``."""
     emit: OnEvent = on_event or (lambda event: None)
+    # A bad file is said before the server is asked anything.
+    dataset = None if workload.dataset is None else load_dataset(workload.dataset)
     seed = workload.seed if workload.seed is not None else secrets.randbelow(2**31)
     result = SweepResult(
         base_url, model, workload, seed, slo, started_at=datetime.now(UTC).isoformat(timespec="seconds")
     )
-    generator = LoadGenerator(base_url, api_key=api_key, timeout_s=workload.request_timeout_s, tls=tls)
+    generator = LoadGenerator(
+        base_url, api_key=api_key, timeout_s=workload.request_timeout_s, tls=tls, path=workload.path
+    )
     # A pool of its own for the set-up calls and the metrics: they never take a level's connection.
     control = async_client(base_url, api_key=api_key, connections=2, timeout_s=CONTROL_TIMEOUT_S, tls=tls)
     try:
         async with control:
-            factory, result.prompts_verified = await build_prompts(control, model, workload, seed)
-            emit(PromptsReady(workload.input_tokens, result.prompts_verified, seed))
-
-            def body_for(index: int) -> dict[str, Any]:
-                return workload.request_body(model, factory.prompt(index))
-
-            await _levels(result, generator, control, body_for, emit)
+            requests = await _requests(control, model, workload, seed, dataset)
+            result.prompts_verified = requests.verified
+            emit(PromptsReady(workload.input_tokens, result.prompts_verified, seed))  # type: ignore[arg-type]
+            await _levels(result, generator, control, requests, emit)
     except asyncio.CancelledError:
         result.interrupted = True
     if result.interrupted:
@@ -141,14 +145,56 @@ async def arun_sweep(
     return result
 
 
+@dataclass(frozen=True)
+class _Requests:
+    """What request ``i`` sends (``body_for``) and the output tokens its usage must report."""
+
+    body_for: BodyFor
+    output_for: Callable[[int], int]
+    verified: int  # prompts counted by /tokenize before the levels
+
+
+async def _requests(
+    control: httpx.AsyncClient, model: str, workload: Workload, seed: int, dataset: Dataset | None
+) -> _Requests:
+    images: ImageSource | None = None
+    if workload.images:
+        # A large image's raster takes a while to draw: off the loop, so that Ctrl-C is heard.
+        images = await asyncio.to_thread(ImageSource, workload.images, workload.image_size, seed)
+
+    def urls(index: int) -> list[str]:
+        return [] if images is None else images.urls(index)
+
+    if dataset is None:
+        factory, verified = await build_prompts(control, model, workload, seed)
+
+        def body_for(index: int) -> dict[str, Any]:
+            return workload.request_body(model, factory.prompt(index), images=urls(index))
+
+        return _Requests(body_for, lambda index: workload.output_tokens, verified)
+
+    verified = await check_dataset(control, model, dataset, workload.output_tokens)
+    order = dataset.order(seed)
+    outputs = [entry.output_tokens or workload.output_tokens for entry in order]
+
+    def dataset_body(index: int) -> dict[str, Any]:
+        entry = order[index % len(order)]
+        return workload.request_body(
+            model, entry.prompt, images=urls(index), output_tokens=outputs[index % len(order)]
+        )
+
+    return _Requests(dataset_body, lambda index: outputs[index % len(outputs)], verified)
+
+
 async def _levels(
     result: SweepResult,
     generator: LoadGenerator,
     control: httpx.AsyncClient,
-    body_for: BodyFor,
+    requests: _Requests,
     emit: OnEvent,
 ) -> None:
     workload = result.workload
+    body_for = requests.body_for
     next_index = 0
     if workload.warmup:
         concurrency = min(workload.warmup, workload.max_concurrency)
@@ -189,7 +235,7 @@ async def _levels(
             except asyncio.CancelledError:
                 run.cancelled = True
         stats = level_stats(
-            run, slo=result.slo, input_tokens=workload.input_tokens, output_tokens=workload.output_tokens
+            run, slo=result.slo, input_tokens=workload.exact_input_tokens, output_tokens=requests.output_for
         )
         level = LevelResult(stats, server_view(before, after, watch.samples))
         result.levels.append(level)

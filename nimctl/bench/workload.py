@@ -1,7 +1,11 @@
 """What a bench run sends: the concurrency levels, how long each lasts, and the shape of every request.
 
-Every request is a text completion (``/v1/completions``) of a prompt of exactly ``input_tokens``
-tokens (see :mod:`.prompts`), held to exactly ``output_tokens`` generated tokens: ``max_tokens`` caps
+Every request is a text completion (``/v1/completions``) of a prompt: one of exactly ``input_tokens``
+tokens (see :mod:`.prompts`), or a line of a ``dataset`` file (see :mod:`.dataset`). With ``images``
+K above 0 it is a chat completion (``/v1/chat/completions``) instead, whose one user message holds
+the prompt and K generated PNGs of ``image_size`` (see :mod:`.images`).
+
+Generation is held to exactly ``output_tokens`` (or a dataset line's own count): ``max_tokens`` caps
 it, ``min_tokens`` and ``ignore_eos`` keep the model from stopping early, as AIPerf and
 ``vllm bench serve`` do. Without them a random-weight or chatty model would answer with any length
 and the tokens/s of two runs could not be compared.
@@ -10,12 +14,17 @@ and the tokens/s of two runs could not be compared.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from nimctl.bench.images import MAX_SIDE
 from nimctl.errors import UsageError
 
 COMPLETIONS_PATH = "/v1/completions"
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,7 @@ class Workload:
     """One sweep's workload; exactly one of ``requests`` (per level) and ``duration_s`` (per level) is set."""
 
     concurrency: tuple[int, ...]
-    input_tokens: int
+    input_tokens: int | None  # None: the prompts come from ``dataset``
     output_tokens: int
     requests: int | None = None
     duration_s: float | None = None
@@ -34,6 +43,9 @@ class Workload:
     seed: int | None = None
     # The longest silence allowed from the server during one request (a hung server ends as "timeout").
     request_timeout_s: float = 600.0
+    dataset: Path | None = None  # a JSON Lines file of prompts (see .dataset), instead of input_tokens
+    images: int = 0  # generated images per request; above 0, requests are chat completions
+    image_size: tuple[int, int] = (512, 512)  # width, height
 
     def __post_init__(self) -> None:
         if not self.concurrency:
@@ -58,7 +70,20 @@ class Workload:
             raise UsageError(
                 f"invalid --duration {self.duration_s}: above 0 seconds", hint="pass --duration 30"
             )
-        _at_least(self.input_tokens, 1, "--input-tokens", "pass --input-tokens 128")
+        if self.dataset is not None and self.input_tokens is not None:
+            raise UsageError(
+                "--input-tokens and --dataset both say what to send: give one",
+                hint="drop --input-tokens to send the dataset's prompts",
+            )
+        if self.dataset is None:
+            if self.input_tokens is None:
+                raise UsageError(
+                    "no prompt size given",
+                    hint="pass --input-tokens 128, or --dataset FILE.jsonl for real prompts",
+                )
+            _at_least(self.input_tokens, 1, "--input-tokens", "pass --input-tokens 128")
+        _at_least(self.images, 0, "--images", "pass --images 1, or 0 for none")
+        check_image_size(self.image_size)
         _at_least(self.output_tokens, 1, "--output-tokens", "pass --output-tokens 128")
         _at_least(self.warmup, 0, "--warmup", "pass --warmup 4, or 0 for none")
         if not self.request_timeout_s > 0:
@@ -74,16 +99,31 @@ class Workload:
             return None
         return self.warmup + self.requests * len(self.concurrency)
 
-    def request_body(self, model: str, prompt: str) -> dict[str, Any]:
-        """The ``/v1/completions`` body for one prompt."""
-        body: dict[str, Any] = {
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": self.output_tokens,
-            "min_tokens": self.output_tokens,
-            "ignore_eos": True,
-            "stream": self.stream,
-        }
+    @property
+    def path(self) -> str:
+        """Where every request goes: chat completions when images are sent, else completions."""
+        return CHAT_COMPLETIONS_PATH if self.images else COMPLETIONS_PATH
+
+    @property
+    def exact_input_tokens(self) -> int | None:
+        """The prompt tokens the server's usage must report per request; None when not known in advance
+        (a dataset's prompts; with images, the chat template's and the images' tokens count too)."""
+        return self.input_tokens if self.dataset is None and not self.images else None
+
+    def request_body(
+        self, model: str, prompt: str, *, images: Sequence[str] = (), output_tokens: int | None = None
+    ) -> dict[str, Any]:
+        """The body for one prompt: a completion, or with ``images`` (data URLs) a chat completion whose
+        user message holds the prompt and then the images. ``output_tokens`` overrides the workload's."""
+        tokens = self.output_tokens if output_tokens is None else output_tokens
+        body: dict[str, Any] = {"model": model}
+        if self.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+            parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+            body["messages"] = [{"role": "user", "content": parts}]
+        else:
+            body["prompt"] = prompt
+        body.update(max_tokens=tokens, min_tokens=tokens, ignore_eos=True, stream=self.stream)
         if self.stream:
             # The last chunk then carries usage: the server's own count of the tokens, checked per request.
             body["stream_options"] = {"include_usage": True}
@@ -93,6 +133,8 @@ class Workload:
         """Stable keys, for JSON output and the history."""
         data = asdict(self)
         data["concurrency"] = list(self.concurrency)
+        data["dataset"] = None if self.dataset is None else str(self.dataset)
+        data["image_size"] = list(self.image_size)
         return data
 
 
@@ -126,3 +168,29 @@ def parse_concurrency(text: str) -> tuple[int, ...]:
             )
         levels.append(level)
     return tuple(levels)
+
+
+_SIZE_HINT = "pass --image-size WIDTHxHEIGHT, e.g. --image-size 512x512"
+
+
+def check_image_size(size: object) -> None:
+    if (
+        not isinstance(size, tuple)
+        or len(size) != 2
+        or not all(isinstance(side, int) and not isinstance(side, bool) for side in size)
+    ):
+        raise UsageError(f"invalid image size {size!r}: two whole numbers, width and height", hint=_SIZE_HINT)
+    if not all(1 <= side <= MAX_SIDE for side in size):
+        raise UsageError(
+            f"invalid --image-size {size[0]}x{size[1]}: each side is 1 to {MAX_SIDE} pixels", hint=_SIZE_HINT
+        )
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)`` (width, height); ``X`` and ``*`` are read as ``x`` too."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", text)
+    if match is None:
+        raise UsageError(f"invalid --image-size {text!r}: not WIDTHxHEIGHT", hint=_SIZE_HINT)
+    size = (int(match[1]), int(match[2]))
+    check_image_size(size)
+    return size

@@ -6,6 +6,9 @@
 - ``/v1/completions``: exactly ``max_tokens`` chunks, the first after ``--ttft`` seconds and each
   next after ``--itl`` seconds, then a usage chunk and ``[DONE]`` (or one JSON answer, not
   streamed); ``--fail STATUS`` answers every completion with that status instead;
+- ``/v1/chat/completions``: the same, in chat's shape (``delta.content``); the prompt is the user
+  message's text parts, and each ``image_url`` part, which must be a base64 PNG data URL, counts
+  :data:`IMAGE_TOKENS` prompt tokens (a 400 otherwise);
 - ``/v1/metrics``: vLLM's TTFT histogram, token counters, KV-cache usage and queue gauges
   (404 with ``--no-metrics``).
 
@@ -16,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 from typing import Any
 
 MAX_MODEL_LEN = 4096
+IMAGE_TOKENS = 10
 BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -54,14 +59,37 @@ def create_app(args: argparse.Namespace) -> Any:
             answer["token_strs"] = tokens
         return JSONResponse(answer)
 
+    def error(status: int, message: str) -> Response:
+        return JSONResponse(
+            {"error": {"message": message, "type": "Failure", "code": status}}, status_code=status
+        )
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        if args.fail:
+            return error(args.fail, f"stand-in failure {args.fail}")
+        (message,) = body["messages"]
+        texts = [part["text"] for part in message["content"] if part["type"] == "text"]
+        urls = [part["image_url"]["url"] for part in message["content"] if part["type"] == "image_url"]
+        for url in urls:
+            head, _, data = url.partition(",")
+            if head != "data:image/png;base64" or not base64.b64decode(data).startswith(b"\x89PNG"):
+                return error(400, f"not a PNG data URL: {url[:40]}")
+        return await answer(body, len(tokenize(" ".join(texts))) + IMAGE_TOKENS * len(urls), chat=True)
+
     async def completions(request: Request) -> Response:
         body = await request.json()
         if args.fail:
-            error = {
-                "error": {"message": f"stand-in failure {args.fail}", "type": "Failure", "code": args.fail}
-            }
-            return JSONResponse(error, status_code=args.fail)
-        prompt_tokens = len(tokenize(body["prompt"]))
+            return error(args.fail, f"stand-in failure {args.fail}")
+        return await answer(body, len(tokenize(body["prompt"])), chat=False)
+
+    def choice(text: str, reason: str | None, chat: bool, stream: bool) -> dict[str, Any]:
+        if not chat:
+            return {"index": 0, "text": text, "finish_reason": reason}
+        key = "delta" if stream else "message"
+        return {"index": 0, key: {"role": "assistant", "content": text}, "finish_reason": reason}
+
+    async def answer(body: dict[str, Any], prompt_tokens: int, chat: bool) -> Response:
         count = body["max_tokens"]
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -75,16 +103,14 @@ def create_app(args: argparse.Namespace) -> Any:
             finally:
                 state["running"] -= 1
             finish(prompt_tokens, count)
-            return JSONResponse(
-                {"choices": [{"index": 0, "text": " x" * count, "finish_reason": "length"}], "usage": usage}
-            )
+            return JSONResponse({"choices": [choice(" x" * count, "length", chat, False)], "usage": usage})
 
         async def events() -> Any:
             try:
                 for position in range(count):
                     await asyncio.sleep(args.ttft if position == 0 else args.itl)
                     reason = "length" if position == count - 1 else None
-                    chunk = {"choices": [{"index": 0, "text": " x", "finish_reason": reason}], "usage": None}
+                    chunk = {"choices": [choice(" x", reason, chat, True)], "usage": None}
                     yield f"data: {json.dumps(chunk)}\n\n"
                 if body.get("stream_options", {}).get("include_usage"):
                     yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
@@ -128,6 +154,7 @@ def create_app(args: argparse.Namespace) -> Any:
         routes=[
             Route("/tokenize", tokenize_route, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/metrics", metrics),
         ]
     )
