@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nimctl.bench.slo import Slo, parse_slo
@@ -33,6 +35,10 @@ def test_bad_concurrency(text: str) -> None:
         ({"input_tokens": 0}, "--input-tokens"),
         ({"output_tokens": 0}, "--output-tokens"),
         ({"warmup": -1}, "--warmup"),
+        ({"input_tokens": None}, "no prompt size given"),
+        ({"dataset": "p.jsonl"}, "--input-tokens and --dataset both say what to send: give one"),
+        ({"images": -1}, "--images"),
+        ({"images": 1, "image_size": (640, 0)}, "--image-size 640x0"),
     ],
 )
 def test_bad_workload(kwargs: dict[str, object], words: str) -> None:
@@ -60,6 +66,17 @@ def test_duration_workload_and_request_body() -> None:
     whole = Workload((1,), 16, 8, requests=1, stream=False).request_body("m", "x")
     assert "stream_options" not in whole and whole["stream"] is False
     assert workload.to_dict()["concurrency"] == [1, 4]
+    assert workload.path == "/v1/completions" and workload.exact_input_tokens == 16
+    data = workload.to_dict()
+    assert (data["dataset"], data["images"], data["image_size"]) == (None, 0, [512, 512])
+
+
+def test_dataset_workload(tmp_path: Path) -> None:
+    workload = Workload((1,), None, 8, requests=2, dataset=tmp_path / "p.jsonl")
+    assert workload.exact_input_tokens is None and workload.path == "/v1/completions"
+    assert workload.to_dict()["dataset"] == str(tmp_path / "p.jsonl")
+    body = workload.request_body("m", "hi", output_tokens=3)
+    assert (body["max_tokens"], body["min_tokens"], body["prompt"]) == (3, 3, "hi")
 
 
 def test_parse_slo() -> None:
