@@ -23,7 +23,7 @@ from typing import Any
 
 from nimctl._httpx import httpx
 from nimctl.bench._http import async_client
-from nimctl.bench.workload import COMPLETIONS_PATH
+from nimctl.bench.workload import COMPLETIONS_PATH, EncodedBody
 from nimctl.client.errors import parse_error_body
 
 # http_4xx / http_5xx: the server answered with that status (or said so in an error frame mid-stream);
@@ -83,7 +83,8 @@ class LevelRun:
         return max(self.end - self.start, 0.0)
 
 
-BodyFor = Callable[[int], dict[str, Any]]
+# A body as a dict (JSON-encoded per request), or already encoded (a large one: see Workload.encoded_body).
+BodyFor = Callable[[int], dict[str, Any] | EncodedBody]
 OnResult = Callable[[RequestResult], None]
 
 
@@ -152,17 +153,22 @@ class LoadGenerator:
         run.end = max((result.end for result in run.results), default=time.perf_counter())
         return run
 
-    async def send(self, client: httpx.AsyncClient, index: int, body: dict[str, Any]) -> RequestResult:
+    async def send(
+        self, client: httpx.AsyncClient, index: int, body: dict[str, Any] | EncodedBody
+    ) -> RequestResult:
         """One request, streamed or not as ``body["stream"]`` says; every failure becomes a result."""
         start = time.perf_counter()
-        content = json.dumps(body).encode()
+        if isinstance(body, EncodedBody):
+            content, stream = body.content, body.stream
+        else:
+            content, stream = json.dumps(body).encode(), bool(body.get("stream"))
         headers = {"Content-Type": "application/json"}
         try:
             async with client.stream("POST", self.path, content=content, headers=headers) as response:
                 if response.is_error:
                     await response.aread()
                     return _http_error(index, start, response)
-                if body.get("stream"):
+                if stream:
                     return await _read_stream(index, start, response)
                 return _read_whole(index, start, await response.aread())
         except httpx.TimeoutException as exc:

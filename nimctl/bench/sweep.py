@@ -39,7 +39,7 @@ from nimctl.bench.prompts import build_prompts
 from nimctl.bench.server_view import MetricsWatch, ServerView, read_metrics, server_view
 from nimctl.bench.slo import Slo
 from nimctl.bench.stats import LevelStats, level_stats
-from nimctl.bench.workload import Workload
+from nimctl.bench.workload import EncodedBody, Workload
 
 if TYPE_CHECKING:
     from nimctl._httpx import httpx
@@ -162,28 +162,29 @@ async def _requests(
         # A large image's raster takes a while to draw: off the loop, so that Ctrl-C is heard.
         images = await asyncio.to_thread(ImageSource, workload.images, workload.image_size, seed)
 
-    def urls(index: int) -> list[str]:
-        return [] if images is None else images.urls(index)
+    def body(index: int, prompt: str, output_tokens: int) -> dict[str, Any] | EncodedBody:
+        if images is None:
+            return workload.request_body(model, prompt, output_tokens=output_tokens)
+        return workload.encoded_body(
+            model, prompt, images=images.urls_bytes(index), output_tokens=output_tokens
+        )
 
     if dataset is None:
         factory, verified = await build_prompts(control, model, workload, seed)
-
-        def body_for(index: int) -> dict[str, Any]:
-            return workload.request_body(model, factory.prompt(index), images=urls(index))
-
-        return _Requests(body_for, lambda index: workload.output_tokens, verified)
+        return _Requests(
+            lambda index: body(index, factory.prompt(index), workload.output_tokens),
+            lambda index: workload.output_tokens,
+            verified,
+        )
 
     verified = await check_dataset(control, model, dataset, workload.output_tokens)
     order = dataset.order(seed)
     outputs = [entry.output_tokens or workload.output_tokens for entry in order]
-
-    def dataset_body(index: int) -> dict[str, Any]:
-        entry = order[index % len(order)]
-        return workload.request_body(
-            model, entry.prompt, images=urls(index), output_tokens=outputs[index % len(order)]
-        )
-
-    return _Requests(dataset_body, lambda index: outputs[index % len(outputs)], verified)
+    return _Requests(
+        lambda index: body(index, order[index % len(order)].prompt, outputs[index % len(order)]),
+        lambda index: outputs[index % len(outputs)],
+        verified,
+    )
 
 
 async def _levels(

@@ -13,6 +13,7 @@ and the tokens/s of two runs could not be compared.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -25,6 +26,18 @@ from nimctl.errors import UsageError
 
 COMPLETIONS_PATH = "/v1/completions"
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+
+
+_URL = b'"url": "'
+_EMPTY_URL = _URL + b'"'
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBody:
+    """A request's body already encoded (the generator sends it as is); ``stream`` as in the body."""
+
+    content: bytes
+    stream: bool
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,22 @@ class Workload:
             # The last chunk then carries usage: the server's own count of the tokens, checked per request.
             body["stream_options"] = {"include_usage": True}
         return body
+
+    def encoded_body(
+        self, model: str, prompt: str, *, images: Sequence[bytes] = (), output_tokens: int | None = None
+    ) -> EncodedBody:
+        """:meth:`request_body` as the bytes sent, made without running ``json.dumps`` over the images:
+        for a 512x512 PNG that took 2 ms of the generator's loop per request, more than building it."""
+        body = self.request_body(model, prompt, images=[""] * len(images), output_tokens=output_tokens)
+        # Every other string is escaped (each quote in it preceded by a backslash), so this
+        # sequence is found exactly where the empty URLs were put.
+        parts = json.dumps(body).encode().split(_EMPTY_URL)
+        if len(parts) != len(images) + 1:  # pragma: no cover - json.dumps's own format changed
+            raise AssertionError("the empty image URLs were not found in the body")
+        content = parts[0] + b"".join(
+            _URL + url + b'"' + part for url, part in zip(images, parts[1:], strict=True)
+        )
+        return EncodedBody(content, self.stream)
 
     def to_dict(self) -> dict[str, Any]:
         """Stable keys, for JSON output and the history."""

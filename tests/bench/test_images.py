@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Callable
 
 import pytest
@@ -109,3 +110,15 @@ def test_image_workload_validation() -> None:
         Workload((1,), 8, 8, requests=1, images=1, image_size=(0, 5))
     with pytest.raises(UsageError, match="two whole numbers"):
         Workload((1,), 8, 8, requests=1, images=1, image_size=(5,))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_encoded_body_is_the_request_body(stream: bool) -> None:
+    """The body spliced around the images reads back as the dict, whatever the prompt holds."""
+    workload = Workload((1,), 8, 4, requests=1, images=2, image_size=(16, 8), stream=stream)
+    source = ImageSource(2, (16, 8), seed=1)
+    prompt = 'tricky "url": "" \\"url\\": \\"\\" {"url": ""} é \u2028'
+    encoded = workload.encoded_body('m "x"', prompt, images=source.urls_bytes(5), output_tokens=3)
+    assert encoded.stream is stream
+    expected = workload.request_body('m "x"', prompt, images=source.urls(5), output_tokens=3)
+    assert json.loads(encoded.content) == expected
