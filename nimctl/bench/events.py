@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class PromptsReady:
     """The prompts are built; ``verified`` of them were counted by the server's ``/tokenize``."""
 
-    input_tokens: int
+    input_tokens: int | None  # None: a dataset's prompts, whose sizes vary
     verified: int
     seed: int
 

@@ -136,7 +136,7 @@ async def arun_sweep(
         async with control:
             requests = await _requests(control, model, workload, seed, dataset)
             result.prompts_verified = requests.verified
-            emit(PromptsReady(workload.input_tokens, result.prompts_verified, seed))  # type: ignore[arg-type]
+            emit(PromptsReady(workload.input_tokens, result.prompts_verified, seed))
             await _levels(result, generator, control, requests, emit)
     except asyncio.CancelledError:
         result.interrupted = True

@@ -67,6 +67,7 @@ COMMAND_MODULES: dict[str, str] = {
     "cache": "cache",
     "bundle": "bundle",
     "lora": "lora",
+    "bench": "bench",
 }
 
 

@@ -1,0 +1,152 @@
+"""``nimctl bench``, ``bench history`` and ``bench compare`` through CliRunner against the real server.
+
+One short sweep (two levels, 16 tokens in, 8 out) is run twice against the session's tiny VLM;
+the tests around it read what it printed and recorded. Failure paths use servers that fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from nimctl.cli.main import app
+from tests.server_process import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP = ["-c", "1,2", "-r", "3", "--input-tokens", "16", "--output-tokens", "8", "--warmup", "1"]
+
+
+def bench(*args: str) -> Any:
+    return CliRunner().invoke(app, ["bench", *args])
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("bench-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NIMCTL_STATE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def two_runs(nim_server: ServerProcess, state: Path) -> list[dict[str, Any]]:
+    """Two recorded runs of the same sweep, the first with a plot and an SLO."""
+    plot = state / "bench.png"
+    first = bench("--url", nim_server.url, *SWEEP, "--slo", "ttft=60s", "--plot", str(plot), "-f", "json")
+    assert first.exit_code == 0, first.output
+    second = bench("--url", nim_server.url, *SWEEP, "--seed", "7", "-f", "json")
+    assert second.exit_code == 0, second.output
+    return [json.loads(first.stdout), json.loads(second.stdout)]
+
+
+@pytest.mark.engine
+def test_a_two_level_sweep_is_well_formed_with_exact_tokens(two_runs: list[dict[str, Any]]) -> None:
+    record = two_runs[0]
+    assert record["model"] == "tiny-vlm" and len(record["profile"]["id"]) == 64
+    assert "--enable-scale-out" in record["engine_args"]
+    assert record["versions"]["nimctl"] and record["versions"]["server"]
+    assert record["host"]["cpus"] >= 1 and isinstance(record["host"]["gpus"], list)
+    results = record["results"]
+    assert not results["interrupted"] and results["failure"] is None
+    assert [level["concurrency"] for level in results["levels"]] == [1, 2]
+    for level in results["levels"]:
+        # The server's own usage: exactly the tokens asked for, in and out, for every request.
+        assert (level["requests"], level["ok"], level["errors"]) == (3, 3, {})
+        assert (level["input_tokens"], level["output_tokens"]) == (16 * 3, 8 * 3)
+        assert level["token_mismatches"] == {"input": 0, "output": 0}
+        assert level["goodput"]["met"] == 3
+        assert 0 < level["ttft_ms"]["p50"] <= level["e2e_ms"]["p50"]
+        assert level["server"]["ttft_count"] == 3
+    assert two_runs[1]["results"]["workload"]["seed"] == 7
+
+
+@pytest.mark.engine
+def test_the_plot_is_a_png(two_runs: list[dict[str, Any]], state: Path) -> None:
+    assert (state / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.engine
+def test_history_lists_the_runs_and_compare_sets_them_side_by_side(two_runs: list[dict[str, Any]]) -> None:
+    listed = bench("history", "-f", "json")
+    assert listed.exit_code == 0, listed.output
+    ids = [run["id"] for run in json.loads(listed.stdout)]
+    a, b = (run["id"] for run in two_runs)
+    assert ids[-2:] == [a, b]
+    table = bench("history")
+    assert a in table.stdout and "tiny-vlm" in table.stdout
+
+    compared = bench("compare", a, b[:5], "-f", "json")
+    assert compared.exit_code == 0, compared.output
+    rows = json.loads(compared.stdout)["rows"]
+    tps = [row for row in rows if row["metric"] == "output_tokens_per_s"]
+    assert [row["concurrency"] for row in tps] == [1, 2]
+    assert all(row["ratio"] == pytest.approx(row["b"] / row["a"]) for row in tps)
+    shown = bench("compare", a, b)
+    assert shown.exit_code == 0 and "B/A" in shown.stdout and "output_tokens_per_s" in shown.stdout
+
+
+@pytest.mark.engine
+def test_the_table_and_the_live_lines(nim_server: ServerProcess, state: Path) -> None:
+    result = bench("--url", nim_server.url, *SWEEP, "--no-history", "--plot", "-")
+    assert result.exit_code == 0, result.output
+    assert "TTFT p50/p90/p99 ms" in result.stdout and "the server's view" in result.stdout
+    # In a pipe, each finished level is one line on stderr.
+    assert re.search(r"concurrency 2: 3/3 ok", result.stderr)
+
+
+@pytest.mark.engine
+def test_input_tokens_above_the_context_is_a_usage_error(nim_server: ServerProcess) -> None:
+    result = bench("--url", nim_server.url, "-c", "1", "-r", "1", "--input-tokens", "5000", "--no-history")
+    assert result.exit_code == 2
+    assert "above the model's context" in result.stderr
+
+
+@pytest.mark.engine
+def test_the_json_keys_are_documented(two_runs: list[dict[str, Any]]) -> None:
+    text = (ROOT / "docs" / "json.md").read_text()
+    section = text[text.index("## `nimctl bench`") :]
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {key for cell in first_cells for key in re.findall(r"`([a-z_0-9.]+)`", cell)}
+    record = two_runs[0]
+    level = record["results"]["levels"][0]
+    for key in [
+        *record,
+        *(f"results.{key}" for key in record["results"]),
+        *(f"level.{key}" for key in level),
+    ]:
+        assert key in documented, f"{key} is not in docs/json.md"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-c", "0"], "each level needs 1 or more"),
+        (["-c", "1,x"], "is not a whole number"),
+        (["--slo", "ttft=fast"], "--slo"),
+        (["--plot", "out.jpg"], "does not end in .png"),
+        (["--requests", "4", "--duration", "5"], "not both"),
+    ],
+)
+def test_bad_options_are_one_line_usage_errors(args: list[str], message: str) -> None:
+    result = bench("--url", "http://127.0.0.1:9", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.output
+
+
+def test_an_unreachable_url_exits_3() -> None:
+    result = bench("--url", f"http://127.0.0.1:{free_port()}", "-c", "1", "-r", "1", "--no-history")
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("Error: ")
+
+
+def test_an_unknown_run_id_exits_2(state: Path) -> None:
+    result = bench("compare", "zzzz0000", "yyyy1111")
+    assert result.exit_code == 2
+    assert "unknown run id" in result.stderr
