@@ -16,9 +16,10 @@ Text is exact too, when built this way:
   server's prefix cache caches whole blocks, 16 tokens in vLLM, and the head is shorter); the rest
   are drawn from a generator seeded with ``(seed, i)``, so a run can be repeated exactly.
 
-Every prompt a sweep of N requests sends is then counted by ``/tokenize`` before the first level
-(a duration sweep, whose count is not known, has its first :data:`VERIFY_SAMPLE` counted); the
-server's ``usage`` of each request is checked again by :mod:`.stats`.
+Every prompt a sweep of N requests sends is then counted by ``/tokenize`` before the first level,
+up to :data:`VERIFY_AT_MOST` (a duration sweep, whose count is not known, has its first
+:data:`VERIFY_SAMPLE` counted); the server's ``usage`` of each request is checked again by
+:mod:`.stats`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ CANDIDATES: tuple[str, ...] = (*_WORDS.split(), *"abcdefghijklmnopqrstuvwxyz")
 MIN_WORDS = 8
 # Prompts of a duration sweep counted before it starts; the rest are built the same way, unchecked.
 VERIFY_SAMPLE = 32
+# At most this many are counted before a sweep of N requests: each is a round trip (about 2 ms
+# here), and --requests 100000 would spend minutes counting before the first level. The server's
+# usage of every request is checked all the same (stats' token_mismatches).
+VERIFY_AT_MOST = 1024
 # How many requests to /tokenize at once while building (a remote server answers each in one round trip).
 TOKENIZE_CONCURRENCY = 8
 _INDEX_WORDS = 3
@@ -109,12 +114,13 @@ async def build_prompts(
     client: httpx.AsyncClient, model: str, workload: Workload, seed: int
 ) -> tuple[PromptFactory, int]:
     """The factory of the sweep's prompts, and how many of them ``/tokenize`` counted (all, for a
-    sweep of N requests per level; :data:`VERIFY_SAMPLE` for one that runs for a duration)."""
+    sweep of N requests per level, up to :data:`VERIFY_AT_MOST`; :data:`VERIFY_SAMPLE` for one that
+    runs for a duration)."""
     vocabulary = await discover_vocabulary(client, model)
     check_context(vocabulary, workload.input_tokens, workload.output_tokens)
     factory = PromptFactory(vocabulary, workload.input_tokens, seed)
     needed = workload.prompts_needed()
-    verified = needed if needed is not None else VERIFY_SAMPLE
+    verified = min(needed, VERIFY_AT_MOST) if needed is not None else VERIFY_SAMPLE
     await verify_prompts(client, model, factory, range(verified))
     return factory, verified
 

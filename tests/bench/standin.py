@@ -9,6 +9,7 @@
 - ``/v1/chat/completions``: the same, in chat's shape (``delta.content``); the prompt is the user
   message's text parts, and each ``image_url`` part, which must be a base64 PNG data URL, counts
   :data:`IMAGE_TOKENS` prompt tokens (a 400 otherwise);
+- ``/v1/health/live``, ``/v1/health/ready``, ``/v1/models`` (one model, ``m``): enough for the CLI;
 - ``/v1/metrics``: vLLM's TTFT histogram, token counters, KV-cache usage and queue gauges
   (404 with ``--no-metrics``).
 
@@ -150,8 +151,18 @@ def create_app(args: argparse.Namespace) -> Any:
         ]
         return PlainTextResponse("\n".join(lines) + "\n")
 
+    async def healthy(request: Request) -> Response:
+        return JSONResponse({"object": "health.response", "message": "Service is ready."})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "m", "object": "model", "max_model_len": MAX_MODEL_LEN}]})
+
     return Starlette(
         routes=[
+            # What `nimctl bench` asks before it starts: is it ready, which model.
+            Route("/v1/health/live", healthy),
+            Route("/v1/health/ready", healthy),
+            Route("/v1/models", models),
             Route("/tokenize", tokenize_route, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/chat/completions", chat, methods=["POST"]),

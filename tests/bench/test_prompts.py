@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from nimctl.bench import prompts
 from nimctl.bench._http import async_client
 from nimctl.bench.prompts import (
     CANDIDATES,
@@ -127,3 +128,17 @@ def test_a_server_without_tokenize(standin: Callable[..., StandIn]) -> None:
     with pytest.raises(RequestRejectedError) as caught:
         asyncio.run(build())
     assert "no /tokenize" in (caught.value.hint or "")
+
+
+def test_a_long_sweep_counts_at_most_the_cap_first(
+    standin: Callable[..., StandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prompts, "VERIFY_AT_MOST", 6)
+    server = standin()
+
+    async def build() -> int:
+        async with async_client(server.url) as client:
+            _, verified = await build_prompts(client, "m", Workload((1,), 8, 4, requests=100_000), seed=1)
+            return verified
+
+    assert asyncio.run(build()) == 6

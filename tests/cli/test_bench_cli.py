@@ -7,7 +7,11 @@ the tests around it read what it printed and recorded. Failure paths use servers
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nimctl.cli.main import app
+from tests.bench.conftest import StandIn
 from tests.server_process import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +155,56 @@ def test_an_unknown_run_id_exits_2(state: Path) -> None:
     result = bench("compare", "zzzz0000", "yyyy1111")
     assert result.exit_code == 2
     assert "unknown run id" in result.stderr
+
+
+# -- a server that dies, and Ctrl-C: nimctl bench as a process, against the stand-in server --------
+def bench_process(url: str, state: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NIMCTL_STATE_DIR": str(state), "NIMCTL_URL": url}
+    command = [sys.executable, "-m", "nimctl", "bench", "--input-tokens", "8", "--output-tokens", "4", *args]
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(process: subprocess.Popen[str], pattern: str, lines: list[str]) -> None:
+    """Read stderr until a line matches (each finished level is one line there, in a pipe)."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        lines.append(line)
+        if re.search(pattern, line):
+            return
+    pytest.fail(f"no line matched {pattern!r}: {''.join(lines)}")
+
+
+@pytest.fixture
+def server() -> Iterator[StandIn]:
+    started = StandIn("--ttft", "0.02", "--itl", "0.02")
+    yield started
+    started.kill()
+
+
+def test_a_server_killed_mid_sweep_counts_errors_and_exits_cleanly(server: StandIn, tmp_path: Path) -> None:
+    process = bench_process(server.url, tmp_path, "-c", "1,2,3", "-r", "40", "--request-timeout", "5")
+    lines: list[str] = []
+    wait_for_line(process, r"^concurrency 1: 40/40 ok", lines)
+    server.kill()  # during the second level
+    out, err = process.communicate(timeout=60)
+    err = "".join(lines) + err
+    assert process.returncode == 3, err  # every request of a level failed to connect: as unreachable
+    assert "Traceback" not in err and "Error: every request of concurrency" in err
+    assert re.search(r"^1 +40/40", out, flags=re.MULTILINE)  # the table of what was measured
+    record = json.loads((tmp_path / "bench" / "history.jsonl").read_text().splitlines()[-1])
+    levels = record["results"]["levels"]
+    assert record["results"]["failure_kind"] == "connection" and levels[0]["ok"] == 40
+    assert sum(level["errors"].get("connection", 0) for level in levels[1:]) > 0
+
+
+def test_ctrl_c_prints_and_records_what_was_measured(server: StandIn, tmp_path: Path) -> None:
+    process = bench_process(server.url, tmp_path, "-c", "1,2", "-r", "20")
+    lines: list[str] = []
+    wait_for_line(process, r"^concurrency 1: 20/20 ok", lines)
+    process.send_signal(signal.SIGINT)  # in the second level
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, "".join(lines) + err
+    assert "interrupted" in err and "Traceback" not in err
+    assert re.search(r"^1 +20/20", out, flags=re.MULTILINE)  # what was measured is printed
+    record = json.loads((tmp_path / "bench" / "history.jsonl").read_text().splitlines()[-1])
+    assert record["results"]["interrupted"] and record["results"]["levels"][0]["complete"]
