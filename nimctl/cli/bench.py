@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from nimctl.cli._common import FormatOption, output
+from nimctl.cli._common import CacheOption, FormatOption, model_cache, output
 from nimctl.cli._target import ApiKeyOption, UrlOption, make_client
 from nimctl.output import Format
 
@@ -134,6 +134,7 @@ def bench(
     runtime: Annotated[
         str, typer.Option("--runtime", help="With --profiles: where to start them (auto, docker, local).")
     ] = "auto",
+    cache: CacheOption = None,
     no_history: Annotated[bool, typer.Option("--no-history", help="Do not record the run.")] = False,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
@@ -180,10 +181,12 @@ def bench(
             raise UsageError("--profiles needs the MODEL to start", hint="nimctl bench MODEL --profiles all")
         if url is not None:
             raise UsageError("--profiles starts its own instances: --url does not go with it")
-        _profile_sweep(out, target, profiles, workload, objectives, runtime, model, plot, no_history)
+        _profile_sweep(
+            out, target, profiles, workload, objectives, runtime, model, plot, no_history, model_cache(cache)
+        )
         return
-    if runtime != "auto":
-        raise UsageError("--runtime goes with --profiles (the instances bench starts)")
+    if runtime != "auto" or cache is not None:
+        raise UsageError("--runtime and --cache go with --profiles (the instances bench starts)")
     _bench_one(out, target, url, api_key, model, workload, objectives, plot, no_history)
 
 
@@ -236,6 +239,7 @@ def _profile_sweep(
     served: str | None,
     plot: str | None,
     no_history: bool,
+    cache_dir: Path,
 ) -> None:
     from nimctl.bench.profile_sweep import plan_profiles, sweep_profiles
     from nimctl.bench.record import ServerFacts, host_facts
@@ -250,7 +254,15 @@ def _profile_sweep(
     # No signal handling here: the sweep stops its instance on Ctrl-C itself and returns the figures.
     with SweepView(out) as view:
         sweep = sweep_profiles(
-            model, chosen, workload, runtime=runtime, slo=slo, on_event=view, on_status=view.status, note=note
+            model,
+            chosen,
+            workload,
+            runtime=runtime,
+            slo=slo,
+            on_event=view,
+            on_status=view.status,
+            cache_dir=cache_dir,
+            note=note,
         )
     if sweep.note:
         out.info(sweep.note)
@@ -268,7 +280,7 @@ def _profile_sweep(
             server_version=run.server_version,
         )
         records.append(_record(run.result, facts, host, workload, slo, no_history))
-    _show(out, records, plot)
+    _show(out, records, plot, sweep=True)
     _finish(out, [run.result for run in sweep.runs if run.result is not None], sweep=sweep)
 
 
@@ -291,11 +303,12 @@ def _record(
     return append_run(record)
 
 
-def _show(out: Output, records: list[dict[str, Any]], plot: str | None) -> None:
+def _show(out: Output, records: list[dict[str, Any]], plot: str | None, *, sweep: bool = False) -> None:
+    """One run's record, or a profile sweep's list of them (a list even of one)."""
     from nimctl.cli.bench_view import print_profiles, print_run
 
     if out.is_json:
-        out.json(records[0] if len(records) == 1 else records)
+        out.json(records if sweep else records[0])
     elif len(records) == 1:
         print_run(out, records[0])
     elif records:

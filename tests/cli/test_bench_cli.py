@@ -161,7 +161,9 @@ def test_an_unknown_run_id_exits_2(state: Path) -> None:
 def bench_process(url: str, state: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "NIMCTL_STATE_DIR": str(state), "NIMCTL_URL": url}
     command = [sys.executable, "-m", "nimctl", "bench", "--input-tokens", "8", "--output-tokens", "4", *args]
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_line(process: subprocess.Popen[str], pattern: str, lines: list[str]) -> None:
@@ -208,3 +210,32 @@ def test_ctrl_c_prints_and_records_what_was_measured(server: StandIn, tmp_path: 
     assert re.search(r"^1 +20/20", out, flags=re.MULTILINE)  # what was measured is printed
     record = json.loads((tmp_path / "bench" / "history.jsonl").read_text().splitlines()[-1])
     assert record["results"]["interrupted"] and record["results"]["levels"][0]["complete"]
+
+
+@pytest.mark.engine
+def test_profiles_all_benches_the_one_cpu_profile_with_the_local_runtime(
+    model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NIMCTL_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("NIMCTL_ASSUME_GPUS", "none")
+    result = bench(
+        "tiny-vlm",
+        "--profiles",
+        "all",
+        "--runtime",
+        "local",
+        "--cache",
+        str(model_cache),
+        *SWEEP,
+        "-f",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    assert "only one profile can run on this machine: vllm-fp32-tp1-pp1-cpu" in result.stderr
+    [record] = json.loads(result.stdout)
+    assert record["profile"]["name"] == "vllm-fp32-tp1-pp1-cpu" and record["target"]["instance"]
+    assert [level["ok"] for level in record["results"]["levels"]] == [3, 3]
+    assert record["versions"]["server"]
+    # The instance it started is stopped and removed.
+    listed = CliRunner().invoke(app, ["ps", "-a", "-f", "json"])
+    assert json.loads(listed.stdout) == [], listed.output
