@@ -29,14 +29,14 @@ import contextlib
 import dataclasses
 import secrets
 import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from nimctl import contract
 from nimctl.errors import NimctlError, ProfileError, UsageError
+from nimctl.runtime.signals import handling
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -54,14 +54,16 @@ if TYPE_CHECKING:
 RUNTIMES = ("auto", "docker", "local")
 ALL = "all"
 DEFAULT_TIMEOUT_S = 900.0
-# Signals that end the sweep as Ctrl-C does (SIGINT itself is left to asyncio.run during a sweep).
+# Signals that end the sweep as Ctrl-C does, raising KeyboardInterrupt so that one path stops the
+# instance. SIGINT itself keeps Python's default handler during a sweep: only with it does
+# asyncio.run turn Ctrl-C into a cancel that keeps the figures. While an instance is being stopped,
+# every one of _STOP_SIGNALS is only noted, so that nothing cuts the stop short.
 _TERMINATE_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 _STOP_SIGNALS = (signal.SIGINT, *_TERMINATE_SIGNALS)
 # A failed start's last log lines, kept in the run: the instance (and its log) is removed with it.
 _LOG_TAIL_LINES = 30
 
 OnStatus = Callable[[str], None]
-Handler = Callable[[int, FrameType | None], None]
 
 
 @dataclass
@@ -258,7 +260,7 @@ def sweep_profiles(
     if choice.note:
         status(choice.note)
     context = _Context(model, manifest, choice, workload, slo, on_event, status, timeout_s, cache_dir)
-    with _handling(_TERMINATE_SIGNALS, _interrupt):
+    with handling(_TERMINATE_SIGNALS, _interrupt):
         for profile_id, profile_name in profiles:
             run = ProfileRun(profile_id, profile_name)
             sweep.runs.append(run)
@@ -394,7 +396,7 @@ def _stop(run: ProfileRun, started: Started, label: str, status: OnStatus) -> bo
     from nimctl.runtime.manage import stop_handle
 
     held: list[int] = []
-    with _handling(_STOP_SIGNALS, lambda signum, _frame: held.append(signum)):
+    with handling(_STOP_SIGNALS, lambda signum, _frame: held.append(signum)):
         _say(status, f"{label}: stopping")
         try:
             stop_handle(started)
@@ -422,23 +424,3 @@ def _describe(exc: NimctlError) -> str:
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _handling(signums: tuple[signal.Signals, ...], handler: Handler) -> Iterator[None]:
-    """``handler`` for ``signums`` while the block runs (main thread only, as signal handlers are).
-
-    Used twice: SIGTERM and SIGHUP raise KeyboardInterrupt for the whole sweep, so that one path
-    stops the instance (SIGINT keeps Python's default handler: only with it does asyncio.run turn
-    Ctrl-C into a cancel that keeps the figures); and while an instance is being stopped every
-    stop signal is only noted, so that nothing cuts the stop short.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, before in previous.items():
-            signal.signal(signum, before)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -298,15 +297,10 @@ def _stop_signals(name: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.write(2, f"{name}: still stopping, please wait\n".encode())
 
-    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
+    from nimctl.runtime.signals import handling
+
+    with handling(_EXIT_FOR_SIGNAL, on_signal):
         yield
-        return
-    previous = {signum: signal.signal(signum, on_signal) for signum in _EXIT_FOR_SIGNAL}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _say(out: Output, message: str) -> None:
