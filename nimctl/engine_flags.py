@@ -8,7 +8,7 @@ to ``nim-serve`` (:mod:`nimctl.server.engine_args`): underscores are dashes, ``-
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 
 def flag_name(arg: str) -> str | None:
@@ -36,24 +36,39 @@ def flag_value(args: Sequence[str], flag: str) -> str | None:
     return values[-1] if values else None
 
 
-# Flags whose value may be a credential (vLLM's --api-key, --hf-token; a key file's path is fine to show).
-_SECRET_FLAG = re.compile(r"(key|token|secret|password)$")
 MASK = "***"
+# Flags whose value is a secret (vLLM's --api-key, an --hf-token): the name's last word.
+# Not a substring match: --ssl-keyfile (a path) and --max-num-batched-tokens are not secrets.
+_SECRET_FLAG = re.compile(
+    r"^--(?:[a-z0-9]+-)*(?:api-?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE
+)
+# vLLM's parser takes any unambiguous start of a flag (--hf-tok): those of its secret flags are too.
+_SECRET_ENGINE_FLAGS = ("--api-key", "--hf-token")
 
 
-def masked(args: Sequence[str]) -> list[str]:
-    """``args`` with the values of credential flags replaced by ``***``: fit to show or record."""
+def is_secret_flag(name: str) -> bool:
+    """``name`` as :func:`flag_name` gives it."""
+    if _SECRET_FLAG.match(name):
+        return True
+    return len(name) > len("--api") and any(flag.startswith(name) for flag in _SECRET_ENGINE_FLAGS)
+
+
+def masked(args: Iterable[str]) -> list[str]:
+    """``args`` with the values of secret flags as ``***`` (``--api-key X``, ``--api-key=X``): fit to
+    print (``--dry-run``), to serve (``/v1/metadata``) and to record (``nimctl bench``)."""
     shown: list[str] = []
     hide_next = False
     for arg in args:
-        name = flag_name(arg)
-        if hide_next and name is None:
+        if hide_next:
             shown.append(MASK)
-        elif name is not None and _SECRET_FLAG.search(name) and "=" in arg:
-            shown.append(f"{arg.split('=', 1)[0]}={MASK}")
+            hide_next = False
+            continue
+        name = flag_name(arg)
+        if name is not None and is_secret_flag(name):
+            shown.append(f"{arg.split('=', 1)[0]}={MASK}" if "=" in arg else arg)
+            hide_next = "=" not in arg
         else:
             shown.append(arg)
-        hide_next = name is not None and bool(_SECRET_FLAG.search(name)) and "=" not in arg
     return shown
 
 

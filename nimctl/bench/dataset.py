@@ -65,6 +65,9 @@ class Dataset:
 
 def load_dataset(path: Path) -> Dataset:
     """Read and check the whole file; any bad line raises :class:`UsageError` naming it."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        # A device or a pipe (/dev/zero) would be read for ever.
+        raise UsageError(f"--dataset {path} is not a regular file", hint="give the path of a .jsonl file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -87,6 +90,8 @@ def _entry(path: Path, number: int, line: str) -> Entry:
         item = json.loads(line)
     except ValueError as exc:
         raise UsageError(f"{where} is not JSON ({exc})", hint=_FORMAT) from None
+    except RecursionError:  # thousands of nested brackets
+        raise UsageError(f"{where} nests too deep to be a prompt's object", hint=_FORMAT) from None
     if not isinstance(item, dict):
         raise UsageError(f"{where} is not a JSON object", hint=_FORMAT)
     prompt = next((item[key] for key in _PROMPT_KEYS if key in item), None)

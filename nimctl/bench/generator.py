@@ -157,11 +157,11 @@ class LoadGenerator:
         self, client: httpx.AsyncClient, index: int, body: dict[str, Any] | EncodedBody
     ) -> RequestResult:
         """One request, streamed or not as ``body["stream"]`` says; every failure becomes a result."""
-        start = time.perf_counter()
         if isinstance(body, EncodedBody):
             content, stream = body.content, body.stream
         else:
             content, stream = json.dumps(body).encode(), bool(body.get("stream"))
+        start = time.perf_counter()  # after the encoding: the generator's own work is not the server's
         headers = {"Content-Type": "application/json"}
         try:
             async with client.stream("POST", self.path, content=content, headers=headers) as response:

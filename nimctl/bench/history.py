@@ -3,7 +3,8 @@
 A line is the caller's record (host, GPUs, model, profile, engine arguments, versions, options and
 results: whatever ``nimctl bench`` gathers) with ``id`` and ``time`` put first. Appending a line is
 one ``write`` on a file opened for appending, so two runs at once do not interleave their lines; a
-line that does not parse (a run killed while writing) is skipped when reading.
+line that does not parse (a run killed while writing) is skipped when reading. The file is made
+0600: it names hosts and engine arguments.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def append_run(record: dict[str, Any], *, path: Path | None = None) -> dict[str,
     line = {"id": new_run_id(), "time": datetime.now(UTC).isoformat(timespec="seconds"), **record}
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, data)
     finally:

@@ -21,6 +21,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from nimctl import __version__
 from nimctl.errors import ClientError
@@ -111,9 +112,12 @@ def bench_record(
     slo: Slo | None,
 ) -> dict[str, Any]:
     """The history line of one run (without ``id`` and ``time``, which :func:`.history.append_run` adds)."""
+    url = without_userinfo(facts.url)
+    results = result.to_dict()
+    results["base_url"] = without_userinfo(results["base_url"])
     return {
         "host": host,
-        "target": {"url": facts.url, "instance": facts.instance},
+        "target": {"url": url, "instance": facts.instance},
         "model": result.model,
         "profile": facts.profile(),
         "engine_args": facts.engine_args,
@@ -124,5 +128,13 @@ def bench_record(
             "api": facts.api_version,
         },
         "options": {"workload": workload.to_dict(), "slo": None if slo is None else slo.to_dict()},
-        "results": result.to_dict(),
+        "results": results,
     }
+
+
+def without_userinfo(url: str) -> str:
+    """``https://user:secret@host/`` -> ``https://host/``: a URL's credentials are not recorded."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

@@ -172,6 +172,15 @@ def bench(
         image_size=parse_image_size(image_size),
     )
     objectives = parse_slo(slo) if slo is not None else None
+    if objectives is not None and not stream and (objectives.ttft_ms or objectives.itl_ms):
+        raise UsageError(
+            "--slo ttft and itl need streamed answers: --no-stream measures neither",
+            hint="drop --no-stream, or give only e2e=... with it",
+        )
+    if dataset is not None:
+        from nimctl.bench.dataset import load_dataset
+
+        load_dataset(dataset)  # a bad file is said before the server is asked anything
     if plot is not None and plot != "-":
         from nimctl.bench.plot import check_plot_target
 
@@ -224,7 +233,7 @@ def _bench_one(
     out.info(f"bench {served} at {facts.url}: {_describe(workload)}")
     with SweepView(out) as view:
         result = run_sweep(facts.url, served, workload, api_key=api_key, slo=slo, on_event=view, tls=tls)
-    record = _record(result, facts, host, workload, slo, no_history)
+    record = _record(out, result, facts, host, workload, slo, no_history)
     _show(out, [record], plot)
     _finish(out, [result])
 
@@ -244,6 +253,7 @@ def _profile_sweep(
     from nimctl.bench.profile_sweep import plan_profiles, sweep_profiles
     from nimctl.bench.record import ServerFacts, host_facts
     from nimctl.cli.bench_view import SweepView
+    from nimctl.engine_flags import masked
 
     if served is not None:
         from nimctl.errors import UsageError
@@ -276,15 +286,25 @@ def _profile_sweep(
             instance=run.instance,
             profile_id=run.profile_id,
             profile_name=run.profile_name,
-            engine_args=run.engine_args,
+            engine_args=masked(run.engine_args),
             server_version=run.server_version,
         )
-        records.append(_record(run.result, facts, host, workload, slo, no_history))
+        records.append(_record(out, run.result, facts, host, workload, slo, no_history))
     _show(out, records, plot, sweep=True)
     _finish(out, [run.result for run in sweep.runs if run.result is not None], sweep=sweep)
+    failed = [run for run in sweep.runs if run.result is None]
+    if failed:
+        from nimctl.errors import RuntimeFailure
+
+        names = ", ".join(run.profile_name for run in failed)
+        raise RuntimeFailure(
+            f"{len(failed)} of {len(sweep.runs)} profiles could not be benched: {names}",
+            hint="the reasons are above; the others' figures are recorded",
+        )
 
 
 def _record(
+    out: Output,
     result: SweepResult,
     facts: ServerFacts,
     host: dict[str, Any],
@@ -296,11 +316,14 @@ def _record(
     from nimctl.bench.record import bench_record
 
     record = bench_record(result, facts, host=host, workload=workload, slo=slo)
-    if no_history:
-        from datetime import UTC, datetime
+    if not no_history:
+        try:
+            return append_run(record)
+        except OSError as exc:  # the figures are still printed: minutes of measuring are not thrown away
+            out.warn(f"the run is not recorded in the history: {exc}")
+    from datetime import UTC, datetime
 
-        return {"id": new_run_id(), "time": datetime.now(UTC).isoformat(timespec="seconds"), **record}
-    return append_run(record)
+    return {"id": new_run_id(), "time": datetime.now(UTC).isoformat(timespec="seconds"), **record}
 
 
 def _show(out: Output, records: list[dict[str, Any]], plot: str | None, *, sweep: bool = False) -> None:
@@ -343,10 +366,6 @@ def _finish(out: Output, results: list[SweepResult], *, sweep: ProfileSweep | No
     for result in results:
         if result.failure is not None:
             raise _failure_error(result)
-    if sweep is not None and not results:
-        from nimctl.errors import RuntimeFailure
-
-        raise RuntimeFailure("no profile could be benched", hint="the reasons are above")
 
 
 def _failure_error(result: SweepResult) -> Exception:
@@ -398,7 +417,7 @@ def _describe(workload: Workload) -> str:
 @bench_app.command("history")
 def history(
     ctx: typer.Context,
-    last: Annotated[int | None, typer.Option("--last", "-n", help="Only the latest N runs.")] = None,
+    last: Annotated[int | None, typer.Option("--last", "-n", min=0, help="Only the latest N runs.")] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """The runs recorded, oldest first: id, time, model, profile, levels and the best throughput."""
@@ -408,7 +427,7 @@ def history(
     out = output(ctx, fmt)
     runs = list_runs()
     if last is not None:
-        runs = runs[-last:] if last > 0 else []
+        runs = runs[len(runs) - last :]
     out.result(runs, lambda: print_history(out, runs, history_path()))
 
 

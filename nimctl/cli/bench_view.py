@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from nimctl.output import Output
 
 
+RECENT = 1000  # requests the live figures are computed over
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
@@ -72,7 +75,9 @@ class SweepView:
         if self.out.interactive and not self.out.is_json:
             from rich.live import Live
 
-            self.live = Live(self, console=self.out.err, refresh_per_second=4, transient=True)
+            # Twice a second, over the latest RECENT requests: drawn in Rich's thread, the figures
+            # take the GIL from the sweep's loop, whose chunk timestamps must not wait for them.
+            self.live = Live(self, console=self.out.err, refresh_per_second=2, transient=True)
             self.live.__enter__()
         return self
 
@@ -122,15 +127,17 @@ class SweepView:
         level = self.level
         if level is None:
             return Spinner("dots", self.header, style="cyan")
-        results = list(self.results)
+        results = self.results[-RECENT:]
         elapsed = time.perf_counter() - self.level_started
         if level.requests:
-            done = f"{len(results)}/{level.requests} requests"
+            done = f"{len(self.results)}/{level.requests} requests"
         else:
-            done = f"{elapsed:.0f}/{level.duration_s:g} s, {len(results)} requests"
+            done = f"{elapsed:.0f}/{level.duration_s:g} s, {len(self.results)} requests"
         text = f"{self.header}: {done}"
         if results:
             text += " | " + level_line(running_stats(level.concurrency, results, time.perf_counter()))
+            if len(self.results) > RECENT:
+                text += f" (the latest {RECENT})"
         return Spinner("dots", text, style="cyan")
 
 
@@ -255,9 +262,8 @@ def print_compare(out: Output, a: dict[str, Any], b: dict[str, Any], rows: list[
         if row.a is None and row.b is None:
             continue
         verdict = ""
-        if row.ratio is not None and row.ratio != 1:
-            better = (row.ratio > 1) == row.higher_is_better
-            verdict = "better" if better else "worse"
+        if row.a is not None and row.b is not None and row.a != row.b:  # errors from 0: no ratio, a verdict
+            verdict = "better" if (row.b > row.a) == row.higher_is_better else "worse"
         table.append(
             (
                 row.concurrency,

@@ -8,47 +8,24 @@ the same container description the Docker runtime starts (:mod:`nimctl.runtime.c
 
 from __future__ import annotations
 
-import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nimctl import contract
+from nimctl.engine_flags import MASK
+from nimctl.engine_flags import masked as masked_args
 from nimctl.runtime.container import ContainerDescription, describe_container, docker_run_argv
 from nimctl.runtime.spec import is_secret
 
 if TYPE_CHECKING:
     from nimctl.runtime.spec import RunSpec
 
-MASK = "***"
-# Engine flags whose value is a secret (vLLM's --api-key, an --hf-token): the flag's last word.
-# Not a substring match: --ssl-keyfile (a path) and --max-num-batched-tokens are not secrets.
-_SECRET_FLAG = re.compile(
-    r"^--?(?:[a-z0-9]+[-_])*(?:api[-_]?key|key|token|secret|password|passwd|credentials?)$", re.IGNORECASE
-)
 # Engine arguments passed through the environment, as NIM does; masked like the command line.
 PASSTHROUGH_ARGS_ENV = contract.PASSTHROUGH_ARGS
 # Where a secret is, not the secret: shown, so that --dry-run says where the server looks.
 _SECRET_PATHS = frozenset({contract.API_KEY_FILE, contract.SSL_KEY_PATH})
-
-
-def masked_args(args: Iterable[str]) -> list[str]:
-    """Engine arguments with the values of secret flags (``--api-key X``, ``--api-key=X``) as ``***``."""
-    masked: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next:
-            masked.append(MASK)
-            hide_next = False
-            continue
-        flag, equals, _ = arg.partition("=")
-        if arg.startswith("-") and _SECRET_FLAG.match(flag):
-            masked.append(f"{flag}={MASK}" if equals else arg)
-            hide_next = not equals
-        else:
-            masked.append(arg)
-    return masked
 
 
 def masked_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -58,6 +58,7 @@ def test_both_peers_formats_blank_lines_and_overrides(tmp_path: Path) -> None:
         (('{"prompt": "a", "max_tokens": 0}',), "line 1: invalid output tokens 0"),
         (('{"prompt": "a", "output_tokens": "8"}',), "invalid output tokens '8'"),
         (('{"prompt": "a", "output_tokens": true}',), "invalid output tokens True"),
+        (("[" * 100_000,), "line 1 nests too deep"),
     ],
 )
 def test_bad_files_name_the_file_and_line(tmp_path: Path, lines: tuple[str, ...], words: str) -> None:
@@ -78,6 +79,8 @@ def test_missing_directory_and_binary_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UsageError, match="not UTF-8"):
         load_dataset(binary)
+    with pytest.raises(UsageError, match="not a regular file"):
+        load_dataset(Path("/dev/zero"))  # read for ever, were it read
 
 
 def test_a_large_file_has_its_longest_prompts_counted(tmp_path: Path) -> None:

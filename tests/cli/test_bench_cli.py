@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from nimctl.bench.record import without_userinfo
 from nimctl.cli.main import app
 from tests.bench.conftest import StandIn
 from tests.server_process import ServerProcess, free_port
@@ -136,6 +137,10 @@ def test_the_json_keys_are_documented(two_runs: list[dict[str, Any]]) -> None:
         (["--slo", "ttft=fast"], "--slo"),
         (["--plot", "out.jpg"], "does not end in .png"),
         (["--requests", "4", "--duration", "5"], "not both"),
+        (["--no-stream", "--slo", "ttft=1s"], "need streamed answers"),
+        # Read before the server is asked (which is not there): a usage error, not "unreachable".
+        (["--dataset", "/nonexistent.jsonl"], "no such file"),
+        (["--dataset", "/dev/zero"], "not a regular file"),
     ],
 )
 def test_bad_options_are_one_line_usage_errors(args: list[str], message: str) -> None:
@@ -184,15 +189,17 @@ def server() -> Iterator[StandIn]:
 
 
 def test_a_server_killed_mid_sweep_counts_errors_and_exits_cleanly(server: StandIn, tmp_path: Path) -> None:
-    process = bench_process(server.url, tmp_path, "-c", "1,2,3", "-r", "40", "--request-timeout", "5")
+    # The first level is short (concurrency 4), the second long (one at a time, about 3 s): the kill
+    # lands in it even on a loaded machine, and the third finds no server.
+    process = bench_process(server.url, tmp_path, "-c", "4,1,2", "-r", "40", "--request-timeout", "5")
     lines: list[str] = []
-    wait_for_line(process, r"^concurrency 1: 40/40 ok", lines)
-    server.kill()  # during the second level
+    wait_for_line(process, r"^concurrency 4: 40/40 ok", lines)
+    server.kill()
     out, err = process.communicate(timeout=60)
     err = "".join(lines) + err
     assert process.returncode == 3, err  # every request of a level failed to connect: as unreachable
     assert "Traceback" not in err and "Error: every request of concurrency" in err
-    assert re.search(r"^1 +40/40", out, flags=re.MULTILINE)  # the table of what was measured
+    assert re.search(r"^4 +40/40", out, flags=re.MULTILINE)  # the table of what was measured
     record = json.loads((tmp_path / "bench" / "history.jsonl").read_text().splitlines()[-1])
     levels = record["results"]["levels"]
     assert record["results"]["failure_kind"] == "connection" and levels[0]["ok"] == 40
@@ -200,14 +207,14 @@ def test_a_server_killed_mid_sweep_counts_errors_and_exits_cleanly(server: Stand
 
 
 def test_ctrl_c_prints_and_records_what_was_measured(server: StandIn, tmp_path: Path) -> None:
-    process = bench_process(server.url, tmp_path, "-c", "1,2", "-r", "20")
+    process = bench_process(server.url, tmp_path, "-c", "4,1", "-r", "40")  # a short level, a long one
     lines: list[str] = []
-    wait_for_line(process, r"^concurrency 1: 20/20 ok", lines)
+    wait_for_line(process, r"^concurrency 4: 40/40 ok", lines)
     process.send_signal(signal.SIGINT)  # in the second level
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, "".join(lines) + err
     assert "interrupted" in err and "Traceback" not in err
-    assert re.search(r"^1 +20/20", out, flags=re.MULTILINE)  # what was measured is printed
+    assert re.search(r"^4 +40/40", out, flags=re.MULTILINE)  # what was measured is printed
     record = json.loads((tmp_path / "bench" / "history.jsonl").read_text().splitlines()[-1])
     assert record["results"]["interrupted"] and record["results"]["levels"][0]["complete"]
 
@@ -239,3 +246,18 @@ def test_profiles_all_benches_the_one_cpu_profile_with_the_local_runtime(
     # The instance it started is stopped and removed.
     listed = CliRunner().invoke(app, ["ps", "-a", "-f", "json"])
     assert json.loads(listed.stdout) == [], listed.output
+
+
+def test_a_history_that_cannot_be_written_still_prints_the_figures(server: StandIn, tmp_path: Path) -> None:
+    state = tmp_path / "a-file"
+    state.write_text("")
+    process = bench_process(server.url, state, "-c", "2", "-r", "4", "-f", "json")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "not recorded in the history" in err
+    assert json.loads(out)["results"]["levels"][0]["ok"] == 4
+
+
+def test_a_urls_credentials_are_not_recorded() -> None:
+    assert without_userinfo("https://user:s3cret@gpu-box:8443/v1") == "https://gpu-box:8443/v1"
+    assert without_userinfo("http://127.0.0.1:8000") == "http://127.0.0.1:8000"

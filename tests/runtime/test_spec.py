@@ -328,6 +328,8 @@ def test_image_needs_docker(tmp_path: Path) -> None:
         (["--api-key", "sk-1", "--max-model-len", "512"], ["--api-key", "***", "--max-model-len", "512"]),
         (["--api-key=sk-1"], ["--api-key=***"]),
         (["--hf-token", "hf_1", "--enforce-eager"], ["--hf-token", "***", "--enforce-eager"]),
+        # vLLM takes a flag's unambiguous start, and underscores for dashes.
+        (["--hf-tok", "hf_2", "--hf-toke=hf_3", "--api_key", "k"], ["--hf-tok", "***", "--hf-toke=***", "--api_key", "***"]),
         # Not secrets: a key file's path, token counts, the tokenizer.
         (
             ["--ssl-keyfile", "k.pem", "--max-num-batched-tokens", "8", "--tokenizer", "t"],
