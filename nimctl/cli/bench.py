@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from nimctl.cli._common import CacheOption, FormatOption, model_cache, output
 from nimctl.cli._target import ApiKeyOption, UrlOption, make_client
@@ -39,6 +39,14 @@ class _RunByDefault(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+class _BenchCommand(TyperCommand):
+    """The hidden ``run`` says ``Usage: nimctl bench [OPTIONS] [NAME]``, as it is typed."""
+
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
+        path = ctx.parent.command_path if ctx.parent is not None else ctx.command_path
+        formatter.write_usage(path, " ".join(self.collect_usage_pieces(ctx)))
+
+
 bench_app = typer.Typer(
     name="bench",
     cls=_RunByDefault,
@@ -46,7 +54,7 @@ bench_app = typer.Typer(
 )
 
 
-@bench_app.command("run", hidden=True)
+@bench_app.command("run", hidden=True, cls=_BenchCommand)
 def bench(
     ctx: typer.Context,
     target: Annotated[
