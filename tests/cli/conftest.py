@@ -30,7 +30,9 @@ def nimctl(*args: str, input: str | None = None, env: dict[str, str] | None = No
 
 
 def error_line(result: Result) -> str:
-    return result.stderr.strip().splitlines()[0] if result.stderr.strip() else ""
+    """The ``Error:`` line (a warning may come first: Docker not running), else the first line."""
+    lines = result.stderr.strip().splitlines()
+    return next((line for line in lines if line.startswith("Error:")), lines[0] if lines else "")
 
 
 class _FailingHandler(BaseHTTPRequestHandler):
