@@ -40,6 +40,13 @@ from nimctl.bench.server_view import MetricsWatch, ServerView, read_metrics, ser
 from nimctl.bench.slo import Slo
 from nimctl.bench.stats import LevelStats, level_stats
 from nimctl.bench.workload import EncodedBody, Workload
+from nimctl.errors import (
+    ClientError,
+    RequestRejectedError,
+    ServerFailedError,
+    ServerUnreachableError,
+    WaitTimeoutError,
+)
 
 if TYPE_CHECKING:
     from nimctl._httpx import httpx
@@ -75,6 +82,21 @@ class SweepResult:
     @property
     def stopped_early(self) -> bool:
         return self.interrupted or self.failure is not None
+
+    def failure_error(self) -> ClientError | None:
+        """The failure as the client's error of its kind (the exit code ``nimctl health`` would give):
+        connection 3, timeout 5, HTTP 4xx 6, HTTP 5xx or an unreadable answer 7; None without one."""
+        if self.failure is None:
+            return None
+        kinds: dict[str, type[ClientError]] = {
+            "connection": ServerUnreachableError,
+            "timeout": WaitTimeoutError,
+            "http_4xx": RequestRejectedError,
+        }
+        error_class = kinds.get(self.failure_kind or "", ServerFailedError)
+        return error_class(
+            self.failure, hint="the figures measured before it are above and in `nimctl bench history`"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -102,6 +102,15 @@ class Workload:
         if not self.request_timeout_s > 0:
             raise UsageError(f"invalid request timeout {self.request_timeout_s}", hint="give seconds above 0")
 
+    def describe(self) -> str:
+        """One line: the levels, how long each lasts, what each request sends."""
+        levels = ",".join(str(level) for level in self.concurrency)
+        per_level = f"{self.requests} requests" if self.requests else f"{self.duration_s:g} s"
+        source = f"{self.input_tokens} tokens in" if self.input_tokens else f"prompts of {self.dataset}"
+        width, height = self.image_size
+        images = f", {self.images} image(s) of {width}x{height}" if self.images else ""
+        return f"concurrency {levels}, {per_level} per level, {source}, {self.output_tokens} out{images}"
+
     @property
     def max_concurrency(self) -> int:
         return max(self.concurrency)

@@ -2,7 +2,8 @@
 
 ``nimctl bench [NAME] [options]`` is the group's default command (``run``, hidden), so the two
 read commands sit beside it as words: ``nimctl bench history``, ``nimctl bench compare A B``.
-The work is :mod:`nimctl.bench`'s; the views are :mod:`nimctl.cli.bench_view`'s.
+The work is :mod:`nimctl.bench`'s; the views are :mod:`nimctl.cli.bench_view`'s; the two read
+commands are :mod:`nimctl.cli.bench_history`'s.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def _bench_one(
         facts = server_facts(client, instance=instance)
         api_key, tls = client.api_key, client.tls
     host = host_facts()
-    out.info(f"bench {served} at {facts.url}: {_describe(workload)}")
+    out.info(f"bench {served} at {facts.url}: {workload.describe()}")
     with SweepView(out) as view:
         result = run_sweep(facts.url, served, workload, api_key=api_key, slo=slo, on_event=view, tls=tls)
     record = _record(out, result, facts, host, workload, slo, no_history)
@@ -372,28 +373,8 @@ def _finish(out: Output, results: list[SweepResult], *, sweep: ProfileSweep | No
         out.info("interrupted: the figures above are those measured so far")
         raise typer.Exit(EXIT_INTERRUPTED)
     for result in results:
-        if result.failure is not None:
-            raise _failure_error(result)
-
-
-def _failure_error(result: SweepResult) -> Exception:
-    from nimctl.errors import (
-        RequestRejectedError,
-        ServerFailedError,
-        ServerUnreachableError,
-        WaitTimeoutError,
-    )
-
-    kinds = {
-        "connection": ServerUnreachableError,
-        "timeout": WaitTimeoutError,
-        "http_4xx": RequestRejectedError,
-    }
-    error_class = kinds.get(result.failure_kind or "", ServerFailedError)
-    return error_class(
-        result.failure or "the sweep failed",
-        hint="the figures measured before it are above and in `nimctl bench history`",
-    )
+        if (error := result.failure_error()) is not None:
+            raise error
 
 
 def _instance_url(name: str) -> str:
@@ -410,53 +391,8 @@ def _instance_url(name: str) -> str:
     return found.url
 
 
-def _describe(workload: Workload) -> str:
-    levels = ",".join(str(level) for level in workload.concurrency)
-    per_level = f"{workload.requests} requests" if workload.requests else f"{workload.duration_s:g} s"
-    source = (
-        f"{workload.input_tokens} tokens in" if workload.input_tokens else f"prompts of {workload.dataset}"
-    )
-    images = f", {workload.images} image(s) {workload.image_size[0]}x{workload.image_size[1]}" * bool(
-        workload.images
-    )
-    return f"concurrency {levels}, {per_level} per level, {source}, {workload.output_tokens} out{images}"
-
-
-@bench_app.command("history")
-def history(
-    ctx: typer.Context,
-    last: Annotated[int | None, typer.Option("--last", "-n", min=0, help="Only the latest N runs.")] = None,
-    fmt: FormatOption = Format.table,
-) -> None:
-    """The runs recorded, oldest first: id, time, model, profile, levels and the best throughput."""
-    from nimctl.bench.history import history_path, list_runs
-    from nimctl.cli.bench_view import print_history
-
-    out = output(ctx, fmt)
-    runs = list_runs()
-    if last is not None:
-        runs = runs[len(runs) - last :]
-    out.result(runs, lambda: print_history(out, runs, history_path()))
-
-
-@bench_app.command("compare")
-def compare(
-    ctx: typer.Context,
-    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="A run id (or its unique start).")],
-    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The run to set beside it.")],
-    fmt: FormatOption = Format.table,
-) -> None:
-    """Two recorded runs side by side, level by level, with B/A ratios."""
-    from nimctl.bench.compare import compare_runs
-    from nimctl.bench.history import load_run
-    from nimctl.cli.bench_view import print_compare
-
-    out = output(ctx, fmt)
-    a, b = load_run(run_a), load_run(run_b)
-    rows = compare_runs(a, b)
-    data = {"a": a["id"], "b": b["id"], "rows": [row.to_dict() for row in rows]}
-    out.result(data, lambda: print_compare(out, a, b, rows))
-
-
 def register(app: typer.Typer) -> None:
+    from nimctl.cli.bench_history import register_history
+
+    register_history(bench_app)
     app.add_typer(bench_app)
