@@ -16,6 +16,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from nimctl.cli._common import CacheOption, FormatOption, model_cache, output
 from nimctl.cli._target import ApiKeyOption, UrlOption, make_client
+from nimctl.cli.bench_history import register_history
 from nimctl.output import Format
 
 if TYPE_CHECKING:
@@ -391,8 +392,8 @@ def _instance_url(name: str) -> str:
     return found.url
 
 
-def register(app: typer.Typer) -> None:
-    from nimctl.cli.bench_history import register_history
+register_history(bench_app)  # once, at import: register() runs for every app built
 
-    register_history(bench_app)
+
+def register(app: typer.Typer) -> None:
     app.add_typer(bench_app)
