@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 READY_TIMEOUT_S = 600.0
 
@@ -38,3 +40,21 @@ def start_nim_serve(env: dict[str, str], log: Path, port: int) -> subprocess.Pop
     process.kill()
     process.wait(30)
     sys.exit(f"server not ready after {READY_TIMEOUT_S:.0f} s; see {log}")
+
+
+def stop(process: psutil.Process) -> None:
+    """SIGTERM to nim-serve (it stops its engine), then SIGKILL to whatever of its tree is left."""
+    try:
+        tree = [process, *process.children(recursive=True)]
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        pass
+    for leftover in tree:
+        try:
+            leftover.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(tree, timeout=30)

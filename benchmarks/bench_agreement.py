@@ -78,7 +78,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _nim_serve import free_port, start_nim_serve  # the benchmarks' folder is on sys.path
+from _nim_serve import free_port, start_nim_serve, stop  # the benchmarks' folder is on sys.path
 
 from nimctl import contract
 
@@ -505,24 +505,6 @@ def main() -> None:
         print(json.dumps(out, indent=2))
     else:
         report(out)
-
-
-def stop(process: psutil.Process) -> None:
-    """SIGTERM to nim-serve (it stops its engine), then SIGKILL to whatever of its tree is left."""
-    try:
-        tree = [process, *process.children(recursive=True)]
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
-    except psutil.NoSuchProcess:
-        return
-    except psutil.TimeoutExpired:
-        pass
-    for leftover in tree:
-        try:
-            leftover.kill()
-        except psutil.NoSuchProcess:
-            continue
-    psutil.wait_procs(tree, timeout=30)
 
 
 if __name__ == "__main__":

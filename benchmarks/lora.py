@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _nim_serve import free_port, start_nim_serve  # the benchmarks' folder is on sys.path
+from _nim_serve import free_port, start_nim_serve, stop  # the benchmarks' folder is on sys.path
 
 from nimctl import contract
 from nimctl.lora.demo import ensure_demo_adapters
@@ -177,24 +177,6 @@ def report(model_path: str, loaded: list[dict[str, Any]], results: dict[int, Any
                 f" {f['ttft_p50'] * 1e3:>6.1f} ms {f['ttft_p95'] * 1e3:>6.1f} ms"
                 f" {f['tok_s_vs_base']:>14.3f} {f['ttft_p50_vs_base']:>17.3f}"
             )
-
-
-def stop(process: psutil.Process) -> None:
-    """SIGTERM to nim-serve (it stops its engine), then SIGKILL to whatever of its tree is left."""
-    try:
-        tree = [process, *process.children(recursive=True)]
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
-    except psutil.NoSuchProcess:
-        return
-    except psutil.TimeoutExpired:
-        pass
-    for leftover in tree:
-        try:
-            leftover.kill()
-        except psutil.NoSuchProcess:
-            continue
-    psutil.wait_procs(tree, timeout=30)
 
 
 def our_servers() -> list[psutil.Process]:
