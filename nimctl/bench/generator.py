@@ -24,7 +24,7 @@ from typing import Any
 from nimctl._httpx import httpx
 from nimctl.bench._http import async_client
 from nimctl.bench.workload import COMPLETIONS_PATH, EncodedBody
-from nimctl.client.errors import parse_error_body
+from nimctl.client.errors import error_body, parse_error_body
 
 # http_4xx / http_5xx: the server answered with that status (or said so in an error frame mid-stream);
 # timeout: no answer within the request timeout; connection: refused, reset or broken off;
@@ -266,11 +266,7 @@ def _failed(index: int, start: float, kind: str, message: str, status: int | Non
 
 
 def _http_error(index: int, start: float, response: httpx.Response) -> RequestResult:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text[:500]
-    message, _ = parse_error_body(body)
+    message, _ = parse_error_body(error_body(response))
     status = response.status_code
     kind = "http_4xx" if status < 500 else "http_5xx"
     return _failed(index, start, kind, f"HTTP {status}: {message or response.reason_phrase}", status)

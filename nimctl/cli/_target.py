@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import ssl
 
     from nimctl.client.http import NimClient
+    from nimctl.runtime.instances import Instance
 
 NAMED_AT_MOST = 3  # running instances named in the "several" error
 # The root command's --cacert, for make_client (a Typer context is not reachable from here).
@@ -82,6 +83,20 @@ def find_running_instance_url() -> str | None:
             hint="pass --url (or set NIMCTL_URL); `nimctl ps` lists them",
         )
     return urls[0] if urls else None
+
+
+def running_instance(name: str) -> Instance:
+    """The nimctl instance ``nimctl ps`` names ``name``; one that is not running is a UsageError."""
+    from nimctl.runtime.manage import find_instance
+
+    located = find_instance(name)
+    try:
+        found = located.handle.to_instance()
+    finally:
+        located.close()
+    if not found.running or not found.url:
+        raise UsageError(f"instance {name} is not running ({found.state})", hint="nimctl ps lists them")
+    return found
 
 
 def resolve_url(url: str | None) -> str:

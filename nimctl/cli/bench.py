@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from nimctl.cli._common import CacheOption, FormatOption, model_cache, output
-from nimctl.cli._target import ApiKeyOption, UrlOption, make_client
+from nimctl.cli._target import ApiKeyOption, UrlOption, make_client, running_instance
 from nimctl.cli.bench_history import register_history
 from nimctl.output import Format
 
@@ -228,7 +228,7 @@ def _bench_one(
     if instance is not None:
         if url is not None:
             raise UsageError("NAME and --url both name the server: give one of them")
-        url = _instance_url(instance)
+        url = running_instance(instance).url
     with make_client(url, api_key) as client:
         report = client.health()
         if not report.ready:
@@ -376,20 +376,6 @@ def _finish(out: Output, results: list[SweepResult], *, sweep: ProfileSweep | No
     for result in results:
         if (error := result.failure_error()) is not None:
             raise error
-
-
-def _instance_url(name: str) -> str:
-    from nimctl.errors import UsageError
-    from nimctl.runtime.manage import find_instance
-
-    located = find_instance(name)
-    try:
-        found = located.handle.to_instance()
-    finally:
-        located.close()
-    if not found.running or not found.url:
-        raise UsageError(f"instance {name} is not running ({found.state})", hint="nimctl ps lists them")
-    return found.url
 
 
 register_history(bench_app)  # once, at import: register() runs for every app built

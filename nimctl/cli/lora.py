@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nimctl.cli._common import CacheOption, FormatOption, model_cache, output
-from nimctl.cli._target import ApiKeyOption, TimeoutOption, UrlOption, make_client
+from nimctl.cli._target import ApiKeyOption, TimeoutOption, UrlOption, make_client, running_instance
 from nimctl.output import Format
 
 if TYPE_CHECKING:
@@ -172,17 +172,7 @@ def _connect(
         raise UsageError("--instance and --url both name the server: give one of them")
     found: Instance | None = None
     if instance is not None:
-        from nimctl.runtime.manage import find_instance
-
-        located = find_instance(instance)
-        try:
-            found = located.handle.to_instance()
-        finally:
-            located.close()
-        if not found.running:
-            raise UsageError(
-                f"instance {instance} is not running ({found.state})", hint="nimctl ps lists them"
-            )
+        found = running_instance(instance)
         url = found.url
     else:
         url = resolve_url(url)

@@ -119,12 +119,17 @@ def _hint_4xx(status: int, not_found_hint: str | None) -> str:
     return "the server refused the request as it was sent; check the arguments"
 
 
+def error_body(response: httpx.Response) -> Any:
+    """An error response's body (read already): its JSON, else the start of its text."""
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:500]
+
+
 def raise_for_status(response: httpx.Response, path: str, *, not_found_hint: str | None = None) -> None:
     """Raise the exception for an error response (its body must have been read)."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text[:500]
+    body = error_body(response)
     message, error_type = parse_error_body(body)
     status = response.status_code
     message = message or f"{path} answered HTTP {status} {response.reason_phrase}".rstrip()
