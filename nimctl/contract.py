@@ -73,6 +73,13 @@ SSL_MODE: Final = "NIM_SSL_MODE"
 SSL_KEY_PATH: Final = "NIM_SSL_KEY_PATH"
 SSL_CERTS_PATH: Final = "NIM_SSL_CERTS_PATH"
 SSL_CA_CERTS_PATH: Final = "NIM_SSL_CA_CERTS_PATH"
+# Multi-node serving (docs/multinode.md): NIM's node count, and the role of this node in the group.
+NUM_COMPUTE_NODES: Final = "NIM_NUM_COMPUTE_NODES"
+NODE_RANK: Final = "NIM_NODE_RANK"
+LEADER_ADDRESS: Final = "NIM_LEADER_ADDRESS"
+LEADER_PORT: Final = "NIM_LEADER_PORT"
+NODE_ADDRESS: Final = "NIM_NODE_ADDRESS"
+LEADER_WAIT: Final = "NIMCTL_LEADER_WAIT"
 # Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
 IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
 
@@ -132,6 +139,12 @@ VARIABLES: Final[dict[str, str]] = {
     SSL_KEY_PATH: "the server's private key (PEM), for TLS and MTLS",
     SSL_CERTS_PATH: "the server's certificate chain (PEM), for TLS and MTLS",
     SSL_CA_CERTS_PATH: "the CA certificates client certificates are checked against (MTLS)",
+    NUM_COMPUTE_NODES: "nodes in a multi-node group (default 1); selects a profile for that many nodes",
+    NODE_RANK: "this node's rank in the group: 0 is the leader (serves the API), 1..N-1 are workers",
+    LEADER_ADDRESS: "the leader's address, as every node of the group reaches it (workers need it)",
+    LEADER_PORT: "the leader's join port (default 29500); the engine's torch.distributed store uses the next",
+    NODE_ADDRESS: "this node's address as the others reach it (default: the one that routes to the leader)",
+    LEADER_WAIT: "seconds a worker waits for the leader to answer before it fails (default 300)",
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
 
@@ -161,6 +174,36 @@ API_KEYS_FILE_NAME: Final = "api-keys"
 SERVER_KEY_FILE_NAME: Final = "server.key"
 SERVER_CERT_FILE_NAME: Final = "server.crt"
 CA_CERT_FILE_NAME: Final = "ca.crt"
+
+# --- Multi-node -----------------------------------------------------------------------------------
+DEFAULT_LEADER_PORT: Final = 29500
+# The engine's torch.distributed store listens on the port after the join port.
+ENGINE_MASTER_PORT_OFFSET: Final = 1
+
+
+def node_environment(
+    nodes: int,
+    rank: int,
+    leader_address: str,
+    *,
+    leader_port: int = DEFAULT_LEADER_PORT,
+    node_address: str | None = None,
+) -> dict[str, str]:
+    """The variables that make one ``nim-serve`` a member of a multi-node group.
+
+    ``nimctl run --nodes``, the generated LeaderWorkerSet and the docs' by-hand commands all
+    describe members with this; ``nim-serve`` reads the same names (nimctl.server.nodes).
+    """
+    env = {
+        NUM_COMPUTE_NODES: str(nodes),
+        NODE_RANK: str(rank),
+        LEADER_ADDRESS: leader_address,
+        LEADER_PORT: str(leader_port),
+    }
+    if node_address:
+        env[NODE_ADDRESS] = node_address
+    return env
+
 
 # --- Defaults ------------------------------------------------------------------------------------
 # The model nim-serve and `nimctl run` serve when none is named (a built-in random-weight VLM).
@@ -204,3 +247,8 @@ CACHE_LABEL: Final = f"{LABEL_PREFIX}.cache"
 # `nimctl lora add/rm` write there.
 LORA_DIR_LABEL: Final = f"{LABEL_PREFIX}.lora-dir"
 LORA_REFRESH_LABEL: Final = f"{LABEL_PREFIX}.lora-refresh"
+# A multi-node group: every member carries the group's name, its rank and the node count. The
+# leader (rank 0) is the instance `nimctl ps` shows; the workers are listed as its members.
+GROUP_LABEL: Final = f"{LABEL_PREFIX}.group"
+NODE_RANK_LABEL: Final = f"{LABEL_PREFIX}.node-rank"
+NODES_LABEL: Final = f"{LABEL_PREFIX}.nodes"

@@ -82,6 +82,12 @@ ENV_FIELDS: dict[str, str] = {
     contract.SSL_KEY_PATH: "ssl_key_path",
     contract.SSL_CERTS_PATH: "ssl_certs_path",
     contract.SSL_CA_CERTS_PATH: "ssl_ca_certs_path",
+    contract.NUM_COMPUTE_NODES: "num_compute_nodes",
+    contract.NODE_RANK: "node_rank",
+    contract.LEADER_ADDRESS: "leader_address",
+    contract.LEADER_PORT: "leader_port",
+    contract.NODE_ADDRESS: "node_address",
+    contract.LEADER_WAIT: "leader_wait",
 }
 
 
@@ -194,6 +200,26 @@ class ServerConfig(BaseModel):
     ssl_key_path: Path | None = None
     ssl_certs_path: Path | None = None
     ssl_ca_certs_path: Path | None = None
+
+    # Multi-node (docs/multinode.md): one group of identical nodes; rank 0 leads and serves the API.
+    num_compute_nodes: int = Field(default=1, ge=1, le=64)
+    node_rank: int = Field(default=0, ge=0)
+    leader_address: str | None = None
+    leader_port: int = Field(default=contract.DEFAULT_LEADER_PORT, ge=1, le=65534)
+    node_address: str | None = None
+    leader_wait: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _node_role(self) -> ServerConfig:
+        nodes, rank = self.num_compute_nodes, self.node_rank
+        if rank >= nodes:
+            raise ValueError(
+                f"{contract.NODE_RANK}={rank} is outside the group: {contract.NUM_COMPUTE_NODES}={nodes} "
+                f"has ranks 0 to {nodes - 1}"
+            )
+        if rank > 0 and not self.leader_address:
+            raise ValueError(f"a worker ({contract.NODE_RANK}={rank}) needs {contract.LEADER_ADDRESS}")
+        return self
 
     @field_validator("log_level", "ssl_mode", mode="before")
     @classmethod
