@@ -72,6 +72,25 @@ ServeMaxModelLenOption = Annotated[
         "--max-model-len in $NIM_PASSTHROUGH_ARGS, else $NIM_MAX_MODEL_LEN.",
     ),
 ]
+NodesOption = Annotated[
+    int,
+    typer.Option(
+        "--nodes",
+        metavar="N",
+        help="Plan a group of N identical nodes, each with these GPUs, running one profile across all "
+        "of them: only profiles for N nodes are runnable.",
+    ),
+]
+ServeNodesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--nodes",
+        metavar="N",
+        help="Plan a group of N identical nodes, each with these GPUs (only profiles for N nodes are "
+        "runnable). Default: $NIM_NUM_COMPUTE_NODES, else 1, as nim-serve.",
+        show_default=False,
+    ),
+]
 ProfileOption = Annotated[
     str | None,
     typer.Option(
@@ -119,12 +138,14 @@ def list_profiles(
     lora: LoraOption = False,
     max_model_len: MaxModelLenOption = None,
     profile: ProfileOption = None,
+    nodes: NodesOption = 1,
     profiles_dir: ProfilesDirOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Every profile of MODEL grouped as NIM does (runnable, LoRA, low memory, incompatible), the chosen
     (or pinned) one marked; without MODEL, one line per known model."""
     out = output(ctx, fmt)
+    _check_nodes(nodes)
     inventory = assumed_inventory(out, assume_gpus, old_gpus)
     if model is None:
         # A profile belongs to one model; $NIM_MODEL_PROFILE set for a container is not meant here.
@@ -133,14 +154,17 @@ def list_profiles(
         from nimctl.profiles.render import print_summaries
         from nimctl.profiles.report import model_summaries
 
-        rows = model_summaries(inventory, prefer=prefer.value, lora=lora, profiles_dir=_dir(profiles_dir))
+        rows = model_summaries(
+            inventory, prefer=prefer.value, lora=lora, profiles_dir=_dir(profiles_dir), nodes=nodes
+        )
         out.result(
-            {"system": inventory.to_dict(), "models": rows}, lambda: print_summaries(out, inventory, rows)
+            {"system": inventory.to_dict(), "nodes": nodes, "models": rows},
+            lambda: print_summaries(out, inventory, rows, nodes),
         )
         return
     from nimctl.profiles.render import print_report
 
-    report = _report(model, inventory, profile, prefer.value, lora, max_model_len, profiles_dir)
+    report = _report(model, inventory, profile, prefer.value, lora, max_model_len, profiles_dir, nodes)
     out.result(report.to_dict(), lambda: print_report(out, report))
 
 
@@ -165,11 +189,13 @@ def show_profile(
     prefer: PreferOption = Preference.throughput,
     lora: LoraOption = False,
     max_model_len: MaxModelLenOption = None,
+    nodes: NodesOption = 1,
     profiles_dir: ProfilesDirOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
     """One profile: tags, memory estimate, engine arguments, and why it can or cannot run here."""
     out = output(ctx, fmt)
+    _check_nodes(nodes)
     from nimctl.profiles.render import print_profile
     from nimctl.profiles.report import profile_report
     from nimctl.profiles.selection import AUTOMATIC
@@ -185,7 +211,13 @@ def show_profile(
     else:
         manifest, chosen = _manifest_with_profile(wanted, model, profiles_dir)
     report = profile_report(
-        manifest, inventory, requested=None, prefer=prefer.value, lora=lora, max_model_len=max_model_len
+        manifest,
+        inventory,
+        requested=None,
+        prefer=prefer.value,
+        lora=lora,
+        max_model_len=max_model_len,
+        nodes=nodes,
     )
     if chosen is None:
         if report.selection is None:  # nothing runnable: the selection's own error, exit 8
@@ -196,13 +228,12 @@ def show_profile(
         **item.profile.to_public_dict(),
         "model": manifest.model.name,
         "manifest": str(manifest.path),
-        "system": inventory.describe(),
+        "system": report.system,
+        "nodes": nodes,
         "selected": report.is_selected(item),
         "classification": item.to_dict(),
     }
-    out.result(
-        data, lambda: print_profile(out, manifest, item, inventory.describe(), report.is_selected(item))
-    )
+    out.result(data, lambda: print_profile(out, manifest, item, report.system, report.is_selected(item)))
 
 
 @profiles_app.command("select")
@@ -215,6 +246,7 @@ def select(
     prefer: ServePreferOption = None,
     lora: ServeLoraOption = None,
     max_model_len: ServeMaxModelLenOption = None,
+    nodes: ServeNodesOption = None,
     profiles_dir: ProfilesDirOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -222,13 +254,19 @@ def select(
 
     What nim-serve would choose: MODEL, --profile, --lora and --max-model-len default to what it
     derives from NIM_MODEL_PATH (else its default model), NIM_MODEL_PROFILE, NIM_PEFT_SOURCE and
-    NIM_PASSTHROUGH_ARGS / NIM_MAX_MODEL_LEN."""
+    NIM_PASSTHROUGH_ARGS / NIM_MAX_MODEL_LEN, --nodes to NIM_NUM_COMPUTE_NODES."""
     out = output(ctx, fmt)
     from nimctl.profiles import select_profile
     from nimctl.server.selection_inputs import selection_inputs
 
+    _check_nodes(nodes)
     inputs = selection_inputs(
-        model=model, profile=profile, lora=lora, max_model_len=max_model_len, prefer=prefer and prefer.value
+        model=model,
+        profile=profile,
+        lora=lora,
+        max_model_len=max_model_len,
+        prefer=prefer and prefer.value,
+        nodes=nodes,
     )
     manifest = _find(inputs.model, profiles_dir)
     inventory = assumed_inventory(out, assume_gpus, old_gpus)
@@ -239,8 +277,9 @@ def select(
         inputs.prefer,
         inputs.lora,
         max_model_len=inputs.max_model_len,
+        nodes=inputs.nodes,
     )
-    out.result(selection.to_dict(), lambda: out.text(selection.profile.id))
+    out.result({**selection.to_dict(), "nodes": inputs.nodes}, lambda: out.text(selection.profile.id))
 
 
 def list_model_profiles(
@@ -277,6 +316,7 @@ def list_model_profiles(
         inputs.lora,
         inputs.max_model_len,
         profiles_dir,
+        inputs.nodes,
     )
     out.result(report.to_dict(), lambda: out.text(nim_text(report)))
 
@@ -297,6 +337,14 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
+def _check_nodes(nodes: int | None) -> None:
+    if nodes is not None and nodes < 1:
+        raise UsageError(
+            f"bad --nodes {nodes}: a group has 1 node or more",
+            hint="--nodes N plans N identical nodes, each with the GPUs of --gpus (default 1: this one)",
+        )
+
+
 def _dir(profiles_dir: Path | None) -> str | None:
     return None if profiles_dir is None else str(profiles_dir)
 
@@ -315,6 +363,7 @@ def _report(
     lora: bool,
     max_model_len: int | None,
     profiles_dir: Path | None,
+    nodes: int = 1,
 ) -> ProfileReport:
     from nimctl.profiles.report import profile_report
 
@@ -325,6 +374,7 @@ def _report(
         prefer=prefer,
         lora=lora,
         max_model_len=max_model_len,
+        nodes=nodes,
     )
 
 

@@ -11,6 +11,15 @@
 - **runnable**: everything fits; CPU profiles are always runnable (vLLM's CPU backend reserves
   the fixed KV space the profile sets).
 
+Nodes: the inventory is one node's GPUs, and ``nodes`` (default 1) plans a group of that many
+identical nodes that runs one profile across all of them. A profile runs only on its own node
+count (the ``nodes`` tag): with ``nodes=1`` a 2-node profile "needs 2 nodes (--nodes 2)", with
+``nodes=2`` a single-node profile is not runnable either. On its node count, a profile is judged
+per node: ``tp x pp / nodes`` GPUs of this node, each holding the per-GPU estimate (the weights
+and layers spread over every GPU of every node). When no profile runs on the node count asked
+for, the low-memory verdicts also name a profile that would run on another one, and how many
+nodes it needs (see :func:`classify`).
+
 Each verdict but runnable has a ``fix``: what would make the profile runnable. For too few GPUs it
 is judged on ``tp x pp`` idle cards like the largest capable one present: "N more GPUs" only if the
 profile would then fit, "N more GPUs, then --max-model-len=..." if only a shorter context would,
@@ -48,11 +57,15 @@ class Classified:
     max_model_len: int | None = None  # for low memory: the longest context that fits
     fix: str | None = None  # what would make it runnable
     usable_per_gpu: int | None = None  # bytes the engine may use on each of its GPUs
+    # For a profile of another node count: the GPUs of each node it would use there, if it would
+    # run there (none for a CPU one); None when it would not run there either.
+    runs_with_nodes: tuple[int, ...] | None = None
     # How far from runnable, for "closest" lists: 0 runnable, 1 low memory, 2 too large for the
     # card, 3 too few GPUs (more of the card would run it) or GPUs in MIG mode (turning it off
     # would), 4 too few GPUs and then only with a
     # shorter context, 5 too few GPUs and too large for the card anyway, 6 compute capability,
-    # 7 other GPU type, 8 no GPU at all.
+    # 7 other GPU type, 8 no GPU at all; a profile of another node count that would run there is 3,
+    # one that would not run there either 9.
     distance: int = 0
 
     @property
@@ -75,18 +88,29 @@ class Classified:
                 else gib_number(self.usable_per_gpu),
             },
             "tags": dict(self.profile.tags),
+            "nodes": self.profile.nodes,
         }
 
 
 def classify(
-    manifest: Manifest, inventory: Inventory, *, max_model_len: int | None = None
+    manifest: Manifest, inventory: Inventory, *, max_model_len: int | None = None, nodes: int = 1
 ) -> list[Classified]:
-    """Every profile of ``manifest``, in manifest order, with its class and reason."""
-    return [classify_profile(manifest, p, inventory, max_model_len=max_model_len) for p in manifest.profiles]
+    """Every profile of ``manifest``, in manifest order, with its class and reason, on ``nodes``
+    identical nodes of ``inventory``'s GPUs."""
+    items = [
+        classify_profile(manifest, p, inventory, max_model_len=max_model_len, nodes=nodes)
+        for p in manifest.profiles
+    ]
+    return _advise_other_node_counts(items, inventory)
 
 
 def classify_profile(
-    manifest: Manifest, profile: Profile, inventory: Inventory, *, max_model_len: int | None = None
+    manifest: Manifest,
+    profile: Profile,
+    inventory: Inventory,
+    *,
+    max_model_len: int | None = None,
+    nodes: int = 1,
 ) -> Classified:
     memory = estimate(manifest.model, profile, context=max_model_len)
     longest = manifest.model.max_context
@@ -100,16 +124,82 @@ def classify_profile(
             fix=f"ask for --max-model-len {longest} or less",
             distance=2,
         )
+    if profile.nodes != nodes:
+        return _other_node_count(manifest, profile, inventory, memory, max_model_len, nodes)
     if profile.device == "cpu":
-        return Classified(profile, RUNNABLE, "runs on the CPU (vLLM CPU backend)", memory)
-    needed = profile.gpu_count
+        across = f" across {nodes} nodes" if nodes > 1 else ""
+        return Classified(profile, RUNNABLE, f"runs on the CPU (vLLM CPU backend){across}", memory)
+    item = _classify_on_a_node(manifest, profile, inventory, memory, nodes)
+    if nodes > 1 and item.gpus:
+        # The verdict of one node holds for each: say it is about the group.
+        return replace(item, reason=f"{group_text(inventory, item.gpus, nodes)}: {item.reason}")
+    return item
+
+
+def group_text(inventory: Inventory, gpus: tuple[int, ...], nodes: int) -> str:
+    """``2 nodes x 8 x NVIDIA L40S``: the GPUs a profile uses on each of ``nodes`` nodes."""
+    names = sorted({gpu.name for gpu in inventory.gpus if gpu.index in gpus})
+    return f"{nodes} node{'s' if nodes > 1 else ''} x {len(gpus)} x {' + '.join(names)}"
+
+
+def _other_node_count(
+    manifest: Manifest,
+    profile: Profile,
+    inventory: Inventory,
+    memory: MemoryEstimate,
+    max_model_len: int | None,
+    nodes: int,
+) -> Classified:
+    """A profile of another node count: a group runs one profile across all its nodes, so it is not
+    runnable here; the fix is its own node count, judged on that many nodes of these GPUs."""
+    wanted = profile.nodes
+    there = classify_profile(manifest, profile, inventory, max_model_len=max_model_len, nodes=wanted)
+    if wanted == 1:
+        reason = f"a single-node profile: a group of {nodes} nodes runs one profile across all of them"
+    else:
+        reason = f"needs {wanted} nodes (--nodes {wanted})" + ("" if nodes == 1 else f", not {nodes}")
+    flag = f"--nodes {wanted}"
+    if there.runnable:
+        where = f" ({group_text(inventory, there.gpus, wanted)})" if there.gpus else ""
+        return Classified(
+            profile, INCOMPATIBLE, reason, memory, fix=flag + where, distance=3, runs_with_nodes=there.gpus
+        )
+    fix = f"{flag}, then {there.fix}" if there.fix else flag
+    return Classified(profile, INCOMPATIBLE, reason, memory, fix=fix, distance=9)
+
+
+def _advise_other_node_counts(items: list[Classified], inventory: Inventory) -> list[Classified]:
+    """When nothing runs on the node count asked for, the low-memory advice also names the profiles
+    that would run on another one (a model too large for one node: the multi-node profile) and the
+    node count: a shorter context is not the only way out."""
+    if any(item.runnable for item in items):
+        return items
+    others = [item for item in items if item.runs_with_nodes is not None]
+    if not others:
+        return items
+    by_count: dict[int, list[str]] = {}
+    for item in others:
+        by_count.setdefault(item.profile.nodes, []).append(item.profile.name)
+    advice = "".join(f"; or --nodes {count}: {', '.join(names)}" for count, names in sorted(by_count.items()))
+    # The reason only: the selection's error names those profiles first, beside these fixes.
+    return [
+        replace(item, reason=item.reason + advice) if item.status == LOW_MEMORY else item for item in items
+    ]
+
+
+def _classify_on_a_node(
+    manifest: Manifest, profile: Profile, inventory: Inventory, memory: MemoryEstimate, nodes: int
+) -> Classified:
+    """The verdict on one node of ``inventory``'s GPUs: ``tp x pp / nodes`` of them for this profile."""
+    needed = profile.gpus_per_node
+    per_node = " per node" if nodes > 1 else ""
     if not inventory.gpus:
         return Classified(
             profile,
             INCOMPATIBLE,
-            f"needs {_gpus(needed)}; {inventory.reason or 'no GPU found'}",
+            f"needs {_gpus(needed)}{per_node}; {inventory.reason or 'no GPU found'}",
             memory,
-            fix=f"a machine with {_gpus(needed, _wanted_type(profile))}",
+            fix=f"a machine with {_gpus(needed, _wanted_type(profile))}{per_node}",
             distance=8,
         )
     candidates = [gpu for gpu in inventory.gpus if _matches_type(profile, gpu)]
@@ -120,7 +210,7 @@ def classify_profile(
             INCOMPATIBLE,
             f"built for {_wanted_type(profile)}; this machine has {here}",
             memory,
-            fix=f"run on {_gpus(needed, _wanted_type(profile))}",
+            fix=f"run on {_gpus(needed, _wanted_type(profile))}{per_node}",
             distance=7,
         )
     # A GPU in MIG mode has handed its memory to its instances: not a whole card to plan for.
@@ -157,7 +247,7 @@ def classify_profile(
     if len(capable) < needed:
         kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
         missing = needed - len(capable)
-        more = f"{missing} more{kind} GPU" + ("s" if missing > 1 else "")
+        more = f"{missing} more{kind} GPU" + ("s" if missing > 1 else "") + per_node
         lacking_cc = len(capable) < len(candidates)  # some GPUs are there but lack the precision
         if lacking_cc:
             more += f" with compute capability >= {need_cc}"
@@ -167,8 +257,8 @@ def classify_profile(
             return Classified(
                 profile,
                 INCOMPATIBLE,
-                f"needs {needed}{kind} GPUs with compute capability >= {need_cc} ({profile.precision}); "
-                f"{len(capable)} of {len(candidates)} {verb} it{mig_note}",
+                f"needs {needed}{kind} GPUs{per_node} with compute capability >= {need_cc} "
+                f"({profile.precision}); {len(capable)} of {len(candidates)} {verb} it{mig_note}",
                 memory,
                 fix=fix,
                 distance=distance,
@@ -176,7 +266,7 @@ def classify_profile(
         return Classified(
             profile,
             INCOMPATIBLE,
-            f"needs {needed}{kind} GPUs, {len(capable)} available{mig_note}",
+            f"needs {needed}{kind} GPUs{per_node}, {len(capable)} available{per_node}{mig_note}",
             memory,
             fix=fix,
             distance=distance,
@@ -276,7 +366,7 @@ def _fix_with_more_gpus(
     """
     card = max(present, key=lambda g: (g.memory_total, -g.index))
     idle = replace(card, memory_free=card.memory_total, memory_used=0)
-    then = _classify_memory(manifest, profile, memory, (idle,) * profile.gpu_count)
+    then = _classify_memory(manifest, profile, memory, (idle,) * profile.gpus_per_node)
     if then.runnable:
         return more, 3
     if then.status == LOW_MEMORY:  # only with a shorter context
@@ -285,7 +375,7 @@ def _fix_with_more_gpus(
     budget = then.usable_per_gpu or 0  # an idle card: its whole share for the engine
     kind = f" {_wanted_type(profile)}" if profile.gpu_specific else ""
     return (
-        f"{profile.gpu_count}{kind} GPUs with more memory than {card.name}: needs "
+        f"{profile.gpus_per_node}{kind} GPUs with more memory than {card.name}: needs "
         f"{gib(memory.total_for(shortest))} GiB/GPU even at {shortest} tokens, {gib(budget)} GiB usable",
         5,
     )

@@ -12,6 +12,11 @@
                 CUDA graphs, NCCL buffers with tp > 1. On the CPU, 0.5 GiB plus the KV space
                 ``VLLM_CPU_KVCACHE_SPACE`` reserves instead of a per-context figure.
 
+A profile spanning several nodes (the ``nodes`` tag) is counted the same way, per GPU across
+nodes: ``tp x pp`` is every GPU of every node (tensor parallel within a node, pipeline parallel
+across them), so each GPU holds 1/(tp x pp) of the weights and the KV cache of layers/pp layers.
+On the CPU, each node's rank holds 1/(tp x pp) of the weights.
+
 The context is the profile's ``--max-model-len`` if it sets one, else the model's ``max_context``,
 unless the caller overrides it. The budget on a GPU is vLLM's ``--gpu-memory-utilization``
 (default 0.9) x its memory.
@@ -85,7 +90,8 @@ class MemoryEstimate:
 
 
 def estimate(model: ModelInfo, profile: Profile, context: int | None = None) -> MemoryEstimate:
-    """The memory estimate of ``profile`` (per GPU; of host memory for a CPU profile)."""
+    """The memory estimate of ``profile`` (per GPU, across all its nodes; of host memory for a CPU
+    profile, per node)."""
     tp, pp = profile.tp, profile.pp
     weights = int(model.parameters * WEIGHT_BYTES[profile.precision] / (tp * pp))
     if context is None:

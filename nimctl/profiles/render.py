@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from nimctl.gpu.units import gib
 from nimctl.profiles.report import GROUPS, gpus_text, memory_text
+from nimctl.profiles.selection import system_text
 
 if TYPE_CHECKING:
     from nimctl.output import Output
@@ -23,7 +24,7 @@ def print_report(out: Output, report: ProfileReport) -> None:
     """The grouped tables of ``nimctl profiles list MODEL``."""
     model = report.manifest.model
     out.text(f"Model:  {model.name} ({model.source}), manifest {report.manifest.path}")
-    out.text(f"System: {report.inventory.describe()}")
+    out.text(f"System: {report.system}")
     for note in report.inventory.notes:
         out.text(f"Note:   {note}")
     grouped = report.groups()
@@ -56,8 +57,8 @@ def print_report(out: Output, report: ProfileReport) -> None:
             out.text(f"  {report.error.hint}")
 
 
-def print_summaries(out: Output, inventory: Any, rows: list[dict[str, Any]]) -> None:
-    out.text(f"System: {inventory.describe()}")
+def print_summaries(out: Output, inventory: Any, rows: list[dict[str, Any]], nodes: int = 1) -> None:
+    out.text(f"System: {system_text(inventory, nodes)}")
     table = []
     for row in rows:
         selected = row.get("selected")

@@ -14,7 +14,7 @@ from nimctl.gpu.inventory import Inventory
 from nimctl.gpu.units import gib
 from nimctl.profiles.classify import INCOMPATIBLE, LOW_MEMORY, Classified, classify
 from nimctl.profiles.schema import Manifest
-from nimctl.profiles.selection import Prefer, Selection, choose, rank
+from nimctl.profiles.selection import Prefer, Selection, choose, rank, system_text
 
 # Group keys in display order, with NIM's headings.
 GROUPS: dict[str, str] = {
@@ -32,6 +32,11 @@ class ProfileReport:
     classification: list[Classified]  # ranked: the order the automatic rule would try them
     selection: Selection | None
     error: ProfileError | None
+    nodes: int = 1  # identical nodes of ``inventory``'s GPUs the group has
+
+    @property
+    def system(self) -> str:
+        return system_text(self.inventory, self.nodes)
 
     def group_of(self, item: Classified) -> str:
         if item.status == LOW_MEMORY:
@@ -58,6 +63,7 @@ class ProfileReport:
                 "manifest": str(self.manifest.path),
             },
             "system": self.inventory.to_dict(),
+            "nodes": self.nodes,
             "selected": self.selection.to_dict() if self.selection else None,
             "error": None if self.error is None else {"message": self.error.message, "hint": self.error.hint},
             "profiles": [
@@ -75,17 +81,21 @@ def profile_report(
     prefer: Prefer = "throughput",
     lora: bool = False,
     max_model_len: int | None = None,
+    nodes: int = 1,
 ) -> ProfileReport:
-    """Classify every profile (once) and try the selection; a failed selection is kept, not raised."""
-    classification = classify(manifest, inventory, max_model_len=max_model_len)
+    """Classify every profile (once) for ``nodes`` nodes of ``inventory``'s GPUs and try the selection;
+    a failed selection is kept, not raised."""
+    classification = classify(manifest, inventory, max_model_len=max_model_len, nodes=nodes)
     ranked = rank(classification, inventory, prefer)
     selection: Selection | None = None
     error: ProfileError | None = None
     try:
-        selection = choose(manifest, inventory, classification, requested, prefer, lora, ranked=ranked)
+        selection = choose(
+            manifest, inventory, classification, requested, prefer, lora, ranked=ranked, nodes=nodes
+        )
     except ProfileError as exc:
         error = exc
-    return ProfileReport(manifest, inventory, ranked, selection, error)
+    return ProfileReport(manifest, inventory, ranked, selection, error, nodes)
 
 
 def memory_text(item: Classified) -> str:
@@ -94,11 +104,14 @@ def memory_text(item: Classified) -> str:
 
 
 def gpus_text(item: Classified) -> str:
+    """``2 x H100``, ``4``, ``cpu``; per node for a multi-node profile: ``2 nodes x 8``."""
     profile = item.profile
+    nodes = f"{profile.nodes} nodes x " if profile.nodes > 1 else ""
     if profile.device == "cpu":
-        return "cpu"
+        return f"{nodes}cpu"
     kind = profile.tags.get("gpu") or profile.tags.get("gpu_device")
-    return f"{profile.gpu_count} x {kind}" if kind else str(profile.gpu_count)
+    count = profile.gpus_per_node
+    return nodes + (f"{count} x {kind}" if kind else str(count))
 
 
 def nim_text(report: ProfileReport) -> str:
@@ -112,6 +125,8 @@ def nim_text(report: ProfileReport) -> str:
             lines.append(f"  -  [{gpu.pci_id or '?'}] ({gpu.index}) {gpu.name}{util}{mig}")
     else:
         lines.append(f"- No GPU: {report.inventory.reason or 'none visible'}; device: cpu")
+    if report.nodes > 1:
+        lines.append(f"- Nodes: {report.nodes}, each with these GPUs")
     lines.extend(f"- Note: {note}" for note in report.inventory.notes)
     lines.append(f"MODEL PROFILES ({report.manifest.model.name})")
     grouped = report.groups()
@@ -138,6 +153,7 @@ def model_summaries(
     prefer: Prefer = "throughput",
     lora: bool = False,
     profiles_dir: str | None = None,
+    nodes: int = 1,
 ) -> list[dict[str, Any]]:
     """One line per manifest on the search path: what it would run here. A broken file is a row too."""
     from nimctl.errors import ManifestError
@@ -150,7 +166,7 @@ def model_summaries(
         except ManifestError as exc:
             rows.append({"model": path.stem, "manifest": str(path), "error": exc.message})
             continue
-        report = profile_report(manifest, inventory, prefer=prefer, lora=lora)
+        report = profile_report(manifest, inventory, prefer=prefer, lora=lora, nodes=nodes)
         groups = report.groups()
         rows.append(
             {

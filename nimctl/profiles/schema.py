@@ -188,8 +188,18 @@ class Profile(StrictModel):
 
     @property
     def gpu_count(self) -> int:
-        """GPUs the profile needs (tp x pp); 0 for a CPU profile."""
+        """GPUs the profile needs (tp x pp) across all its nodes; 0 for a CPU profile."""
         return 0 if self.device == "cpu" else self.tp * self.pp
+
+    @property
+    def nodes(self) -> int:
+        """Nodes the profile spans (the ``nodes`` tag, default 1)."""
+        return int(self.tags.get("nodes", "1"))
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs each node needs (tp x pp / nodes; the schema checks it divides); 0 for a CPU profile."""
+        return self.gpu_count // self.nodes
 
     @property
     def device(self) -> str:
@@ -271,8 +281,8 @@ class Manifest(StrictModel):
                     raise _DuplicateError(
                         index,
                         "tags",
-                        f"duplicate profile {name!r}: same engine, precision, tp, pp, profile, GPU and "
-                        f"LoRA tags as profiles[{seen[name]}]",
+                        f"duplicate profile {name!r}: same engine, precision, tp, pp, profile, GPU, nodes "
+                        f"and LoRA tags as profiles[{seen[name]}]",
                     )
                 seen[name] = index
                 object.__setattr__(profile, "name", name)

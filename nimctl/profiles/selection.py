@@ -24,7 +24,12 @@ profile when the requested context is longer than the model's (classified incomp
 When nothing is runnable, the error lists the closest profiles (low memory first, then those too
 large for the card, those needing more GPUs -- that more of the card present would run, then those
 it would run only at a shorter context, then those it never would --, a newer GPU, another GPU
-type, any GPU) and what would make each runnable (see :mod:`nimctl.profiles.classify`).
+type, any GPU) and what would make each runnable (see :mod:`nimctl.profiles.classify`); a profile
+that would run on another node count (a model that fits no single node: its multi-node profile)
+is named first, with the ``--nodes`` that runs it.
+
+Nodes (``nodes=N``, default 1): the inventory is one node's GPUs and the group has N identical
+nodes running one profile; only profiles whose ``nodes`` tag is N are runnable.
 """
 
 from __future__ import annotations
@@ -91,10 +96,17 @@ def select_profile(
     lora: bool = False,
     *,
     max_model_len: int | None = None,
+    nodes: int = 1,
 ) -> Selection:
-    """The profile to run (the rule is in this module's docstring); raises ProfileError when none."""
-    classification = classify(manifest, inventory, max_model_len=max_model_len)
-    return choose(manifest, inventory, classification, requested, prefer, lora)
+    """The profile to run on ``nodes`` nodes of ``inventory``'s GPUs (the rule is in this module's
+    docstring); raises ProfileError when none."""
+    classification = classify(manifest, inventory, max_model_len=max_model_len, nodes=nodes)
+    return choose(manifest, inventory, classification, requested, prefer, lora, nodes=nodes)
+
+
+def system_text(inventory: Inventory, nodes: int = 1) -> str:
+    """The machine the selection is for: the inventory, or ``2 nodes, each: 8 x NVIDIA L40S ...``."""
+    return inventory.describe() if nodes == 1 else f"{nodes} nodes, each: {inventory.describe()}"
 
 
 def parse_preference(prefer: str) -> Prefer:
@@ -115,18 +127,20 @@ def choose(
     lora: bool = False,
     *,
     ranked: list[Classified] | None = None,
+    nodes: int = 1,
 ) -> Selection:
-    """The choice alone, from a classification already made (``ranked`` too, when the caller has it)."""
+    """The choice alone, from a classification already made for ``nodes`` nodes (``ranked`` too, when
+    the caller has it)."""
     prefer = parse_preference(prefer)
     if ranked is None:
         ranked = rank(classification, inventory, prefer)
     if requested is not None and requested.strip().lower() not in AUTOMATIC:
-        return _pinned(manifest, requested.strip(), classification, ranked, inventory, lora)
+        return _pinned(manifest, requested.strip(), classification, ranked, inventory, lora, nodes)
     candidates = [c for c in ranked if c.runnable and c.profile.lora == lora]
     if not candidates:
-        raise _none_runnable(manifest, inventory, ranked, lora)
+        raise _none_runnable(manifest, inventory, ranked, lora, nodes)
     best = candidates[0]
-    return Selection(best.profile, _why(best, candidates, inventory, prefer, lora), classification)
+    return Selection(best.profile, _why(best, candidates, inventory, prefer, lora, nodes), classification)
 
 
 _PINNED_BY = "pinned by NIM_MODEL_PROFILE or --profile"
@@ -139,14 +153,14 @@ def _pinned(
     ranked: list[Classified],
     inventory: Inventory,
     lora: bool,
+    nodes: int,
 ) -> Selection:
     wanted = manifest.profile_by_id_or_name(requested)
     item = next((c for c in classification if wanted is not None and c.profile.id == wanted.id), None)
     runnable = _runnable_list(ranked, lora)
     if item is None:
         raise ProfileError(
-            f"profile {requested!r} is not in the {manifest.name} manifest ({manifest.path}); "
-            f"{_PINNED_BY}",
+            f"profile {requested!r} is not in the {manifest.name} manifest ({manifest.path}); {_PINNED_BY}",
             hint=f"runnable here: {runnable}; run `nimctl profiles list {manifest.name}` for all profiles",
         )
     if not item.runnable:
@@ -166,7 +180,7 @@ def _pinned(
         )
     return Selection(
         item.profile,
-        f"{item.profile.name}: pinned by the user; {item.reason} on {inventory.describe()}",
+        f"{item.profile.name}: pinned by the user; {item.reason} on {system_text(inventory, nodes)}",
         classification,
         pinned=True,
     )
@@ -189,27 +203,36 @@ def _runnable_list(ranked: list[Classified], lora: bool) -> str:
 
 
 def _none_runnable(
-    manifest: Manifest, inventory: Inventory, ranked: list[Classified], lora: bool
+    manifest: Manifest, inventory: Inventory, ranked: list[Classified], lora: bool, nodes: int
 ) -> ProfileError:
+    system = system_text(inventory, nodes)
     if lora and any(c.runnable for c in ranked):
         return ProfileError(
-            f"no runnable LoRA profile for {manifest.name} on {inventory.describe()}",
+            f"no runnable LoRA profile for {manifest.name} on {system}",
             hint=f"runnable without LoRA: {_names([c for c in ranked if c.runnable])}",
         )
     # Closest first (see Classified.distance), then the fewest GPUs and the least memory.
     closest = sorted(
-        (c for c in ranked if c.profile.lora == lora),
+        (c for c in ranked if c.profile.lora == lora and c.runs_with_nodes is None),
         key=lambda c: (c.distance, c.profile.gpu_count, c.memory.total),
     )[:3]
     suggestions = "; ".join(f"{c.profile.name}: {c.fix or c.reason}" for c in closest)
-    return ProfileError(
-        f"no runnable profile for {manifest.name} on {inventory.describe()}",
-        hint=f"closest: {suggestions}" if suggestions else None,
-    )
+    hint = f"closest: {suggestions}" if suggestions else None
+    # What runs on another node count is the answer, not a near miss: name it first.
+    elsewhere = [c for c in ranked if c.runs_with_nodes is not None and c.profile.lora == lora]
+    if elsewhere:
+        runs = "; ".join(f"{c.profile.name} runs with {c.fix}" for c in elsewhere)
+        hint = runs + (f"; {hint}" if hint else "")
+    return ProfileError(f"no runnable profile for {manifest.name} on {system}", hint=hint)
 
 
 def _why(
-    best: Classified, candidates: list[Classified], inventory: Inventory, prefer: Prefer, lora: bool
+    best: Classified,
+    candidates: list[Classified],
+    inventory: Inventory,
+    prefer: Prefer,
+    lora: bool,
+    nodes: int,
 ) -> str:
     profile = best.profile
     if len(candidates) == 1:
@@ -217,7 +240,7 @@ def _why(
     else:
         parts = _rule_steps(best, candidates, inventory, prefer)
         rule = f"first of {len(candidates)} runnable by the rule: " + ", ".join(parts)
-    return f"{profile.name}: {rule}; {best.reason}; on {inventory.describe()}"
+    return f"{profile.name}: {rule}; {best.reason}; on {system_text(inventory, nodes)}"
 
 
 def _rule_steps(
@@ -266,6 +289,8 @@ def _gpu_count_step(
 ) -> str:
     count = best.profile.gpu_count
     text = f"{count} GPU{'s' if count > 1 else ''}"
+    if best.profile.nodes > 1:
+        text += f" ({best.profile.gpus_per_node} per node)"
     most = "fewest" if prefer == "throughput" else "most"
     pick = min if prefer == "throughput" else max
     if count == pick(c.profile.gpu_count for c in candidates if c.profile.device == "cuda"):

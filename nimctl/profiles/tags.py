@@ -68,6 +68,9 @@ class ProfileTags(StrictModel):
     gpu: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")] | None = None
     gpu_device: Annotated[str, StringConstraints(pattern=_PCI_ID)] | None = None
     number_of_gpus: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)] | None = None
+    # Nodes the profile spans: tensor parallel within a node, pipeline parallel across them. Every
+    # node holds the same share, so tp x pp must divide evenly (number_of_gpus stays the total).
+    nodes: Annotated[str, StringConstraints(pattern=_POSITIVE_INT)] = "1"
 
     # A `gpu` or `gpu_device` the catalogue does not know would load and then never match a GPU:
     # the catalogue (nimctl/data/gpus.yaml, `nimctl gpus --catalog`) is the vocabulary of both.
@@ -99,8 +102,19 @@ class ProfileTags(StrictModel):
         gpus = int(self.tp) * int(self.pp)
         if self.number_of_gpus is not None and int(self.number_of_gpus) != gpus:
             raise ValueError(f"number_of_gpus is {self.number_of_gpus} but tp x pp is {gpus}")
-        if self.device == "cpu" and (self.gpu or self.gpu_device or gpus != 1):
-            raise ValueError("a cpu profile has tp 1, pp 1 and no gpu/gpu_device tag")
+        nodes = int(self.nodes)
+        if gpus % nodes:
+            raise ValueError(
+                f"tp x pp is {gpus}, not divisible by nodes {nodes}: every node runs the same number of GPUs"
+            )
+        if self.device == "cpu" and (self.gpu or self.gpu_device or gpus != nodes):
+            if nodes == 1:
+                raise ValueError("a cpu profile has tp 1, pp 1 and no gpu/gpu_device tag")
+            # vLLM's CPU backend runs one engine process (one rank) per node.
+            raise ValueError(
+                f"a cpu profile across {nodes} nodes has tp x pp = {nodes} (one CPU rank per node) "
+                "and no gpu/gpu_device tag"
+            )
         return self
 
 
@@ -109,13 +123,14 @@ QUALIFIERS = ("profile", "gpu_device")
 
 
 def profile_name(tags: dict[str, str], qualify: Collection[str] = ()) -> str:
-    """NIM's human name: ``<engine>-<precision>-tp<N>-pp<M>[-<profile>][-<gpu>|-cpu][-lora]``.
+    """NIM's human name: ``<engine>-<precision>-tp<N>-pp<M>[-<profile>][-<gpu>|-cpu][-<K>node][-lora]``.
 
     The short form (no ``qualify``) is what most profiles get: ``vllm-fp8-tp1-pp1-h100``. Where
     two profiles of one manifest would share it, :class:`Manifest` names them with the tags that
     tell them apart: ``"profile"`` adds ``-latency`` / ``-throughput`` (NIM's
     ``vllm-fp8-tp2-pp1-throughput-h100``), ``"gpu_device"`` names the exact card by its catalogue
-    key instead of the family (``-h100-sxm-80gb`` beside ``-h100-pcie-80gb``).
+    key instead of the family (``-h100-sxm-80gb`` beside ``-h100-pcie-80gb``). A profile spanning
+    several nodes says how many (``vllm-bf16-tp8-pp2-2node``); a single-node one keeps its name.
     """
     parts = [tags["llm_engine"], tags["precision"], f"tp{tags['tp']}", f"pp{tags['pp']}"]
     if "profile" in qualify and tags.get("profile"):
@@ -130,6 +145,9 @@ def profile_name(tags: dict[str, str], qualify: Collection[str] = ()) -> str:
         parts.append(tags["gpu"].lower())
     elif device:
         parts.append(device.split(":")[0])
+    nodes = tags.get("nodes", "1")
+    if nodes != "1":
+        parts.append(f"{nodes}node")
     if tags.get("feat_lora") == "true":
         parts.append("lora")
     return "-".join(parts)

@@ -9,9 +9,11 @@ and selects with :func:`inputs_from_config`:
 - LoRA: asked for when ``NIM_PEFT_SOURCE`` is set;
 - the context: the last ``--max-model-len`` in ``NIM_PASSTHROUGH_ARGS`` (argparse keeps the
   last one), else ``NIM_MAX_MODEL_LEN``, else the profile's own;
-- the preference between runnable profiles: ``NIMCTL_PROFILE_PREFERENCE``, else throughput.
+- the preference between runnable profiles: ``NIMCTL_PROFILE_PREFERENCE``, else throughput;
+- the node count of the group: ``NIM_NUM_COMPUTE_NODES``, else 1 (only profiles for that many
+  nodes are runnable).
 
-:func:`selection_inputs` derives the same five through the same function from an environment
+:func:`selection_inputs` derives the same six through the same function from an environment
 and the arguments after ``nim-serve``: ``nimctl run`` calls it with the environment and arguments
 it will give the server, so the profile it pins is the one the server would choose.
 What a command gives explicitly wins, as arguments after ``nim-serve`` win over the variables,
@@ -42,6 +44,7 @@ SELECTION_VARIABLES = (
     contract.MAX_MODEL_LEN,
     contract.PASSTHROUGH_ARGS,
     contract.PROFILE_PREFERENCE,
+    contract.NUM_COMPUTE_NODES,
 )
 
 
@@ -54,6 +57,7 @@ class ServeInputs:
     lora: bool
     max_model_len: int | None
     prefer: Prefer = "throughput"
+    nodes: int = 1
 
 
 def selection_inputs(
@@ -65,6 +69,7 @@ def selection_inputs(
     lora: bool | None = None,
     max_model_len: int | None = None,
     prefer: Prefer | None = None,
+    nodes: int | None = None,
 ) -> ServeInputs:
     """What ``nim-serve`` would select with in ``environ`` (default: this process's environment),
     given ``engine_args`` after it; a keyword that is not None replaces the value derived from
@@ -78,6 +83,7 @@ def selection_inputs(
         contract.MAX_MODEL_LEN: max_model_len,
         contract.PASSTHROUGH_ARGS: max_model_len,  # read here only for its --max-model-len
         contract.PROFILE_PREFERENCE: prefer,
+        contract.NUM_COMPUTE_NODES: nodes,
     }
     read = [name for name in SELECTION_VARIABLES if name in env and given.get(name) is None]
     config = ServerConfig.from_env({name: env[name] for name in read})
@@ -88,6 +94,7 @@ def selection_inputs(
         lora=derived.lora if lora is None else lora,
         max_model_len=max_model_len or derived.max_model_len,
         prefer=prefer or derived.prefer,
+        nodes=derived.nodes if nodes is None else nodes,
     )
 
 
@@ -101,4 +108,5 @@ def inputs_from_config(config: ServerConfig, engine_args: Sequence[str] = ()) ->
             [*config.passthrough_args, *engine_args], config.max_model_len
         ),
         prefer=config.profile_preference,
+        nodes=config.num_compute_nodes,
     )

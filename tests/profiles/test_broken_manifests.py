@@ -251,7 +251,7 @@ def test_duplicate_profile_tags(tmp_path: Path) -> None:
         load_manifest(path)
     assert caught.value.message == (
         f"{path}:23: profiles[1].tags: duplicate profile 'vllm-bf16-tp1-pp1': same engine, precision, "
-        "tp, pp, profile, GPU and LoRA tags as profiles[0]"
+        "tp, pp, profile, GPU, nodes and LoRA tags as profiles[0]"
     )
 
 

@@ -62,7 +62,10 @@ def check_golden(name: str, text: str) -> None:
     ("golden", "args"),
     [
         ("profiles_list_qwen7b_2xL40S.txt", ["qwen2.5-vl-7b-instruct", "--assume-gpus", "L40S:2"]),
-        ("profiles_list_qwen72b_2xL40S.txt", ["hf://Qwen/Qwen2.5-VL-72B-Instruct", "--assume-gpus", "L40S:2"]),
+        (
+            "profiles_list_qwen72b_2xL40S.txt",
+            ["hf://Qwen/Qwen2.5-VL-72B-Instruct", "--assume-gpus", "L40S:2"],
+        ),
         ("profiles_list_gemma_busy_A100.txt", ["gemma-3-27b-it", "--assume-gpus", "A100-80GB@30GiB"]),
         ("profiles_list_tiny_vlm_none.txt", ["tiny-vlm", "--assume-gpus", "none"]),
         ("profiles_list_all_8xH100.txt", ["--assume-gpus", "H100-80GB:8"]),
@@ -91,9 +94,13 @@ def test_profiles_list_json(golden: str, args: list[str]) -> None:
 def test_profiles_list_json_keys_are_stable() -> None:
     _, out, _ = run("profiles", "list", "tiny-llm", "--gpus", "none", "-f", "json")
     data = json.loads(out)
-    assert set(data) == {"model", "system", "selected", "error", "profiles"}
-    assert [p["name"] for p in data["profiles"]] == ["vllm-fp32-tp1-pp1-cpu", "vllm-fp32-tp1-pp1-cpu-lora"]
-    keys = {"id", "name", "status", "group", "selected", "reason", "fix", "memory", "tags", "gpus"}
+    assert set(data) == {"model", "system", "nodes", "selected", "error", "profiles"}
+    assert [p["name"] for p in data["profiles"]] == [
+        "vllm-fp32-tp1-pp1-cpu",
+        "vllm-fp32-tp1-pp1-cpu-lora",
+        "vllm-fp32-tp2-pp1-cpu-2node",
+    ]
+    keys = {"id", "name", "status", "group", "selected", "reason", "fix", "memory", "tags", "gpus", "nodes"}
     for profile in data["profiles"]:
         assert keys <= set(profile)
         assert set(profile["memory"]) >= {
@@ -366,5 +373,12 @@ def test_gpus_json_keeps_the_inventory_notes(monkeypatch: pytest.MonkeyPatch) ->
     assert out.splitlines()[0].split() == [
         "#", "NAME", "PCI", "ID", "MEMORY", "USED", "FREE", "UTIL", "CC", "MIG", "CATALOGUE", "UUID"
     ]  # fmt: skip
-    assert out.splitlines()[1].split()[6:12] == ["79.6", "GiB", "0.5", "GiB", "79.2", "GiB"]  # total, used, free
+    assert out.splitlines()[1].split()[6:12] == [
+        "79.6",
+        "GiB",
+        "0.5",
+        "GiB",
+        "79.2",
+        "GiB",
+    ]  # total, used, free
     assert out.splitlines()[-1] == "1 of 2 GPUs hidden by NVIDIA_VISIBLE_DEVICES/CUDA_VISIBLE_DEVICES"

@@ -63,11 +63,18 @@ def test_tiny_models_serve_on_the_cpu(name: str, extra_args: list[str]) -> None:
     assert manifest.model.head_dim >= 32  # vLLM's CPU attention needs it
     # tiny-llm also has a LoRA profile (the demo adapters, nimctl.lora.demo): the same engine, and
     # tags that differ only in feat_lora (nim-serve adds the LoRA flags itself).
-    expected = {"vllm-fp32-tp1-pp1-cpu": "false"}
+    # Both also have a CPU profile across 2 nodes (issue 15's proof), never chosen on one node.
+    expected = {"vllm-fp32-tp1-pp1-cpu": "false", "vllm-fp32-tp2-pp1-cpu-2node": "false"}
     if name == "tiny-llm":
         expected["vllm-fp32-tp1-pp1-cpu-lora"] = "true"
     assert {p.name: p.tags["feat_lora"] for p in manifest.profiles} == expected
-    for profile in manifest.profiles:
+    two_nodes = next(p for p in manifest.profiles if p.nodes == 2)
+    single = [p for p in manifest.profiles if p.nodes == 1]
+    assert (two_nodes.tags["tp"], two_nodes.tags["pp"], two_nodes.device) == ("2", "1", "cpu")
+    assert two_nodes.engine_args == [*single[0].engine_args, "--tensor-parallel-size", "2"]
+    # The engine spans processes on two nodes: no single-process mode.
+    assert two_nodes.env == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    for profile in single:
         assert profile.tags["device"] == "cpu" and profile.tags["precision"] == "fp32"
         assert (profile.tags["tp"], profile.tags["pp"]) == ("1", "1")
         assert profile.engine_args[:7] == [
@@ -81,7 +88,7 @@ def test_tiny_models_serve_on_the_cpu(name: str, extra_args: list[str]) -> None:
         ]
         assert profile.engine_args[7:] == extra_args
         assert profile.env == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    first, *others = manifest.profiles
+    first, *others = single
     for other in others:
         assert {k: v for k, v in other.tags.items() if k != "feat_lora"} == {
             k: v for k, v in first.tags.items() if k != "feat_lora"
