@@ -44,8 +44,9 @@ def serve(
         Output().json(described)  # always JSON: the configuration as the container resolves it
         return
     from nimctl.server.runner import serve as run_server
+    from nimctl.server.runner import serve_worker
 
-    code = run_server(plan)
+    code = serve_worker(plan) if plan.node.is_worker else run_server(plan)
     if code:
         raise typer.Exit(code)
 

@@ -25,6 +25,13 @@ from nimctl.server.config import ServerConfig
 from nimctl.server.engine import engine_command
 from nimctl.server.engine_args import CLI_ORIGIN, PASSTHROUGH_ORIGIN, check_user_engine_args
 from nimctl.server.lora_settings import ENGINE_ENV, LoraSettings, lora_engine_args, lora_folder, lora_settings
+from nimctl.server.nodes import (
+    NodeRole,
+    check_profile_nodes,
+    engine_group_args,
+    engine_group_env,
+    headless_command,
+)
 from nimctl.server.selection_inputs import ServeInputs, inputs_from_config
 from nimctl.store.source import ModelSource, parse_model_source
 
@@ -39,6 +46,8 @@ ENGINE_MEDIA_DOMAIN = "front-fetches-media.nimctl.invalid"
 FRONT_ENGINE_ARGS = ["--enable-scale-out", "--allowed-media-domains", ENGINE_MEDIA_DOMAIN]
 # Where the dry run's command line shows a port that is only chosen at launch.
 PORT_AT_LAUNCH = "<free-port-at-launch>"
+# ... and the leader's address, which a worker learns when it joins.
+LEADER_IP_AT_LAUNCH = "<leader-ip-at-launch>"
 _PORT_NOTE = f"a free loopback port is chosen at launch ({PORT_AT_LAUNCH}); NIMCTL_ENGINE_PORT fixes it"
 # How the engine fetches the http(s) images a request names. vLLM's defaults try 3 times with a
 # timeout that grows 4-fold (5 + 20 + 80 s): a URL that never answers held a request for 111 s.
@@ -63,6 +72,7 @@ class LaunchPlan:
     engine_env: dict[str, str] = field(default_factory=dict)
     engine_port: int | None = None  # NIMCTL_ENGINE_PORT; None: a free port chosen at launch
     lora: LoraSettings | None = None  # NIM_PEFT_SOURCE set: the adapters are served
+    node: NodeRole = field(default_factory=lambda: NodeRole(1, 0, None, 0, None, 0.0))  # one node: no group
 
     @property
     def profile_id(self) -> str | None:
@@ -77,8 +87,14 @@ class LaunchPlan:
         known = self.source.local_dir(self.config.cache_path)
         return str(known) if known else self.source.name
 
-    def command(self, model_dir: Path | str, port: int | str) -> list[str]:
-        return engine_command(str(model_dir), self.served_name, port, self.engine_args)
+    def command(self, model_dir: Path | str, port: int | str, leader_ip: str | None = None) -> list[str]:
+        """The engine's command line; in a group, placed in it (a worker's runs headless, no port)."""
+        args = self.engine_args
+        if self.node.multi_node:
+            args = args + engine_group_args(self.node, leader_ip or LEADER_IP_AT_LAUNCH)
+        if self.node.is_worker:
+            return headless_command(str(model_dir), self.served_name, args)
+        return engine_command(str(model_dir), self.served_name, port, args)
 
     def describe(self) -> dict[str, Any]:
         """The resolved configuration, as ``nim-serve --dry-run`` prints it."""
@@ -95,6 +111,7 @@ class LaunchPlan:
             **({} if self.engine_port else {"engine_port_note": _PORT_NOTE}),
             "engine_command": self.command(self.model_argument(), self.engine_port or PORT_AT_LAUNCH),
             "lora": self.lora.to_dict() if self.lora else None,
+            **({"node": self.node.describe()} if self.node.multi_node else {}),
         }
 
 
@@ -112,6 +129,8 @@ def build_plan(
     adapters = lora_folder(config)  # a missing folder is an error before anything is chosen
     manifest = _find_manifest(source, config)
     profile, reason = _select(manifest, inputs_from_config(config, cli_engine_args))
+    node = NodeRole.from_config(config)
+    check_profile_nodes(node, profile)
     served_name = config.served_model_name or (
         manifest.model.served_name if manifest else source.default_served_name
     )
@@ -147,11 +166,13 @@ def build_plan(
         engine_env=env,
         engine_port=config.engine_port,
         lora=lora,
+        node=node,
     )
 
 
-def engine_environment(plan: LaunchPlan) -> dict[str, str]:
-    """The engine's environment: ours, the profile's defaults under it, caches in NIM_CACHE_PATH."""
+def engine_environment(plan: LaunchPlan, node_ip: str | None = None) -> dict[str, str]:
+    """The engine's environment: ours, the profile's defaults under it, caches in NIM_CACHE_PATH;
+    in a group, the address this node's engine advertises to the others."""
     cache = plan.config.cache_path
     env = {**plan.engine_env, **os.environ}
     env.setdefault("HF_HOME", str(cache / "huggingface"))
@@ -164,6 +185,8 @@ def engine_environment(plan: LaunchPlan) -> dict[str, str]:
     # The engine gets media inline from the front, within the front's byte cap; the same cap, in whole MB.
     env["VLLM_MAX_MEDIA_DOWNLOAD_SIZE_MB"] = str(max(1, math.ceil(plan.config.media_max_mb)))
     env["PYTHONUNBUFFERED"] = "1"
+    if plan.node.multi_node and node_ip:
+        env.update(engine_group_env(node_ip))
     if plan.config.disable_model_download:
         # The files are all in the cache (the fetch checked): the engine must not reach for the hub either.
         env[contract.HF_HUB_OFFLINE] = "1"
@@ -204,5 +227,6 @@ def _select(manifest: Manifest | None, inputs: ServeInputs) -> tuple[Profile | N
         prefer=inputs.prefer,
         lora=inputs.lora,
         max_model_len=inputs.max_model_len,
+        nodes=inputs.nodes,
     )
     return selection.profile, selection.reason

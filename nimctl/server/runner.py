@@ -137,6 +137,44 @@ def serve(plan: LaunchPlan) -> int:
     return state.exit_code
 
 
+class _WorkerServer(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            self._captured_signals.remove(sig)  # a worker stopped by SIGTERM exits 0, as the front
+
+
+def serve_worker(plan: LaunchPlan) -> int:
+    """A worker node of a group (nimctl.server.worker): probes on NIM_SERVER_PORT, no API."""
+    from nimctl.server.worker import WorkerState, create_worker_app
+
+    config = plan.config
+    configure_logging(config.log_level, config.jsonl_logging)
+    sock = bind_port(config.host, config.server_port)
+    state = WorkerState(plan)
+    server: _WorkerServer | None = None
+
+    def request_exit(code: int) -> None:
+        state.exit_code = code
+        if server is not None:
+            server.should_exit = True
+
+    server = _WorkerServer(uvicorn_config(create_worker_app(state, request_exit), config))
+    node = plan.node
+    log.info(
+        "nim-serve %s: leader %s:%s; probes on %s:%s; model %s; profile %s",
+        node.name,
+        node.leader_address,
+        node.join_port,
+        config.host,
+        config.server_port,
+        plan.source.uri,
+        plan.profile_name or "none",
+    )
+    server.run(sockets=[sock])
+    return state.exit_code
+
+
 def uvicorn_config(app: Any, config: ServerConfig) -> uvicorn.Config:
     """uvicorn's settings for the front. The C event loop and HTTP parser are named rather than
     left to "auto", so that a missing one is an error at start, not a slower server."""

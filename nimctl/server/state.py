@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nimctl.server.adapters import AdapterManager
     from nimctl.server.engine import EngineProcess
+    from nimctl.server.membership import GroupLeader
     from nimctl.server.plan import LaunchPlan
     from nimctl.store.progress import FetchProgress
 
@@ -36,6 +37,10 @@ PHASE_MESSAGES = {
     Phase.failed: "server failed",  # the engine exited, or the model files could not be had
     Phase.stopping: "server is shutting down",
 }
+
+
+# While the leader of a group waits for its workers, its ready message counts them.
+_GATHERING = (Phase.starting, Phase.fetching, Phase.loading)
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,11 @@ class ServerState:
     # How far the download has come while fetching (None before the first report, and after).
     fetch_progress: FetchProgress | None = None
     adapters: AdapterManager | None = None  # LoRA on (NIM_PEFT_SOURCE): the adapters served
+    group: GroupLeader | None = None  # the leader of a multi-node group: its workers
+
+    @property
+    def group_complete(self) -> bool:
+        return self.group is None or self.group.complete
 
     def __post_init__(self) -> None:
         if self.engine_port is None:
@@ -167,6 +177,8 @@ class ServerState:
         progress = self.progress
         if progress is not None:
             detail = f"{detail}, {progress.describe()}" if detail else progress.describe()
+        if self.group is not None and not self.group.complete and self.phase in _GATHERING:
+            detail = f"{detail}; {self.group.status()}" if detail else self.group.status()
         return f"{base}: {detail}" if detail else base
 
     @property

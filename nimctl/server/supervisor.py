@@ -18,6 +18,8 @@ import aiohttp
 from nimctl.errors import ModelStoreError, NimctlError
 from nimctl.server.engine import EngineProcess, free_loopback_port
 from nimctl.server.fetch import fetch_model
+from nimctl.server.membership import GroupLeader
+from nimctl.server.nodes import leader_ip
 from nimctl.server.plan import engine_environment
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import Cut, Phase, ServerState
@@ -51,6 +53,7 @@ class Supervisor:
         self._tasks.append(asyncio.create_task(self._bring_up(), name="engine-bring-up"))
 
     async def stop(self, timeout: float) -> None:
+        failed = self.state.phase is Phase.failed
         self._stopping = True
         self.state.set_phase(Phase.stopping)
         for task in self._tasks:
@@ -58,6 +61,9 @@ class Supervisor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.state.group is not None:
+            # A stop asked for lets the workers exit 0; after a failure they exit non-zero too.
+            await self.state.group.close("the leader stopped", bye=not failed)
         if self.state.engine is not None:
             await self.state.engine.stop(timeout)
 
@@ -72,9 +78,28 @@ class Supervisor:
         if self.state.phase is Phase.fetching:  # a report that arrives after a stop began is old news
             self.state.fetch_progress = progress
 
+    def _worker_lost(self, rank: int, why: str) -> None:
+        if self._stopping:
+            return
+        message = f"worker node {rank} left the group ({why})"
+        # The engine cannot finish them without that node: end them now rather than let them hang.
+        self.state.in_flight.cut_all(Cut(503, f"{message}: request ended"), standing=True)
+        self._fail(message)
+
+    async def _form_group(self) -> str | None:
+        """On a group's leader: take the workers' joins from now on; returns the leader's address."""
+        node = self.state.plan.node
+        if not node.multi_node:
+            return None
+        group = GroupLeader(node.nodes, self.state.plan.profile_id, on_lost=self._worker_lost)
+        await group.start(node.node_address or "0.0.0.0", node.join_port)
+        self.state.group = group
+        return leader_ip(node)
+
     async def _bring_up(self) -> None:
         plan = self.state.plan
         try:
+            own_ip = await self._form_group()
             self.state.set_phase(Phase.fetching, plan.source.uri)
             log.info("fetching model files for %s", plan.source.uri)
             model_dir = await fetch_model(
@@ -86,7 +111,8 @@ class Supervisor:
             self.state.model_dir = model_dir
             # Chosen now, not at plan time: a port picked before a long fetch may be taken since.
             self.state.engine_port = plan.engine_port or free_loopback_port()
-            engine = EngineProcess(plan.command(model_dir, self.state.engine_port), engine_environment(plan))
+            command = plan.command(model_dir, self.state.engine_port, leader_ip=own_ip)
+            engine = EngineProcess(command, engine_environment(plan, own_ip))
             self.state.engine = engine
             await engine.start()
             self.state.engine_starts += 1
@@ -125,7 +151,7 @@ class Supervisor:
         failures = 0
         last_answer = time.monotonic()
         while self.state.phase in (Phase.loading, Phase.ready, Phase.unhealthy):
-            if await self._probe():
+            if await self._probe() and self.state.group_complete:
                 failures = 0
                 last_answer = time.monotonic()
                 if self.state.phase is Phase.unhealthy:
