@@ -24,6 +24,7 @@ def ps(
 ) -> None:
     """List nimctl's instances (containers and host processes), readiness asked live."""
     from nimctl.cli.progress import format_duration
+    from nimctl.runtime.group import nodes_summary
     from nimctl.runtime.manage import list_instances
 
     out = output(ctx, fmt)
@@ -35,6 +36,8 @@ def ps(
         if not instances:
             out.info("no instances" + ("" if all_states else " running (--all shows ended ones)"))
             return
+        # A group's row says its node count and its workers' states; the column only when one is listed.
+        grouped = any(instance.nodes > 1 or instance.members for instance in instances)
         rows = []
         for instance in instances:
             state = instance.state
@@ -54,7 +57,9 @@ def ps(
                     "-" if uptime is None else format_duration(uptime),
                 )
             )
-        out.table(COLUMNS, rows)
+            if grouped:
+                rows[-1] = (*rows[-1], nodes_summary(instance))
+        out.table((*COLUMNS, "NODES") if grouped else COLUMNS, rows)
 
     out.result([instance.to_dict() for instance in instances], render)
 
@@ -67,7 +72,8 @@ def logs(
         int | None, typer.Option("--tail", "-n", min=0, help="Only the last N lines.", show_default=False)
     ] = None,
 ) -> None:
-    """Print an instance's log (the container's output, or the host process's log file)."""
+    """Print an instance's log (the container's output, or the host process's log file); a
+    multi-node group's: every member's, each line tagged [node0], [node1], ..."""
     from nimctl.runtime.manage import instance_logs
 
     out = output(ctx)
@@ -86,7 +92,8 @@ def stop(
         int, typer.Option("--timeout", "-t", min=0, help="Seconds to wait after SIGTERM before SIGKILL.")
     ] = STOP_TIMEOUT_S,
 ) -> None:
-    """Stop an instance (SIGTERM, wait, then SIGKILL) and remove it."""
+    """Stop an instance (SIGTERM, wait, then SIGKILL) and remove it; a multi-node group: all its
+    nodes, and its network."""
     from nimctl.errors import UsageError
     from nimctl.runtime.manage import stop_all, stop_instance
 
@@ -122,7 +129,8 @@ def _report_stopped(out: Output, result: Stopped) -> None:
         how = f"had already exited with code {instance.exit_code}; removed"
     else:
         how = f"was {instance.state}; removed"
-    out.text(f"{instance.name}: {how}")
+    nodes = f" (all {len(instance.members)} nodes)" if len(instance.members) > 1 else ""
+    out.text(f"{instance.name}: {how}{nodes}")
 
 
 def register(app: typer.Typer) -> None:

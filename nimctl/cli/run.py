@@ -103,6 +103,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes",
+            help="Nodes of a multi-node group on this machine: a leader (the instance, its port) and "
+            "workers NAME-node1.. (containers on a network of their own, or processes on loopback "
+            "addresses); the profile must span that many nodes.",
+        ),
+    ] = 1,
     port: Annotated[int, typer.Option("--port", help="Host port of the server.")] = contract.CONTAINER_PORT,
     host: Annotated[
         str, typer.Option("--host", help="Host address to publish on (0.0.0.0 exposes it to the network).")
@@ -241,6 +250,7 @@ def run(
         runtime_note=choice.note,
         security=security,
         offline=offline,
+        nodes=nodes,
     )
     if no_auth and not is_loopback(spec.host):
         out.warn(
@@ -350,8 +360,9 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
         _stop(started)
         raise typer.Exit(_exit_code(exc)) from None
     except BaseException as exc:
-        # Whatever went wrong, a foreground instance must not outlive this command.
-        if not detach:
+        # Whatever went wrong, a foreground instance must not outlive this command; nor may what
+        # is left of a group one of whose members ended while starting (it cannot serve).
+        if not detach or (spec.nodes > 1 and not isinstance(exc, WaitTimeoutError)):
             _stop(started)
         elif isinstance(exc, WaitTimeoutError):
             exc.hint = f"it is still starting: nimctl logs -f {spec.name}; nimctl stop {spec.name} to give up"

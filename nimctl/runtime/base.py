@@ -9,17 +9,19 @@ business; ``manage`` never asks which runtime it holds, and decides only what co
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
-from nimctl.errors import UsageError
+from nimctl.errors import NimctlError, UsageError
 from nimctl.runtime.instances import Instance, Stopped, Watched
 from nimctl.runtime.placement import Placement
 from nimctl.runtime.spec import Runtime
 
 if TYPE_CHECKING:
+    from nimctl.runtime.group import GroupHandle
     from nimctl.runtime.images import BuildListener
     from nimctl.runtime.readiness import ReadinessListener
     from nimctl.runtime.spec import RunSpec
@@ -85,7 +87,8 @@ class InstanceRuntime(ABC, Generic[H]):
         """URLs of running instances, at most ``limit``, for the client commands' default target:
         asked before every client command, so a runtime that can be slow or fail overrides this to
         answer quickly, and empty when it cannot."""
-        return [instance.url for instance in self.list(all_states=False) if instance.url][:limit]
+        listed = self.list(all_states=False)
+        return [instance.url for instance in listed if instance.url and not instance.is_worker][:limit]
 
     @abstractmethod
     def all_handles(self) -> AbstractContextManager[list[H]]:
@@ -106,6 +109,51 @@ class InstanceRuntime(ABC, Generic[H]):
     @abstractmethod
     def what_runs(self, spec: RunSpec) -> str:
         """What runs the instance (the image, a host process), for the line saying it started."""
+
+    # --- Multi-node groups (nimctl.runtime.group) ---------------------------------------------
+
+    def members(self, spec: RunSpec) -> list[RunSpec]:
+        """Each member's spec of ``spec``'s group, the leader first (``[spec]`` for one node)."""
+        return [spec]
+
+    def find_group(self, group: str) -> list[H]:
+        """Every member labelled with ``group``, ended ones too (close each when done)."""
+        return []
+
+    def remove_group(self, group: str) -> None:
+        """Remove what the group shared (a Docker network) once its members are gone."""
+
+    def start_group(
+        self,
+        spec: RunSpec,
+        *,
+        others: Sequence[InstanceRuntime[Handle]],
+        on_build: BuildListener | None = None,
+    ) -> GroupHandle:
+        """Start every member, without waiting; a failure stops those started and removes the rest.
+
+        Every member's name is checked in every runtime before anything starts (or is built).
+        """
+        from nimctl.runtime.group import GroupHandle
+
+        members = self.members(spec)
+        for member in members:
+            self.check_name(member.name)
+            for other in others:
+                other.check_name(member.name)
+        started: list[H] = []
+        try:
+            for member in members:
+                started.append(self.start(member, others=others, on_build=on_build))
+        except BaseException:
+            begun = GroupHandle(self, spec.name, started)
+            try:
+                with contextlib.suppress(NimctlError):  # the first failure is the one to tell
+                    begun.stop(0)
+            finally:
+                begun.close()
+            raise
+        return GroupHandle(self, spec.name, started)
 
     def wait(self, handle: H, *, timeout: float, on_event: ReadinessListener | None = None) -> float:
         """Block until the instance is ready (live, then ready); the seconds it took."""

@@ -50,6 +50,9 @@ class ContainerDescription:
     env: tuple[tuple[str, str], ...]  # in the order the run spec holds them
     labels: tuple[tuple[str, str], ...]
     container_port: int = contract.CONTAINER_PORT
+    publish: bool = True  # a group's worker publishes no port
+    network: str | None = None  # a group's own network (None: Docker's default bridge)
+    cpus: float | None = None  # a group member's share of the CPUs (None: no limit)
     cap_drop: tuple[str, ...] = CAP_DROP
     security_opt: tuple[str, ...] = SECURITY_OPT
 
@@ -71,6 +74,9 @@ def describe_container(spec: RunSpec) -> ContainerDescription:
         volumes=(cache, *mounts),
         env=tuple(spec.env.items()),
         labels=tuple(spec.labels.items()),
+        publish=spec.publish,
+        network=spec.network,
+        cpus=spec.cpus,
     )
 
 
@@ -88,7 +94,11 @@ def create_arguments(description: ContainerDescription) -> dict[str, Any]:
         "name": description.name,
         "environment": dict(description.env),
         "labels": dict(description.labels),
-        "ports": {f"{description.container_port}/tcp": (description.host, description.host_port)},
+        "ports": (
+            {f"{description.container_port}/tcp": (description.host, description.host_port)}
+            if description.publish
+            else {}
+        ),
         "volumes": {
             volume.source: {"bind": volume.target, "mode": "ro" if volume.read_only else "rw"}
             for volume in description.volumes
@@ -100,6 +110,9 @@ def create_arguments(description: ContainerDescription) -> dict[str, Any]:
         "device_requests": _device_requests(description.gpus) or None,
         "restart_policy": restart_policy,
         "detach": True,
+        # A group member's (only then: a lone container's keywords stay what they were).
+        **({"network": description.network} if description.network else {}),
+        **({"nano_cpus": round(description.cpus * 1e9)} if description.cpus else {}),
     }
 
 
@@ -141,7 +154,12 @@ def docker_run_argv(description: ContainerDescription, *, detach: bool) -> list[
         argv += ["--gpus", gpus]
     if description.restart != "no":
         argv += ["--restart", description.restart]
-    argv += ["-p", f"{url_host(description.host)}:{description.host_port}:{description.container_port}"]
+    if description.network:
+        argv += ["--network", description.network]
+    if description.cpus:
+        argv += ["--cpus", f"{description.cpus:g}"]
+    if description.publish:
+        argv += ["-p", f"{url_host(description.host)}:{description.host_port}:{description.container_port}"]
     for volume in description.volumes:
         argv += ["-v", f"{volume.source}:{volume.target}{':ro' if volume.read_only else ''}"]
     for key, value in description.env:

@@ -19,7 +19,8 @@ from nimctl.runtime import docker_client
 from nimctl.runtime.base import Handle, InstanceRuntime, NotOursError
 from nimctl.runtime.container import create_arguments, describe_container
 from nimctl.runtime.docker_client import running_container_urls, translated
-from nimctl.runtime.dry_run import docker_run_line
+from nimctl.runtime.dry_run import docker_network_line, docker_run_line
+from nimctl.runtime.group import docker_members, network_name
 from nimctl.runtime.instances import (
     STOP_TIMEOUT_S,
     Instance,
@@ -61,6 +62,7 @@ class ContainerHandle:
         self.name = container.name
         self.url = url
         self.client = client
+        self.rank = _int_label(container.labels.get(contract.NODE_RANK_LABEL), 0)
 
     def state(self) -> tuple[str, int | None]:
         from docker.errors import NotFound
@@ -145,7 +147,8 @@ class DockerRuntime(InstanceRuntime[ContainerHandle]):
             _refuse_name(client, spec.name)
             for other in others:
                 other.check_name(spec.name)
-            check_port_free(spec.host, spec.port)
+            if spec.publish:
+                check_port_free(spec.host, spec.port)
             ensure_image(client, spec.image, device=spec.device, on_event=on_build)
             for other in others:
                 other.forget_ended(spec.name)
@@ -234,7 +237,37 @@ class DockerRuntime(InstanceRuntime[ContainerHandle]):
         return stop_container(handle.container, timeout)
 
     def command_line(self, spec: RunSpec, *, detach: bool) -> str:
-        return docker_run_line(spec, detach=detach)
+        if spec.nodes == 1:
+            return docker_run_line(spec, detach=detach)
+        network = docker_network_line(spec.name)
+        return "\n".join([network, *(docker_run_line(m, detach=detach) for m in self.members(spec))])
+
+    def members(self, spec: RunSpec) -> list[RunSpec]:
+        return docker_members(spec)
+
+    def find_group(self, group: str) -> list[ContainerHandle]:
+        client = self._connect(timeout=self._timeout)
+        try:
+            with translated("looking up its members", group):
+                containers = group_containers(client, group)
+        except BaseException:
+            client.close()
+            raise
+        if not containers:
+            client.close()
+            return []
+        # The first handle owns the connection: closing every handle lets it go.
+        handles = [ContainerHandle(c, c.labels.get(contract.URL_LABEL, "")) for c in containers]
+        handles[0].client = client
+        return handles
+
+    def remove_group(self, group: str) -> None:
+        client = self._connect(timeout=self._timeout)
+        try:
+            with translated("removing its network", group):
+                remove_network(client, group)
+        finally:
+            client.close()
 
     def what_runs(self, spec: RunSpec) -> str:
         return f"image {spec.image}"
@@ -272,8 +305,11 @@ def start(client: DockerClient, spec: RunSpec) -> ContainerHandle:
     """
     from docker.errors import APIError
 
-    check_port_free(spec.host, spec.port)
+    if spec.publish:
+        check_port_free(spec.host, spec.port)
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
+    if spec.network is not None and spec.group is not None:
+        ensure_network(client, spec.network, spec.group)
     try:
         container = client.containers.create(**create_arguments(describe_container(spec)))
     except APIError as exc:
@@ -331,6 +367,7 @@ def container_instance(container: Container) -> Instance:
     labels = container.labels
     state = container.attrs.get("State", {})
     status = str(state.get("Status", container.status))
+    group = labels.get(contract.GROUP_LABEL)
     return Instance(
         name=container.name,
         runtime="docker",
@@ -346,7 +383,69 @@ def container_instance(container: Container) -> Instance:
         lora_refresh=parse_seconds(labels.get(contract.LORA_REFRESH_LABEL)),
         started_at=parse_time(state.get("StartedAt")),
         ident=container.short_id,
+        group=group,
+        rank=_int_label(labels.get(contract.NODE_RANK_LABEL), 0),
+        nodes=_int_label(labels.get(contract.NODES_LABEL), 1),
+        address=_address(container, group),
     )
+
+
+def _int_label(text: str | None, default: int) -> int:
+    try:
+        return int(text or default)
+    except ValueError:  # a hand-edited label
+        return default
+
+
+def _address(container: Container, group: str | None) -> str:
+    """A group member's IP on the group's network while it has one, else its name (Docker's DNS)."""
+    if group is None:
+        return ""
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    return str((networks.get(network_name(group)) or {}).get("IPAddress") or container.name)
+
+
+def group_containers(client: DockerClient, group: str) -> list[Container]:
+    """The group's members, ended ones too, the leader first."""
+    filters = {"label": [f"{MANAGED_LABEL}=true", f"{contract.GROUP_LABEL}={group}"]}
+    containers = client.containers.list(all=True, filters=filters, ignore_removed=True)
+    return sorted(containers, key=lambda c: _int_label(c.labels.get(contract.NODE_RANK_LABEL), 0))
+
+
+def ensure_network(client: DockerClient, name: str, group: str) -> None:
+    """The group's user-defined bridge: each member its own network namespace and address, and
+    the members reach each other by container name. One left by an earlier group is reused."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        client.networks.get(name)
+        return
+    except NotFound:
+        pass
+    labels = {MANAGED_LABEL: "true", contract.GROUP_LABEL: group}
+    try:
+        client.networks.create(name, driver="bridge", labels=labels)
+    except APIError as exc:
+        raise RuntimeFailure(f"could not create the network {name}: {exc.explanation or exc}") from None
+
+
+def remove_network(client: DockerClient, group: str) -> None:
+    """The group's network, if nimctl made it; one a container still uses is left (and said)."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        network = client.networks.get(network_name(group))
+    except NotFound:
+        return
+    if (network.attrs.get("Labels") or {}).get(MANAGED_LABEL) != "true":
+        return
+    try:
+        network.remove()
+    except NotFound:
+        return
+    except APIError as exc:
+        what = exc.explanation or exc
+        raise RuntimeFailure(f"could not remove the network {network.name}: {what}") from None
 
 
 def managed(container: Container | None) -> Container | None:

@@ -59,3 +59,14 @@ def local_run_line(spec: RunSpec) -> str:
     """The shell command equivalent to ``--runtime local``, secrets shown as ``***``."""
     env = [f"{key}={value}" for key, value in masked_env(spec.env).items()]
     return shlex.join(["env", *env, "nim-serve", *masked_args(spec.engine_args)])
+
+
+def docker_network_line(group: str) -> str:
+    """The ``docker network create`` a group's members join (nimctl.runtime.group)."""
+    from nimctl.runtime.group import network_name
+
+    labels = [f"{contract.MANAGED_LABEL}=true", f"{contract.GROUP_LABEL}={group}"]
+    words = ["docker", "network", "create", "--driver", "bridge"]
+    for label in labels:
+        words += ["--label", label]
+    return shlex.join([*words, network_name(group)])

@@ -4,7 +4,7 @@ the health probe, the log line splitter, the stop timeout and the "name in use" 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +19,30 @@ LIVE_PATH = "/v1/health/live"
 # Seconds between SIGTERM and SIGKILL, for both runtimes (`nimctl stop --timeout`). The front
 # itself drains for up to its NIMCTL_SHUTDOWN_TIMEOUT (30 s) before stopping its engine.
 STOP_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class Member:
+    """One node of a multi-node group, as ``ps`` lists it under the group's instance."""
+
+    name: str
+    rank: int
+    state: str
+    exit_code: int | None
+    address: str  # where the other nodes reach it (an IP, a container name)
+
+    @property
+    def running(self) -> bool:
+        return self.state in {"running", "restarting"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rank": self.rank,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "address": self.address,
+        }
 
 
 @dataclass
@@ -42,6 +66,22 @@ class Instance:
     # `nimctl lora add/rm` copy adapters to, and whether the server rescans that folder.
     lora_dir: str | None = None
     lora_refresh: float | None = None
+    # A member of a multi-node group (docs/containers.md): the group's name (its leader's), this
+    # member's rank and the node count. ``ps`` shows a group as its leader's instance, with
+    # every member (the leader first) in ``members``.
+    group: str | None = None
+    rank: int = 0
+    nodes: int = 1
+    address: str = ""
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def is_worker(self) -> bool:
+        """A group's member of rank 1 or more: it serves no API, its leader stands for it."""
+        return self.group is not None and self.rank > 0
+
+    def as_member(self) -> Member:
+        return Member(self.name, self.rank, self.state, self.exit_code, self.address)
 
     @property
     def running(self) -> bool:
@@ -67,6 +107,8 @@ class Instance:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "uptime_s": None if uptime is None else round(uptime),
             "id": self.ident,
+            "nodes": self.nodes,
+            "members": [member.to_dict() for member in self.members],
         }
 
 

@@ -26,6 +26,7 @@ from nimctl import contract
 from nimctl.errors import RuntimeFailure, UsageError
 from nimctl.runtime.base import Handle, InstanceRuntime
 from nimctl.runtime.dry_run import local_run_line
+from nimctl.runtime.group import local_members
 from nimctl.runtime.instances import (
     STOP_TIMEOUT_S,
     Instance,
@@ -72,6 +73,7 @@ class LocalHandle:
         self.process = process
         self.name = str(record["name"])
         self.url = str(record["url"])
+        self.rank = int(record.get("rank") or 0)
 
     @property
     def pid(self) -> int:
@@ -158,6 +160,10 @@ class LocalHandle:
             cache=record.get("cache"),
             lora_dir=record.get("lora_dir"),
             lora_refresh=parse_seconds(record.get("lora_refresh")),
+            group=record.get("group"),
+            rank=self.rank,
+            nodes=int(record.get("nodes") or 1),
+            address=str(record.get("address") or ""),
         )
 
 
@@ -226,7 +232,7 @@ def clear_ended(name: str) -> None:
 def start(spec: RunSpec) -> LocalHandle:
     folder = instances_dir() / spec.name
     clear_ended(spec.name)
-    check_port_free(spec.host, spec.port)
+    check_port_free(spec.host, spec.port)  # a worker's too: its health port
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     command = [*_serve_command(), *spec.engine_args]
@@ -246,6 +252,8 @@ def start(spec: RunSpec) -> LocalHandle:
         "command": command,
         "started_at": datetime.now(UTC).isoformat(),
     }
+    if spec.group is not None:  # what a container's GROUP_LABEL, NODE_RANK_LABEL, NODES_LABEL say
+        record |= {"group": spec.group, "rank": spec.rank, "nodes": spec.nodes, "address": spec.address}
     env = process_environment(spec)
     with (folder / LOG_FILE).open("ab") as log:
         try:
@@ -367,7 +375,14 @@ class LocalRuntime(InstanceRuntime[LocalHandle]):
         return stop(handle, timeout)
 
     def command_line(self, spec: RunSpec, *, detach: bool) -> str:
-        return local_run_line(spec)
+        return "\n".join(local_run_line(member) for member in self.members(spec))
+
+    def members(self, spec: RunSpec) -> list[RunSpec]:
+        return local_members(spec)
+
+    def find_group(self, group: str) -> list[LocalHandle]:
+        handles = [handle for handle in list_handles() if handle.record.get("group") == group]
+        return sorted(handles, key=lambda handle: handle.rank)
 
     def what_runs(self, spec: RunSpec) -> str:
         return "a host process"

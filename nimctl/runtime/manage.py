@@ -25,6 +25,7 @@ from nimctl.runtime.docker_client import (
     probe_daemon,
 )
 from nimctl.runtime.docker_runtime import LOOKUP_TIMEOUT_S, DockerRuntime
+from nimctl.runtime.group import GroupHandle, fold
 from nimctl.runtime.instances import STOP_TIMEOUT_S, Instance, Stopped, fill_readiness
 from nimctl.runtime.local_runtime import LocalRuntime
 from nimctl.runtime.spec import RunSpec, Runtime
@@ -94,8 +95,12 @@ class Started:
 
     @property
     def what_runs(self) -> str:
-        """The image, or a host process: for the line saying it started."""
-        return self.runtime.what_runs(self.spec)
+        """The image, or a host process: for the line saying it started (a group: its members)."""
+        what = self.runtime.what_runs(self.spec)
+        if self.spec.nodes > 1:
+            names = ", ".join(member.name for member in self.runtime.members(self.spec))
+            what += f"; {self.spec.nodes} nodes: {names}"
+        return what
 
     def close(self) -> None:
         """Let go of what reaching the instance holds (its Docker connection); it keeps running."""
@@ -117,8 +122,10 @@ def start_instance(
     chosen = runtime_for(spec.runtime, every)
     # The name is one instance across runtimes: the others are asked to let it go.
     others = [runtime for runtime in every if runtime is not chosen]
+    # A group (--nodes N) is started member by member; its leader holds the credentials.
+    start = chosen.start_group if spec.nodes > 1 else chosen.start
     if spec.security is None:
-        return Started(spec, chosen.start(spec, others=others, on_build=on_build), chosen)
+        return Started(spec, start(spec, others=others, on_build=on_build), chosen)
     from nimctl.runtime import credentials
 
     # Written only once no instance holds the name: a running one's key must not be replaced.
@@ -126,7 +133,7 @@ def start_instance(
         runtime.check_name(spec.name)
     credentials.create(spec.name, spec.url, spec.security)
     try:
-        return Started(spec, chosen.start(spec, others=others, on_build=on_build), chosen)
+        return Started(spec, start(spec, others=others, on_build=on_build), chosen)
     except BaseException:
         credentials.remove(spec.name)
         raise
@@ -143,9 +150,11 @@ def list_instances(*, all_states: bool = False, readiness: bool = True) -> tuple
     notes: list[str] = []
     for runtime in runtimes():
         try:
-            instances += runtime.list(all_states=all_states)
+            # Ended ones too: a group's row shows its ended members while its leader runs.
+            instances += fold(runtime.list(all_states=True))
         except NimctlError as exc:
             notes.append(f"{runtime.plural} not listed: {exc.message}")
+    instances = [instance for instance in instances if all_states or instance.running]
     instances.sort(key=lambda i: i.name)
     return (fill_readiness(instances) if readiness else instances), "; ".join(notes) or None
 
@@ -176,7 +185,49 @@ class Found:
         self.handle.close()
 
 
-def find_instance(name: str) -> Found:
+def find_instance(name: str, *, member: bool = False) -> Found:
+    """The instance called ``name`` (a group: all its members, as a
+    :class:`~nimctl.runtime.group.GroupHandle`); close what it returns when done.
+
+    A group's worker is refused by its name (stop or talk to the group by the group's name)
+    unless ``member`` (``logs NAME-node1`` reads that member's log alone).
+    """
+    found = _find_one(name)
+    try:
+        return _as_group(found, name, member=member)
+    except BaseException:
+        found.close()
+        raise
+
+
+def _as_group(found: Found, name: str, *, member: bool) -> Found:
+    instance = found.handle.to_instance()
+    if instance.group is None or (member and instance.name != instance.group):
+        return found
+    if instance.is_worker:
+        raise UsageError(
+            f"{name} is node {instance.rank} of the multi-node group {instance.group}",
+            hint=f"act on the whole group by its name: nimctl stop {instance.group}; "
+            f"its log alone: nimctl logs {name}",
+        )
+    members = found.runtime.find_group(instance.group)
+    found.close()
+    return Found(found.runtime, GroupHandle(found.runtime, instance.group, members))
+
+
+def _find_group_only(name: str) -> Found | None:
+    """A group whose leader is gone: its workers, found by the group's name."""
+    for runtime in runtimes():
+        try:
+            members = runtime.find_group(name)
+        except NimctlError:
+            continue
+        if members:
+            return Found(runtime, GroupHandle(runtime, name, members))
+    return None
+
+
+def _find_one(name: str) -> Found:
     """The instance called ``name``; close what it returns (its Docker connection) when done.
 
     A name can be in two runtimes: an ended local instance and a container (left by an older
@@ -215,6 +266,8 @@ def find_instance(name: str) -> Found:
         return newest
     if not_ours is not None:
         raise not_ours
+    if (group := _find_group_only(name)) is not None:
+        return group
     if unavailable:
         runtime, exc = unavailable[0]
         nouns = " or ".join(asked_runtime.noun for asked_runtime in asked) or "instance"
@@ -246,17 +299,26 @@ def _close(found: Iterable[Found]) -> None:
 
 def instance_logs(name: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
     """The instance's log, whole or its last ``tail`` lines, then following it when asked."""
-    found = find_instance(name)
+    found = find_instance(name, member=True)
     try:
-        yield from found.runtime.logs(found.handle, follow=follow, tail=tail)
+        if isinstance(found.handle, GroupHandle):  # every member, each line tagged [nodeR]
+            yield from found.handle.logs(follow=follow, tail=tail)
+        else:
+            yield from found.runtime.logs(found.handle, follow=follow, tail=tail)
     finally:
         found.close()
+
+
+def _stop(runtime: InstanceRuntime[Any], handle: Handle, timeout: float) -> Stopped:
+    if isinstance(handle, GroupHandle):  # every member, then what the group shared
+        return handle.stop(timeout)
+    return runtime.stop(handle, timeout)
 
 
 def stop_instance(name: str, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
     found = find_instance(name)
     try:
-        stopped = found.runtime.stop(found.handle, timeout)
+        stopped = _stop(found.runtime, found.handle, timeout)
     finally:
         found.close()
     # An ended record of the same name in another runtime goes too, so that it cannot shadow the name later.
@@ -277,7 +339,7 @@ def _forget_credentials(name: str) -> None:
 def stop_handle(started: Started, *, timeout: int = STOP_TIMEOUT_S) -> Stopped:
     """Stop and remove what ``start_instance`` started (foreground Ctrl-C, failed start)."""
     try:
-        return started.runtime.stop(started.handle, timeout)
+        return _stop(started.runtime, started.handle, timeout)
     finally:
         started.close()
         _forget_credentials(started.spec.name)
@@ -308,6 +370,13 @@ def stop_all(*, timeout: int = STOP_TIMEOUT_S) -> StopAll:
                     result.attempt(handle.name, partial(runtime.stop, handle, timeout))
         except NimctlError as exc:  # asking for the list failed; each stop's own failure is in result
             notes.append(f"{runtime.plural} not stopped: {exc.message}")
+            continue
+        for group in sorted({s.instance.group for s in result.stopped if s.instance.runtime == runtime.kind}):
+            if group is not None:
+                try:
+                    runtime.remove_group(group)
+                except NimctlError as exc:
+                    result.failed.append((group, exc))
     result.note = "; ".join(notes) or None
     result.stopped.sort(key=lambda stopped: stopped.instance.name)
     for stopped in result.stopped:

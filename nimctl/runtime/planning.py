@@ -56,6 +56,7 @@ def plan_run(
     max_model_len: int | None = None,
     security: Security | None = None,
     offline: bool = False,
+    nodes: int = 1,
 ) -> RunSpec:
     """Resolve the model and choose the profile on this host; nothing is started.
 
@@ -69,11 +70,15 @@ def plan_run(
     the instance gets: the server is told where its credentials folder is (:func:`_credentials`).
     ``offline`` sets ``NIM_DISABLE_MODEL_DOWNLOAD=1`` over a ``-e`` one; the server then gets
     ``HF_HUB_OFFLINE=1`` too (:func:`check_offline` checks the cache before the start).
+    ``nodes`` > 1 plans a group (``--nodes``): the profile is chosen for that many nodes, and the
+    runtime describes each member from the spec (:mod:`nimctl.runtime.group`).
     """
     from nimctl.gpu import detect_inventory
     from nimctl.profiles.selection import parse_preference
+    from nimctl.runtime.group import check_nodes
 
     placement = PLACEMENTS[runtime]
+    check_nodes(nodes)
     if not 1 <= port <= 65535:
         raise UsageError(f"bad --port {port}: use 1-65535")
     placement.check(image=image, restart=check_restart(restart), note=runtime_note)
@@ -83,6 +88,12 @@ def plan_run(
         raise UsageError(
             f"-e {contract.MODEL_PATH}: nimctl run sets it from the model it resolves",
             hint=f"name the model as the argument: nimctl run {user_env[contract.MODEL_PATH]}",
+        )
+    group_vars = [key for key in contract.node_environment(2, 1, "-", node_address="-") if key in user_env]
+    if nodes > 1 and group_vars:
+        raise UsageError(
+            f"-e {group_vars[0]}: nimctl run --nodes sets it for each node of the group",
+            hint="leave it out; the docs' multi-host commands set it by hand (docs/multinode.md)",
         )
     if security is not None:
         _check_exposure(host, security, user_env)
@@ -116,6 +127,8 @@ def plan_run(
         options[contract.MODEL_PROFILE] = profile
     if offline:
         options[contract.DISABLE_MODEL_DOWNLOAD] = "1"
+    if nodes > 1:  # each member's rank and addresses are the runtime's (its members())
+        options[contract.NUM_COMPUTE_NODES] = str(nodes)
     name = check_name(name) if name else default_name(resolved.manifest, model)
     if security is not None and security.any:
         options.update(_credentials(placement, name, security, mounts))
@@ -183,6 +196,7 @@ def plan_run(
         security=security if security is not None and security.any else None,
         lora_dir=lora_dir,
         lora_refresh=lora_refresh,
+        nodes=nodes,
     )
 
 
@@ -278,4 +292,5 @@ def _select(manifest: Manifest, visible: Inventory, env: dict[str, str], engine_
         prefer=inputs.prefer,
         lora=inputs.lora,
         max_model_len=inputs.max_model_len,
+        nodes=inputs.nodes,
     )

@@ -87,8 +87,10 @@ def _wait(
             tail = target.last_lines(FAILURE_LOG_LINES)
             emit(ReadinessEvent("failed", elapsed, tail[-1] if tail else "", tail))
             ended = f"exited with code {code}" if code is not None else f"ended ({state})"
+            # A group (nimctl.runtime.group) names the member that ended; its lines are the tail.
+            who = getattr(target, "ended_member", None) or target.name
             raise RuntimeFailure(
-                f"{target.name} {ended} while starting, after {elapsed:.0f}s",
+                f"{who} {ended} while starting, after {elapsed:.0f}s",
                 hint=f"its last log lines are above; all of them: nimctl logs {target.name}",
             )
         if phase == "starting" and answers(target.url, LIVE_PATH, client=client):

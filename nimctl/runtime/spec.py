@@ -71,6 +71,16 @@ class RunSpec:
     # `nimctl lora add/rm` know where to write for this instance and that it rescans.
     lora_dir: Path | None = None
     lora_refresh: float | None = None
+    # `--nodes N` (nimctl.runtime.group): the group's spec has ``nodes`` > 1; each member's spec
+    # (the runtime's ``members()``) also names its group and rank. A worker publishes no port
+    # (``publish``); a container member runs on the group's network with its share of the CPUs.
+    nodes: int = 1
+    group: str | None = None
+    rank: int = 0
+    publish: bool = True
+    network: str | None = None
+    cpus: float | None = None
+    address: str = ""  # where the other members reach this one (the state record, ``ps``)
 
     @property
     def url(self) -> str:
@@ -81,12 +91,14 @@ class RunSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        labels = {
-            contract.MANAGED_LABEL: "true",
-            contract.MODEL_LABEL: self.model,
-            contract.PORT_LABEL: str(self.port),
-            contract.HOST_LABEL: self.host,
-            contract.URL_LABEL: self.url,
+        labels = {contract.MANAGED_LABEL: "true", contract.MODEL_LABEL: self.model}
+        if self.publish:  # a worker has no URL: nothing may take it for a server to talk to
+            labels |= {
+                contract.PORT_LABEL: str(self.port),
+                contract.HOST_LABEL: self.host,
+                contract.URL_LABEL: self.url,
+            }
+        labels |= {
             contract.VERSION_LABEL: __version__,
             contract.SOURCE_LABEL: self.model_path,
             contract.CACHE_LABEL: str(self.cache_dir),
@@ -99,6 +111,10 @@ class RunSpec:
             labels[contract.LORA_DIR_LABEL] = str(self.lora_dir)
         if self.lora_refresh is not None:
             labels[contract.LORA_REFRESH_LABEL] = f"{self.lora_refresh:g}"
+        if self.group is not None:
+            labels[contract.GROUP_LABEL] = self.group
+            labels[contract.NODE_RANK_LABEL] = str(self.rank)
+            labels[contract.NODES_LABEL] = str(self.nodes)
         return labels
 
 

@@ -37,6 +37,7 @@ class FakeContainer:
         self.started_at = started_at
         self.removed = False
         self.stopped_with: int | None = None
+        self.created_with: dict[str, Any] = {}  # containers.create's keywords, less name and labels
         # Failures to provoke: called at the start of the method of that name.
         self.fail: dict[str, Callable[[], None]] = {}
 
@@ -52,6 +53,10 @@ class FakeContainer:
 
     def reload(self) -> None:
         self._check("reload")
+
+    def start(self) -> None:
+        self._check("start")
+        self.status = "running"
 
     def stop(self, timeout: int) -> None:
         self._check("stop")
@@ -75,16 +80,66 @@ class FakeContainers:
         self.all = containers
         self.fail_list: Callable[[], None] | None = None
 
-    def list(self, all: bool = False, **_: Any) -> list[FakeContainer]:
+    def list(self, all: bool = False, filters: dict[str, Any] | None = None, **_: Any) -> list[FakeContainer]:
         if self.fail_list is not None:
             self.fail_list()
-        return [c for c in self.all if not c.removed and (all or c.status == "running")]
+        wanted = (filters or {}).get("label", [])
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        pairs = [label.partition("=")[::2] for label in wanted]
+        return [
+            c
+            for c in self.all
+            if not c.removed and (all or c.status == "running") and all_match(c.labels, pairs)
+        ]
 
     def get(self, name: str) -> FakeContainer:
         for container in self.all:
             if container.name == name and not container.removed:
                 return container
         raise NotFound(f"No such container: {name}")
+
+    def create(self, *, name: str, labels: dict[str, str], **kwargs: Any) -> FakeContainer:
+        """As the daemon does: a name taken (by a container not removed) is a 409."""
+        if any(c.name == name and not c.removed for c in self.all):
+            api_error(f'Conflict. The container name "/{name}" is already in use', 409)()
+        container = FakeContainer(name, status="created")
+        container.labels = dict(labels)
+        container.created_with = kwargs
+        self.all.append(container)
+        return container
+
+
+def all_match(labels: dict[str, str], pairs: list[tuple[str, str]]) -> bool:
+    return all(labels.get(key) == value for key, value in pairs)
+
+
+class FakeNetwork:
+    def __init__(self, networks: FakeNetworks, name: str, labels: dict[str, str], driver: str) -> None:
+        self.networks = networks
+        self.name = name
+        self.driver = driver
+        self.attrs = {"Name": name, "Labels": labels, "Driver": driver}
+
+    def remove(self) -> None:
+        self.networks.all.remove(self)
+
+
+class FakeNetworks:
+    def __init__(self) -> None:
+        self.all: list[FakeNetwork] = []
+
+    def get(self, name: str) -> FakeNetwork:
+        for network in self.all:
+            if network.name == name:
+                return network
+        raise NotFound(f"network {name} not found")
+
+    def create(
+        self, name: str, *, driver: str = "bridge", labels: dict[str, str] | None = None
+    ) -> FakeNetwork:
+        network = FakeNetwork(self, name, dict(labels or {}), driver)
+        self.all.append(network)
+        return network
 
 
 class FakeImage:
@@ -174,6 +229,7 @@ class FakeDocker:
 
     def __init__(self, containers: list[FakeContainer] | None = None) -> None:
         self.containers = FakeContainers(containers or [])
+        self.networks = FakeNetworks()
         self.images = FakeImages()
         self.api = FakeAPI(self.images)
         self.closed = False

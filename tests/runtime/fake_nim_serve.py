@@ -1,8 +1,9 @@
 """A stand-in for ``nim-serve`` in the runtime layer's unit tests: health endpoints only.
 
 FAKE_NIM_MODE: ``ok`` (live at once, ready on the second ready probe), ``exit`` (prints,
-then exits 3 before answering anything), ``never-ready`` (live, never ready). It listens
-where nim-serve would: NIMCTL_SERVER_HOST:NIM_SERVER_PORT, and stops on SIGTERM with exit 0.
+then exits 3 before answering anything), ``never-ready`` (live, never ready); for node n of a
+group only: FAKE_NIM_MODE_RANKn. It listens where nim-serve would:
+NIMCTL_SERVER_HOST:NIM_SERVER_PORT, and stops on SIGTERM with exit 0.
 
 FAKE_NIM_ENGINE=stubborn starts an "engine" the way the real front does, in a session of its
 own, and one that ignores SIGTERM and that the fake never stops: only nimctl can end it.
@@ -19,7 +20,10 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-mode = os.environ.get("FAKE_NIM_MODE", "ok")
+# FAKE_NIM_MODE_RANK1=exit: only the group's node 1 exits (a member of `run --nodes`).
+mode = os.environ.get(f"FAKE_NIM_MODE_RANK{os.environ.get('NIM_NODE_RANK', '0')}") or os.environ.get(
+    "FAKE_NIM_MODE", "ok"
+)
 print(f"fake nim-serve starting: mode={mode} model={os.environ.get('NIM_MODEL_PATH')}", flush=True)
 print(f"profile={os.environ.get('NIM_MODEL_PROFILE')} args={sys.argv[1:]}", flush=True)
 if mode == "exit":
