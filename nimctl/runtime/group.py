@@ -212,8 +212,16 @@ class GroupHandle:
         return self.leader.state()
 
     def last_lines(self, count: int) -> list[str]:
-        member = self._ended or self.leader or self.members[0]
-        return [node_tag(_rank(member)) + line for line in member.last_lines(count)]
+        """The ended member's last lines (else the leader's), after a few of every other member's:
+        why one ended is often in another's log (a worker that lost its leader)."""
+        main = self._ended or self.leader or self.members[0]
+        lines = []
+        if count > 1:
+            for member in self.members:
+                if member is not main:
+                    tag = node_tag(_rank(member))
+                    lines += [tag + line for line in member.last_lines(min(count // 3, 10))]
+        return lines + [node_tag(_rank(main)) + line for line in main.last_lines(count)]
 
     def follow(self) -> Iterator[str]:
         """Every member's lines from now on, tagged, until the leader's log ends."""
