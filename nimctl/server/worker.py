@@ -28,7 +28,7 @@ from nimctl.errors import NimctlError
 from nimctl.server.engine import EngineProcess
 from nimctl.server.fetch import fetch_model
 from nimctl.server.http_errors import error_body, openai_error
-from nimctl.server.membership import Hello, Membership, join
+from nimctl.server.membership import Ended, Hello, Membership, join
 from nimctl.server.plan import LaunchPlan, engine_environment
 
 log = logging.getLogger("nimctl.server")
@@ -65,33 +65,68 @@ class WorkerNode:
 
     async def run(self) -> None:
         plan, role = self.state.plan, self.state.plan.node
+        assert role.leader_address is not None  # the configuration requires it of a worker
+        self.state.stage = f"joining the leader at {role.leader_address}:{role.join_port}"
+        hello = Hello(role.rank, role.nodes, plan.profile_id, role.node_address)
         try:
-            self.state.stage = f"joining the leader at {role.leader_address}:{role.join_port}"
-            hello = Hello(role.rank, role.nodes, plan.profile_id, role.node_address)
-            assert role.leader_address is not None  # the configuration requires it of a worker
-            self.membership = await join(
-                role.leader_address, role.join_port, hello, role.leader_wait, local=role.node_address
-            )
-            joined = self.membership
-            log.info("joined the group: leader %s, this node %s", joined.leader_ip, joined.node_ip)
-            self.state.stage = "fetching the model files"
-            model_dir = await fetch_model(plan.source, plan.config.cache_path,
-                                          offline=plan.config.disable_model_download)
-            node_ip = role.node_address or self.membership.node_ip
-            command = plan.command(model_dir, 0, leader_ip=self.membership.leader_ip)
-            self.engine = EngineProcess(command, engine_environment(plan, node_ip))
-            await self.engine.start()
+            joined = await join(role.leader_address, role.join_port, hello, role.leader_wait,
+                                local=role.node_address)
         except NimctlError as exc:
-            log.error("%s%s", exc.message, f" ({exc.hint})" if exc.hint else "")
-            self._end(exc.exit_code, exc.message)
+            self._failed(exc)
             return
-        self.state.stage = f"engine running headless (pid {self.engine.pid})"
+        self.membership = joined
+        log.info("joined the group: leader %s, this node %s", joined.leader_ip, joined.node_ip)
+        # Beats from now on: the fetch and the engine's start may take minutes, and the leader
+        # counts a silent worker as lost.
+        lost = asyncio.create_task(joined.hold(), name="leader-link")
+        started = asyncio.create_task(self._start_engine(joined), name="worker-engine-start")
+        await asyncio.wait({lost, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await started
+            self._left(lost.result())
+            return
+        if started.exception() is not None:
+            lost.cancel()
+            exc = started.exception()
+            await joined.leave("the worker could not start its engine")
+            if isinstance(exc, NimctlError):
+                self._failed(exc)
+            else:
+                log.error("cannot start the engine: %s: %s", type(exc).__name__, exc)
+                self._end(EXIT_LOST, f"cannot start the engine ({type(exc).__name__})")
+            return
+        engine = started.result()
+        self.state.stage = f"engine running headless (pid {engine.pid})"
         self.state.ready = True
-        await self._watch(self.engine, self.membership)
+        await self._watch(engine, joined, lost)
 
-    async def _watch(self, engine: EngineProcess, membership: Membership) -> None:
+    async def _start_engine(self, joined: Membership) -> EngineProcess:
+        plan, role = self.state.plan, self.state.plan.node
+        self.state.stage = "fetching the model files"
+        config = plan.config
+        model_dir = await fetch_model(plan.source, config.cache_path, offline=config.disable_model_download)
+        node_ip = role.node_address or joined.node_ip
+        command = plan.command(model_dir, 0, leader_ip=joined.leader_ip)
+        self.engine = EngineProcess(command, engine_environment(plan, node_ip))
+        await self.engine.start()
+        return self.engine
+
+    def _failed(self, exc: NimctlError) -> None:
+        log.error("%s%s", exc.message, f" ({exc.hint})" if exc.hint else "")
+        self._end(exc.exit_code, exc.message)
+
+    def _left(self, ended: Ended) -> None:
+        if ended.bye:
+            log.info("the leader stopped the group: %s", ended.why)
+            self._end(0, f"the leader stopped the group ({ended.why})")
+        else:
+            log.error("lost the leader: %s; stopping the engine", ended.why)
+            self._end(EXIT_LOST, f"lost the leader ({ended.why})")
+
+    async def _watch(self, engine: EngineProcess, membership: Membership, lost: asyncio.Task[Ended]) -> None:
         exited = asyncio.create_task(engine.wait())
-        lost = asyncio.create_task(membership.hold())
         done, _ = await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
         if exited in done:
             lost.cancel()
@@ -101,13 +136,7 @@ class WorkerNode:
             self._end(EXIT_LOST, f"engine exited with code {exited.result()}")
             return
         exited.cancel()
-        ended = lost.result()
-        if ended.bye:
-            log.info("the leader stopped the group: %s", ended.why)
-            self._end(0, f"the leader stopped the group ({ended.why})")
-        else:
-            log.error("lost the leader: %s; stopping the engine", ended.why)
-            self._end(EXIT_LOST, f"lost the leader ({ended.why})")
+        self._left(lost.result())
 
     async def stop(self) -> None:
         if self.membership is not None:
