@@ -79,7 +79,10 @@ class Supervisor:
             self.state.fetch_progress = progress
 
     def _worker_lost(self, rank: int, why: str) -> None:
-        if self._stopping:
+        if self._stopping or self.state.draining:
+            # A stop of the whole group (`nimctl stop`, an orchestrator) reaches every node at once:
+            # a worker leaving then is part of the stop, not a failure of the group.
+            log.info("worker node %d left the group while the leader stops (%s)", rank, why)
             return
         message = f"worker node {rank} left the group ({why})"
         # The engine cannot finish them without that node: end them now rather than let them hang.
