@@ -159,7 +159,8 @@ def plan_run(
         chosen = _select(resolved.manifest, visible, server_env(), engine_args or [])
         profile_id, profile_name, selection = chosen.profile.id, chosen.profile.name, chosen.reason
         device = "cuda" if chosen.profile.device == "cuda" else "cpu"
-        gpu_count = chosen.profile.gpu_count if device == "cuda" else 0
+        # A group member holds one node's share: tp x pp across all the group's nodes, divided by them.
+        gpu_count = chosen.profile.gpus_per_node if device == "cuda" else 0
     elif profile:
         raise UsageError(f"--profile {profile}: {model} has no manifest, so no profiles")
     else:
