@@ -143,8 +143,8 @@ class InstanceRuntime(ABC, Generic[H]):
                 other.check_name(member.name)
         started: list[H] = []
         try:
-            for member in members:
-                started.append(self.start(member, others=others, on_build=on_build))
+            for member in members:  # the image is ensured (and said) once, for the first
+                started.append(self.start(member, others=others, on_build=None if started else on_build))
         except BaseException:
             begun = GroupHandle(self, spec.name, started)
             try:
