@@ -55,6 +55,7 @@ COMMAND_MODULES: dict[str, str] = {
     "serve": "serve",
     "build": "build",
     "run": "run",
+    "generate": "generate",
     "pull": "pull",
     **dict.fromkeys(("ps", "logs", "stop"), "instances"),
     "env": "env",
