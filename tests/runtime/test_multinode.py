@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -321,3 +322,31 @@ def test_fold_keeps_single_instances_and_groups_members() -> None:
     assert nodes_summary(rows[1]) == "2 (node1 exited)"
     [orphan] = fold([instance("g-node1", "g", 1)])
     assert orphan.name == "g" and orphan.url == "" and nodes_summary(orphan) == "2 (node1 up, 1 missing)"
+
+
+def test_follow_tags_every_member_and_ends_with_the_leader(fake_serve: None, tmp_path: Path) -> None:
+    """What a foreground `run --nodes` prints once ready, and `logs -f`: both members, as written."""
+    import threading
+
+    code, _, err = run_group(tmp_path)
+    assert code == 0, err
+    found = manage.find_instance("grp")
+    assert isinstance(found.handle, GroupHandle)
+    seen: list[str] = []
+    following = threading.Thread(target=lambda: seen.extend(found.handle.follow()), daemon=True)
+    following.start()
+    followed_logs: list[str] = []
+    logs_f = threading.Thread(target=lambda: followed_logs.extend(manage.instance_logs("grp", follow=True)))
+    logs_f.start()
+    time.sleep(1)  # both are reading from the end of each log by now
+    for member in found.handle.members:  # a line each, written while followed
+        with (member.folder / local_runtime.LOG_FILE).open("a") as log:  # type: ignore[attr-defined]
+            log.write(f"hello from {member.name}\n")
+    time.sleep(1)
+    manage.stop_instance("grp", timeout=5)
+    following.join(10)
+    logs_f.join(10)
+    found.close()
+    assert not following.is_alive() and not logs_f.is_alive()
+    assert "[node0] hello from grp" in seen and "[node1] hello from grp-node1" in seen
+    assert "[node0] hello from grp" in followed_logs and "[node1] hello from grp-node1" in followed_logs
