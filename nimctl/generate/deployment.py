@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nimctl import __version__, contract
+from nimctl.errors import UsageError
 from nimctl.runtime.spec import is_secret
 
 if TYPE_CHECKING:
@@ -229,3 +230,20 @@ def split_image(image: str) -> tuple[str, str]:
     if not sep or "/" in tag:
         return image, "latest"
     return repository, tag
+
+
+def keyed_by_env(d: Deployment, target: str) -> Deployment:
+    """``d`` for a target that mounts no credentials folder (NIMService, the nim-llm chart): the
+    API key from a variable (``NIMCTL_API_KEY``, set from the Secret); TLS files it cannot give."""
+    from dataclasses import replace
+
+    if d.tls:
+        raise UsageError(
+            f"{target} cannot mount the TLS files (--tls, --mtls, --tls-host)",
+            hint="terminate TLS at an ingress or leave the TLS options out; kube mounts them from a Secret",
+        )
+    if not d.credential_files:
+        return d
+    env = tuple((key, value) for key, value in d.env if key not in CREDENTIAL_PATHS)
+    secrets = tuple(sorted({*d.secret_env, contract.API_KEY}))
+    return replace(d, env=env, secret_env=secrets, credential_files=())

@@ -135,7 +135,8 @@ def env_list(d: Deployment, extra: list[dict[str, Any]] | None = None) -> list[d
     """The server's variables; credentials come from the Secret by name (never a value here).
     ``extra`` (a group's) go first, so that ``$(LWS_LEADER_ADDRESS)`` is expanded before use."""
     env = list(extra or [])
-    env += [{"name": key, "value": value} for key, value in d.env]
+    given = {item["name"] for item in env}
+    env += [{"name": key, "value": value} for key, value in d.env if key not in given]
     for key in d.secret_env:
         # The download credentials are optional: a public model needs none.
         ref = {"name": d.secret_name, "key": key, "optional": key in contract.PASSTHROUGH_SECRETS}
