@@ -189,7 +189,7 @@ def fill_readiness(instances: list[Instance]) -> list[Instance]:
     """Ask every running instance's ready endpoint, all at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    running = [instance for instance in instances if instance.running]
+    running = [instance for instance in instances if instance.running and instance.url]
     if running:
         with ThreadPoolExecutor(max_workers=min(8, len(running))) as pool:
             answers_ready = pool.map(lambda i: ask_ready(i.url, name=i.name), running)

@@ -25,7 +25,7 @@ from nimctl.runtime.docker_client import (
     probe_daemon,
 )
 from nimctl.runtime.docker_runtime import LOOKUP_TIMEOUT_S, DockerRuntime
-from nimctl.runtime.group import GroupHandle, fold
+from nimctl.runtime.group import GroupHandle, fold, member_name
 from nimctl.runtime.instances import STOP_TIMEOUT_S, Instance, Stopped, fill_readiness
 from nimctl.runtime.local_runtime import LocalRuntime
 from nimctl.runtime.spec import RunSpec, Runtime
@@ -98,7 +98,7 @@ class Started:
         """The image, or a host process: for the line saying it started (a group: its members)."""
         what = self.runtime.what_runs(self.spec)
         if self.spec.nodes > 1:
-            names = ", ".join(member.name for member in self.runtime.members(self.spec))
+            names = ", ".join(member_name(self.spec.name, rank) for rank in range(self.spec.nodes))
             what += f"; {self.spec.nodes} nodes: {names}"
         return what
 
