@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers on this machine, installing and starting it if needed.
 #
-# Idempotent: does nothing when `docker info` already works. Otherwise installs Debian's
-# docker.io when dockerd is missing, starts dockerd in the background (log in
-# $DOCKERD_LOG) and waits, bounded by $DOCKER_WAIT_S, until the daemon answers.
-# Needs root for the install and the start (CI machines and throwaway VMs).
+# Idempotent: does nothing when `docker info` already works and Compose is there. Otherwise
+# installs Debian's docker.io when dockerd is missing, starts dockerd in the background (log in
+# $DOCKERD_LOG) and waits, bounded by $DOCKER_WAIT_S, until the daemon answers; and installs
+# Debian's docker-compose (1.29, the `docker-compose` command) when neither it nor the
+# `docker compose` plugin is there (tests/docker/test_compose_generated.py runs what
+# `nimctl generate compose` writes).
+# Needs root for the installs and the start (CI machines and throwaway VMs).
 set -euo pipefail
 
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
@@ -14,8 +17,26 @@ log() { printf 'ensure-docker: %s\n' "$*" >&2; }
 
 daemon_answers() { docker info >/dev/null 2>&1; }
 
+has_compose() { command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; }
+
+ensure_compose() {
+    if has_compose; then
+        return 0
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        log "Docker Compose is missing and installing it needs root; run: sudo $0"
+        exit 1
+    fi
+    log "installing docker-compose from Debian's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq docker-compose >/dev/null
+    log "$(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
+}
+
 if command -v docker >/dev/null 2>&1 && daemon_answers; then
     log "Docker daemon already answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
+    ensure_compose
     exit 0
 fi
 
@@ -51,3 +72,4 @@ if ! daemon_answers; then
 fi
 
 log "Docker daemon answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
+ensure_compose
