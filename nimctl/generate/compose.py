@@ -24,7 +24,7 @@ SECRETS_DIR = "secrets"  # next to the Compose file, as relative paths resolve
 HF_TOKEN_TARGET = f"{contract.CONTAINER_CREDENTIALS}/hf-token"
 # The image has python3 (and no curl): the check fails on any answer but 200, or none in 4 s.
 _HEALTH = (
-    "import ssl, sys, urllib.request; "
+    "import ssl, urllib.request; "
     "urllib.request.urlopen('{url}', timeout=4, context=ssl._create_unverified_context())"
 )
 
