@@ -6,7 +6,9 @@
   ``spec.versions[].schema.openAPIV3Schema`` from ``../shared/schemas/`` (see its README). Fields a
   CRD does not declare are errors, as the API server rejects them (kubectl asks for strict field
   validation by default).
-- nim-llm Helm values: ``jsonschema`` against the chart's ``values.schema.json``, as Helm does.
+- nim-llm Helm values: ``jsonschema`` against the chart's ``values.schema.json``, as Helm does, and
+  the values the chart copies into its pod spec against their Kubernetes types.
+- Duplicate keys in any YAML document are an error (PyYAML would keep the last one silently).
 - ``kubectl apply --dry-run=client -f FILE``: the real kubectl, talking to a stub API server in this
   process (no cluster can run here). See :class:`StubApiServer` for what that does and does not check.
 """
