@@ -31,7 +31,11 @@ ensure_compose() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq docker-compose >/dev/null
-    log "$(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
+    if ! has_compose; then
+        log "docker-compose is still missing after installing Debian's package"
+        exit 1
+    fi
+    log "installed docker-compose $(docker-compose version --short 2>/dev/null)"
 }
 
 if command -v docker >/dev/null 2>&1 && daemon_answers; then
