@@ -1,8 +1,9 @@
 """``nimctl generate TARGET MODEL``: the NIM ``nimctl run`` would start, as deployment files.
 
-The options are ``run``'s (spelled again here: run's live in its function's signature), so the
-same command line that worked on one box describes the deployment. ``--gpus`` also takes the
-target node's GPUs by name (``H100-80GB:8``), since the files are for another machine.
+The options are ``run``'s (declared once, in :mod:`nimctl.cli._run_options`, next to the ones
+whose meaning differs here), so the same command line that worked on one box describes the
+deployment. ``--gpus`` also takes the target node's GPUs by name (``H100-80GB:8``), since the
+files are for another machine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,31 @@ import typer
 
 from nimctl import contract
 from nimctl.cli._common import Preference, output
-from nimctl.cli.gpus import ASSUME_GPUS_GRAMMAR
+from nimctl.cli._run_options import (
+    GenerateAssumeGpusOption,
+    GenerateCacheOption,
+    GenerateEnvOption,
+    GenerateGpusOption,
+    GenerateHostOption,
+    GenerateImageOption,
+    GenerateLoraDirOption,
+    GenerateLoraRefreshOption,
+    GenerateNameOption,
+    GenerateNoAuthOption,
+    GenerateNodesOption,
+    GenerateOfflineOption,
+    GeneratePortOption,
+    GenerateTlsHostOption,
+    GenerateTlsOption,
+    IKnowOption,
+    MaxModelLenOption,
+    ModelArgument,
+    MtlsOption,
+    PreferOption,
+    ProfileOption,
+    RestartOption,
+    given,
+)
 
 TARGET_HELP = (
     "compose (Docker Compose), kube (Deployment or StatefulSet, Service, PVC), lws (LeaderWorkerSet, "
@@ -25,12 +50,7 @@ TARGET_HELP = (
 def generate(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(help=TARGET_HELP, show_default=False)],
-    model: Annotated[
-        str | None,
-        typer.Argument(
-            help="Model, as for nimctl run: a name, a manifest file or a URI [tiny-vlm].", show_default=False
-        ),
-    ] = None,
+    model: ModelArgument = None,
     output_dir: Annotated[
         str,
         typer.Option(
@@ -40,86 +60,27 @@ def generate(
             help="Folder to write the files to; - writes one YAML stream to stdout.",
         ),
     ] = ".",
-    profile: Annotated[
-        str | None,
-        typer.Option("--profile", help="Profile id or name [chosen for the GPUs].", show_default=False),
-    ] = None,
-    gpus: Annotated[
-        str | None,
-        typer.Option(
-            "--gpus",
-            metavar="SPEC",
-            help="GPUs of each target node: NAME[:COUNT] (H100-80GB:8, L40S:2) or none; or, as for run, "
-            "all, a count or ids of this machine's [this machine's].",
-            show_default=False,
-        ),
-    ] = None,
-    assume_gpus: Annotated[
-        str | None,
-        typer.Option(
-            "--assume-gpus", metavar="SPEC", help=f"As for run: {ASSUME_GPUS_GRAMMAR}", show_default=False
-        ),
-    ] = None,
-    prefer: Annotated[
-        Preference | None,
-        typer.Option(
-            "--prefer",
-            envvar=contract.PROFILE_PREFERENCE,
-            show_envvar=False,
-            case_sensitive=False,
-            help="Between runnable profiles: throughput (the fewest GPUs) or latency (the most).",
-            show_default=False,
-        ),
-    ] = None,
-    nodes: Annotated[int, typer.Option("--nodes", help="Nodes of a multi-node group (target lws).")] = 1,
-    max_model_len: Annotated[
-        int | None,
-        typer.Option("--max-model-len", min=1, help=f"Sets {contract.MAX_MODEL_LEN}.", show_default=False),
-    ] = None,
-    port: Annotated[
-        int, typer.Option("--port", help="Published port (Compose) or the Service's port.")
-    ] = contract.CONTAINER_PORT,
-    host: Annotated[str, typer.Option("--host", help="Host address Compose publishes on.")] = "127.0.0.1",
-    name: Annotated[
-        str | None,
-        typer.Option("--name", help="Name of the service and objects [nimctl-MODEL].", show_default=False),
-    ] = None,
-    cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache", help="Host model cache Compose mounts [~/.cache/nimctl].", show_default=False
-        ),
-    ] = None,
-    env: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--env", "-e", help="KEY=VALUE for the server (repeatable); credentials become references."
-        ),
-    ] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Image [nimctl/nim-DEVICE:VERSION].", show_default=False)
-    ] = None,
-    restart: Annotated[str, typer.Option("--restart", help="Compose restart policy.")] = "no",
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without an API key.")] = False,
-    i_know: Annotated[
-        bool, typer.Option("--i-know", help="With --no-auth on a non-loopback --host.")
-    ] = False,
-    tls: Annotated[
-        bool, typer.Option("--tls", help="Serve https (the TLS files come from the secrets).")
-    ] = False,
-    tls_host: Annotated[
-        list[str] | None,
-        typer.Option("--tls-host", metavar="NAME", help="Implies --tls.", show_default=False),
-    ] = None,
-    mtls: Annotated[bool, typer.Option("--mtls", help="Mutual TLS. Implies --tls.")] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Serve from the cache only.")] = False,
-    lora_dir: Annotated[
-        Path | None,
-        typer.Option("--lora-dir", help="Folder of LoRA adapters (Compose only).", show_default=False),
-    ] = None,
-    lora_refresh: Annotated[
-        float | None, typer.Option("--lora-refresh", metavar="S", help="Rescan --lora-dir every S seconds.")
-    ] = None,
+    profile: ProfileOption = None,
+    gpus: GenerateGpusOption = None,
+    assume_gpus: GenerateAssumeGpusOption = None,
+    prefer: PreferOption = Preference.throughput,
+    nodes: GenerateNodesOption = 1,
+    max_model_len: MaxModelLenOption = None,
+    port: GeneratePortOption = contract.CONTAINER_PORT,
+    host: GenerateHostOption = "127.0.0.1",
+    name: GenerateNameOption = None,
+    cache: GenerateCacheOption = None,
+    env: GenerateEnvOption = None,
+    image: GenerateImageOption = None,
+    restart: RestartOption = "no",
+    no_auth: GenerateNoAuthOption = False,
+    i_know: IKnowOption = False,
+    tls: GenerateTlsOption = False,
+    tls_host: GenerateTlsHostOption = None,
+    mtls: MtlsOption = False,
+    offline: GenerateOfflineOption = False,
+    lora_dir: GenerateLoraDirOption = None,
+    lora_refresh: GenerateLoraRefreshOption = None,
     cache_per_replica: Annotated[
         bool,
         typer.Option(
@@ -140,7 +101,8 @@ def generate(
         profile=profile,
         gpus=chosen_gpus,
         assume_gpus=assumed,
-        prefer=prefer.value if prefer is not None else None,
+        # Given or from the variable; the default is nim-serve's own, as for run.
+        prefer=given(ctx, "prefer", prefer.value),
         max_model_len=max_model_len,
         nodes=nodes,
         port=port,

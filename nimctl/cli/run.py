@@ -14,7 +14,31 @@ import typer
 
 from nimctl import contract
 from nimctl.cli._common import Preference, output
-from nimctl.cli.gpus import ASSUME_GPUS_GRAMMAR
+from nimctl.cli._run_options import (
+    AssumeGpusOption,
+    CacheOption,
+    EnvOption,
+    GpusOption,
+    HostOption,
+    IKnowOption,
+    ImageOption,
+    LoraDirOption,
+    LoraRefreshOption,
+    MaxModelLenOption,
+    ModelArgument,
+    MtlsOption,
+    NameOption,
+    NoAuthOption,
+    NodesOption,
+    OfflineOption,
+    PortOption,
+    PreferOption,
+    ProfileOption,
+    RestartOption,
+    TlsHostOption,
+    TlsOption,
+    given,
+)
 from nimctl.errors import EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 if TYPE_CHECKING:
@@ -28,109 +52,25 @@ DEFAULT_TIMEOUT_S = 1800.0  # NIM's Helm chart allows model start-up 30 minutes
 
 def run(
     ctx: typer.Context,
-    model: Annotated[
-        str | None,
-        typer.Argument(
-            help="Model or manifest: a name (tiny-vlm), a manifest file, a URI (hf://ORG/NAME) or a "
-            "model folder [tiny-vlm].",
-            show_default=False,
-        ),
-    ] = None,
-    profile: Annotated[
-        str | None,
-        typer.Option("--profile", help="Profile id or name [chosen for this machine].", show_default=False),
-    ] = None,
-    gpus: Annotated[
-        str | None,
-        typer.Option(
-            "--gpus",
-            help="GPUs of this machine for the instance: all, none, a count (2) or ids (0,1) [all for a "
-            "GPU profile]. To describe other hardware: --assume-gpus.",
-            show_default=False,
-        ),
-    ] = None,
-    assume_gpus: Annotated[
-        str | None,
-        typer.Option(
-            "--assume-gpus",
-            metavar="SPEC",
-            help="Plan on these GPUs instead of this machine's (with --dry-run: what would run there; "
-            f"--gpus then picks among them): {ASSUME_GPUS_GRAMMAR}",
-            show_default=False,
-        ),
-    ] = None,
-    prefer: Annotated[
-        Preference,
-        typer.Option(
-            "--prefer",
-            envvar=contract.PROFILE_PREFERENCE,
-            show_envvar=False,
-            case_sensitive=False,
-            help="Between runnable profiles: throughput (the fewest GPUs) or latency (the most) "
-            "[env NIMCTL_PROFILE_PREFERENCE].",
-        ),
-    ] = Preference.throughput,
-    lora_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--lora-dir",
-            help=f"Folder of LoRA adapters, one sub-folder each: sets {contract.PEFT_SOURCE} (mounted "
-            f"read-only at {contract.CONTAINER_LORA}), so a LoRA profile is chosen.",
-            show_default=False,
-        ),
-    ] = None,
+    model: ModelArgument = None,
+    profile: ProfileOption = None,
+    gpus: GpusOption = None,
+    assume_gpus: AssumeGpusOption = None,
+    prefer: PreferOption = Preference.throughput,
+    lora_dir: LoraDirOption = None,
     lora_alias: Annotated[
         Path | None,
         # The option's first name, kept so that command lines written for it still work.
         typer.Option("--lora", hidden=True, show_default=False),
     ] = None,
-    lora_refresh: Annotated[
-        float | None,
-        typer.Option(
-            "--lora-refresh",
-            metavar="S",
-            help=f"Rescan --lora-dir every S seconds (dynamic mode: sets {contract.PEFT_REFRESH_INTERVAL}); "
-            "adapters added or removed there are served or dropped, and `nimctl lora add/rm` write there.",
-            show_default=False,
-        ),
-    ] = None,
-    max_model_len: Annotated[
-        int | None,
-        typer.Option(
-            "--max-model-len",
-            min=1,
-            help=f"Context length: sets {contract.MAX_MODEL_LEN}; profiles are judged at it.",
-            show_default=False,
-        ),
-    ] = None,
-    nodes: Annotated[
-        int,
-        typer.Option(
-            "--nodes",
-            help="Nodes of a multi-node group on this machine: a leader (the instance, its port) and "
-            "workers NAME-node1.. (containers on a network of their own, or processes on loopback "
-            "addresses); the profile must span that many nodes.",
-        ),
-    ] = 1,
-    port: Annotated[int, typer.Option("--port", help="Host port of the server.")] = contract.CONTAINER_PORT,
-    host: Annotated[
-        str, typer.Option("--host", help="Host address to publish on (0.0.0.0 exposes it to the network).")
-    ] = "127.0.0.1",
-    name: Annotated[
-        str | None, typer.Option("--name", help="Instance name [nimctl-MODEL].", show_default=False)
-    ] = None,
-    cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache",
-            help=f"Host model cache, mounted at {contract.CONTAINER_CACHE} [~/.cache/nimctl].",
-            show_default=False,
-        ),
-    ] = None,
-    env: Annotated[
-        list[str] | None,
-        typer.Option("--env", "-e", help="KEY=VALUE for the server (repeatable); KEY alone passes yours on."),
-    ] = None,
+    lora_refresh: LoraRefreshOption = None,
+    max_model_len: MaxModelLenOption = None,
+    nodes: NodesOption = 1,
+    port: PortOption = contract.CONTAINER_PORT,
+    host: HostOption = "127.0.0.1",
+    name: NameOption = None,
+    cache: CacheOption = None,
+    env: EnvOption = None,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Return once ready, leaving the instance running.")
     ] = False,
@@ -138,66 +78,21 @@ def run(
         str,
         typer.Option("--runtime", help="docker, local (a host process), or auto (Docker when it answers)."),
     ] = "auto",
-    image: Annotated[
-        str | None,
-        typer.Option(
-            "--image", help="Image to run [nimctl/nim-DEVICE:VERSION, built if missing].", show_default=False
-        ),
-    ] = None,
+    image: ImageOption = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for ready before giving up.")
     ] = DEFAULT_TIMEOUT_S,
-    restart: Annotated[
-        str,
-        typer.Option("--restart", help="Docker restart policy: no, on-failure[:N], always, unless-stopped."),
-    ] = "no",
+    restart: RestartOption = "no",
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print the equivalent docker run (or shell) command; start nothing."),
     ] = False,
-    i_know: Annotated[
-        bool,
-        typer.Option("--i-know", help="With --no-auth: serve keyless on a non-loopback --host, on purpose."),
-    ] = False,
-    no_auth: Annotated[
-        bool,
-        typer.Option(
-            "--no-auth",
-            help="Serve without an API key (by default each instance gets its own, used by nimctl's "
-            "commands; `nimctl env NAME` prints it).",
-        ),
-    ] = False,
-    tls: Annotated[
-        bool,
-        typer.Option("--tls", help="Serve https, with a certificate from a CA made for this instance."),
-    ] = False,
-    tls_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tls-host",
-            metavar="NAME",
-            help="Another name or address the certificate is valid for (repeatable; always: localhost, "
-            "127.0.0.1, ::1). Implies --tls.",
-            show_default=False,
-        ),
-    ] = None,
-    mtls: Annotated[
-        bool,
-        typer.Option(
-            "--mtls",
-            help="Mutual TLS: clients must show a certificate the instance's CA issued. Implies --tls.",
-        ),
-    ] = False,
-    offline: Annotated[
-        bool,
-        typer.Option(
-            "--offline",
-            help="Never touch the network: serve from the model cache only (the server gets "
-            f"{contract.DISABLE_MODEL_DOWNLOAD}=1 and HF_HUB_OFFLINE=1). A hub model missing from the "
-            "cache fails at once, naming the missing files; `nimctl pull` or `nimctl bundle import` fills "
-            f"it. -e {contract.DISABLE_MODEL_DOWNLOAD}=1 means the same.",
-        ),
-    ] = False,
+    i_know: IKnowOption = False,
+    no_auth: NoAuthOption = False,
+    tls: TlsOption = False,
+    tls_host: TlsHostOption = None,
+    mtls: MtlsOption = False,
+    offline: OfflineOption = False,
 ) -> None:
     """Start a NIM for MODEL and wait until it is ready; arguments after -- go to the engine."""
     from nimctl.errors import UsageError
@@ -233,7 +128,7 @@ def run(
         profile=profile,
         gpus=gpus,
         # Given or from the variable: the container gets it too; the default is nim-serve's own.
-        prefer=_given(ctx, "prefer", prefer.value),
+        prefer=given(ctx, "prefer", prefer.value),
         lora_dir=lora_dir if lora_dir is not None else lora_alias,
         lora_refresh=lora_refresh,
         max_model_len=max_model_len,
@@ -401,10 +296,3 @@ def _wait_and_follow(out: Output, started: Started, *, detach: bool, timeout: fl
 
 def register(app: typer.Typer) -> None:
     app.command("run", context_settings={"allow_extra_args": True})(run)
-
-
-def _given(ctx: typer.Context, name: str, value: str) -> str | None:
-    """``value`` when the user gave the option (or its variable); None when it is the default."""
-    source = ctx.get_parameter_source(name)
-    # By name: Typer's context may carry its own copy of click's ParameterSource enum.
-    return None if source is None or source.name == "DEFAULT" else value
