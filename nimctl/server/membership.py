@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import time
@@ -29,7 +30,8 @@ from nimctl.errors import ConfigError, WaitTimeoutError
 log = logging.getLogger("nimctl.server")
 
 HEARTBEAT_S = 1.0
-LOST_AFTER_S = 3.0
+# Silence that counts as a lost peer: a few beats, with room for a loaded machine's stalls.
+LOST_AFTER_S = 5.0
 CONNECT_RETRY_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 MAX_LINE = 4096
@@ -67,7 +69,7 @@ async def _receive(reader: asyncio.StreamReader, timeout: float) -> dict[str, ob
         line = await asyncio.wait_for(reader.readline(), timeout)
     except TimeoutError:
         raise Ended(f"no word for {timeout:g} s") from None
-    except (ConnectionError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # reset, unreachable, or a line over MAX_LINE
         raise Ended(f"connection lost ({exc})") from None
     if not line:
         raise Ended("connection closed")
@@ -168,12 +170,10 @@ class GroupLeader:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if peer else "?"
         try:
-            message = await _receive(reader, CONNECT_TIMEOUT_S)
-            raw = message.get("join")
-            hello = Hello(**raw) if isinstance(raw, dict) else None
-        except (Ended, TypeError):
+            hello = _hello(await _receive(reader, CONNECT_TIMEOUT_S))
+        except Ended:
             hello = None
-        if hello is None or self._closing:
+        if hello is None or self._closing:  # not a worker of ours: say nothing, count nothing
             writer.close()
             return
         problem = self._refusal(hello)
@@ -184,14 +184,31 @@ class GroupLeader:
         self.joined[hello.rank] = address
         self._writers[hello.rank] = writer
         log.info("worker node %d joined from %s (%s)", hello.rank, address, self.status())
-        await _send(writer, {"welcome": {"nodes": self.nodes, "profile": self.profile}})
-        ended = await hold(reader, writer)
-        self.joined.pop(hello.rank, None)
-        self._writers.pop(hello.rank, None)
-        writer.close()
+        try:
+            await _send(writer, {"welcome": {"nodes": self.nodes, "profile": self.profile}})
+            ended = await hold(reader, writer)
+        except OSError as exc:  # gone before the welcome reached it
+            ended = Ended(f"connection lost ({exc})")
+        finally:
+            self.joined.pop(hello.rank, None)
+            self._writers.pop(hello.rank, None)
+            writer.close()
         if not self._closing:
             log.error("worker node %d (%s) left the group: %s", hello.rank, address, ended.why)
             self._on_lost(hello.rank, ended.why)
+
+
+def _hello(message: dict[str, object]) -> Hello | None:
+    """A worker's join, if the line is one: ints for rank and count (not bools), a str or no profile."""
+    raw = message.get("join")
+    if not isinstance(raw, dict):
+        return None
+    rank, nodes, profile, address = (raw.get(k) for k in ("rank", "nodes", "profile", "address"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rank, nodes)):
+        return None
+    if not all(v is None or isinstance(v, str) for v in (profile, address)):
+        return None
+    return Hello(int(rank), int(nodes), profile, address)  # type: ignore[arg-type]
 
 
 async def _refuse(writer: asyncio.StreamWriter, problem: str) -> None:
@@ -224,14 +241,24 @@ async def join(leader: str, port: int, hello: Hello, wait: float, *, local: str 
         left = deadline - time.monotonic()
         # From this node's own address when it has one: the leader sees (and logs) that one.
         source = (local, 0) if local else None
+        writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(leader, port, limit=MAX_LINE, local_addr=source),
                 max(0.1, min(CONNECT_TIMEOUT_S, left)),
             )
             await _send(writer, {"join": hello.to_json()})
-            answer = await _receive(reader, CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError, Ended):
+            # Connected: the leader answers once its loop gets to it; waiting the rest of the wait
+            # (not a short timeout) keeps a slow answer from becoming a second join of the same node.
+            answer = await _receive(reader, max(CONNECT_TIMEOUT_S, deadline - time.monotonic()))
+        except (OSError, TimeoutError, Ended) as exc:
+            if writer is not None:
+                writer.close()
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRNOTAVAIL and local:
+                raise ConfigError(
+                    f"{contract.NODE_ADDRESS}={local} is not an address of this host",
+                    hint="give an address of this node's own interfaces, or unset it",
+                ) from None
             if time.monotonic() >= deadline:
                 raise WaitTimeoutError(
                     f"the leader {leader}:{port} did not answer within {wait:g} s ({contract.LEADER_WAIT})",

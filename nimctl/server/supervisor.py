@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from nimctl.errors import ModelStoreError, NimctlError
+from nimctl.errors import ConfigError, ModelStoreError, NimctlError
 from nimctl.server.engine import EngineProcess, free_loopback_port
 from nimctl.server.fetch import fetch_model
 from nimctl.server.membership import GroupLeader
@@ -48,12 +48,13 @@ class Supervisor:
         self.request_exit = request_exit
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._failed = False  # the first failure stands: nothing after it starts or overwrites it
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._bring_up(), name="engine-bring-up"))
 
     async def stop(self, timeout: float) -> None:
-        failed = self.state.phase is Phase.failed
+        failed = self._failed
         self._stopping = True
         self.state.set_phase(Phase.stopping)
         for task in self._tasks:
@@ -68,8 +69,9 @@ class Supervisor:
             await self.state.engine.stop(timeout)
 
     def _fail(self, detail: str, code: int = EXIT_ENGINE_FAILED) -> None:
-        if self._stopping:
+        if self._stopping or self._failed:
             return
+        self._failed = True
         self.state.set_phase(Phase.failed, detail)
         self.state.exit_code = code
         asyncio.get_running_loop().call_later(FAILED_LINGER_S, self.request_exit, code)
@@ -95,9 +97,11 @@ class Supervisor:
         if not node.multi_node:
             return None
         group = GroupLeader(node.nodes, self.state.plan.profile_id, on_lost=self._worker_lost)
+        # Resolved off the loop, before workers can join: a DNS lookup stalls nothing they wait on.
+        own_ip = await asyncio.to_thread(leader_ip, node)
         await group.start(node.node_address or "0.0.0.0", node.join_port)
         self.state.group = group
-        return leader_ip(node)
+        return own_ip
 
     async def _bring_up(self) -> None:
         plan = self.state.plan
@@ -111,6 +115,8 @@ class Supervisor:
                 offline=plan.config.disable_model_download,
                 on_progress=self._fetched,
             )
+            if self._failed:  # a worker was lost meanwhile: no engine for a group that has failed
+                return
             self.state.model_dir = model_dir
             # Chosen now, not at plan time: a port picked before a long fetch may be taken since.
             self.state.engine_port = plan.engine_port or free_loopback_port()
@@ -119,10 +125,16 @@ class Supervisor:
             self.state.engine = engine
             await engine.start()
             self.state.engine_starts += 1
+            if self._failed:
+                return
             self.state.set_phase(Phase.loading, f"engine pid {engine.pid}")
         except ModelStoreError as exc:
             # The model cannot be had (offline and not cached, a full disk): its own exit code says so.
             log.error("cannot fetch the model files: %s%s", exc.message, f" ({exc.hint})" if exc.hint else "")
+            self._fail(exc.message, exc.exit_code)
+            return
+        except ConfigError as exc:  # the group's own settings (a join port in use, an address)
+            log.error("%s%s", exc.message, f" ({exc.hint})" if exc.hint else "")
             self._fail(exc.message, exc.exit_code)
             return
         except NimctlError as exc:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -56,6 +57,7 @@ class WorkerNode:
         self.request_exit = request_exit
         self.engine: EngineProcess | None = None
         self.membership: Membership | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
 
     def _end(self, code: int, why: str) -> None:
         self.state.ready = False
@@ -64,6 +66,16 @@ class WorkerNode:
         self.request_exit(code)
 
     async def run(self) -> None:
+        """The node's life; whatever ends it, the process is asked to exit (never a live zombie)."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the worker node failed")
+            self._end(EXIT_LOST, f"failed ({type(exc).__name__}: {exc})")
+
+    async def _run(self) -> None:
         plan, role = self.state.plan, self.state.plan.node
         assert role.leader_address is not None  # the configuration requires it of a worker
         self.state.stage = f"joining the leader at {role.leader_address}:{role.join_port}"
@@ -80,6 +92,7 @@ class WorkerNode:
         # counts a silent worker as lost.
         lost = asyncio.create_task(joined.hold(), name="leader-link")
         started = asyncio.create_task(self._start_engine(joined), name="worker-engine-start")
+        self._tasks = [lost, started]
         await asyncio.wait({lost, started}, return_when=asyncio.FIRST_COMPLETED)
         if not started.done():
             started.cancel()
@@ -139,6 +152,11 @@ class WorkerNode:
         self._left(lost.result())
 
     async def stop(self) -> None:
+        for task in self._tasks:  # a stop during the fetch or the start: nothing starts after it
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self.membership is not None:
             await self.membership.leave("the worker is stopping")
         if self.engine is not None:

@@ -144,3 +144,42 @@ def test_a_silent_peer_counts_as_lost(monkeypatch: pytest.MonkeyPatch) -> None:
         member.writer.close()
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"join": {"rank": "1", "nodes": 2, "profile": "p1"}}\n',
+        b'{"join": {"rank": true, "nodes": 2, "profile": "p1"}}\n',
+        b'{"join": {"rank": 1, "nodes": 2, "profile": 7}}\n',
+        b'["not", "a", "join"]\n',
+        b"x" * (membership.MAX_LINE + 10) + b"\n",
+    ],
+)
+def test_a_line_that_is_not_a_join_is_dropped_and_counts_nothing(line: bytes) -> None:
+    async def scenario() -> None:
+        leader, port, lost = await leader_of(2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(line)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed without a word
+        writer.close()
+        assert not leader.joined and not lost
+        member = await join("127.0.0.1", port, Hello(1, 2, "p1"), wait=5)  # still takes real ones
+        assert leader.complete
+        await leader.close("done")
+        assert (await member.hold()).bye
+
+    run(scenario)
+
+
+def test_a_node_address_not_on_this_host_is_a_config_error_at_once() -> None:
+    async def scenario() -> None:
+        leader, port, _ = await leader_of(2)
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="NIM_NODE_ADDRESS=192.0.2.7 is not an address of this host"):
+            await join("127.0.0.1", port, Hello(1, 2, "p1"), wait=30, local="192.0.2.7")
+        assert time.monotonic() - started < 5
+        await leader.close("done")
+
+    run(scenario)
