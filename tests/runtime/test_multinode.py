@@ -338,11 +338,25 @@ def test_follow_tags_every_member_and_ends_with_the_leader(fake_serve: None, tmp
     followed_logs: list[str] = []
     logs_f = threading.Thread(target=lambda: followed_logs.extend(manage.instance_logs("grp", follow=True)))
     logs_f.start()
-    time.sleep(1)  # both are reading from the end of each log by now
-    for member in found.handle.members:  # a line each, written while followed
-        with (member.folder / local_runtime.LOG_FILE).open("a") as log:  # type: ignore[attr-defined]
-            log.write(f"hello from {member.name}\n")
-    time.sleep(1)
+
+    def write_all(text: str) -> None:
+        for member in found.handle.members:
+            with (member.folder / local_runtime.LOG_FILE).open("a") as log:  # type: ignore[attr-defined]
+                log.write(f"{text} from {member.name}\n")
+
+    def both_saw(text: str) -> bool:
+        wanted = {f"[node0] {text} from grp", f"[node1] {text} from grp-node1"}
+        return wanted <= set(seen) and wanted <= set(followed_logs)
+
+    deadline = time.monotonic() + 15
+    while not both_saw("ping"):  # until both followers read every member's log from its end
+        assert time.monotonic() < deadline, (seen, followed_logs)
+        write_all("ping")
+        time.sleep(0.1)
+    write_all("hello")  # a line each, written while followed
+    while not both_saw("hello"):
+        assert time.monotonic() < deadline, (seen, followed_logs)
+        time.sleep(0.05)
     manage.stop_instance("grp", timeout=5)
     following.join(10)
     logs_f.join(10)

@@ -121,6 +121,7 @@ def test_a_killed_worker_fails_the_leader(group: Group) -> None:
     deadline = time.monotonic() + 30  # the worker's engine goes when its nim-serve is gone
     while time.monotonic() < deadline and any(_alive(p) for p in group.processes):
         time.sleep(0.5)
+    assert not [p.pid for p in group.processes if _alive(p)], "a member's process outlived the group"
 
 
 def _alive(process: psutil.Process) -> bool:
