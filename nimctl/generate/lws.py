@@ -3,9 +3,15 @@
 One group of ``size`` = the profile's nodes: the leader (rank 0) serves the API, the workers
 serve probes only (docs/multinode.md). Every pod gets the group's variables from
 :func:`nimctl.contract.node_environment` where they are static; the rank comes from the
-worker-index label LeaderWorkerSet puts on each pod, and the leader's address from the
-``LWS_LEADER_ADDRESS`` it injects (listed first, so Kubernetes expands it in what follows).
-Each pod claims a cache of its own: a worker fetches the model itself.
+worker-index label LeaderWorkerSet puts on each pod, the leader's address from the
+``LWS_LEADER_ADDRESS`` it injects (listed first, so Kubernetes expands it in what follows) and
+each pod's own address from its pod IP. Each pod claims a cache of its own: a worker fetches
+the model itself.
+
+The API Service is ``NAME-api``, never ``NAME``: the LeaderWorkerSet controller creates the
+headless Service named like the LeaderWorkerSet (the pods' subdomain, which makes
+``LWS_LEADER_ADDRESS`` = ``NAME-0.NAME.NAMESPACE`` resolve) and leaves it alone when a Service
+of that name already exists, so one of ours by that name would break the leader's DNS.
 """
 
 from __future__ import annotations
@@ -58,16 +64,25 @@ def render(deployment: Deployment) -> list[tuple[str, str]]:
             "volumeClaimTemplates": [claim(d, CACHE_VOLUME, template=True)],
         },
     }
-    objects = [
-        kube_object("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", d, spec),
-        service(d, selector(d) | {ROLE_LABEL: "leader"}),  # the API is the leader's only
-    ]
+    api = service(d, selector(d) | {ROLE_LABEL: "leader"})  # the API is the leader's only
+    # Not named d.name: that is the headless Service LeaderWorkerSet creates (module docstring).
+    api["metadata"]["name"] = api_service_name(d)
+    objects = [kube_object("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", d, spec), api]
     return [("lws.yaml", documents(d.header("lws"), objects))]
+
+
+def api_service_name(d: Deployment) -> str:
+    """``NAME-api``, a DNS label (63 at most) that is never the LeaderWorkerSet's own name."""
+    name = f"{d.name[:59].rstrip('-')}-api"
+    # Only a 63-character NAME that ends in -api truncates to itself; such a NAME cannot end in -http.
+    return name if name != d.name else f"{d.name[:58].rstrip('-')}-http"
 
 
 def group_env(d: Deployment) -> list[dict[str, Any]]:
     """The variables that make a pod a member: the static ones from node_environment(), the rank
-    from the pod's label and the leader's address from LeaderWorkerSet's own variable."""
+    from the pod's label, the leader's address from LeaderWorkerSet's own variable and the pod's
+    own address from its IP (the leader need not resolve its own DNS name, whose record may not
+    be published yet when it starts, and each engine advertises its pod IP)."""
     static = contract.node_environment(d.nodes, 0, "$(LWS_LEADER_ADDRESS)")
     env: list[dict[str, Any]] = []
     for key, value in static.items():
@@ -76,6 +91,7 @@ def group_env(d: Deployment) -> list[dict[str, Any]]:
             env.append({"name": key, "valueFrom": {"fieldRef": field}})
         else:
             env.append({"name": key, "value": value})
+    env.append({"name": contract.NODE_ADDRESS, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     return env
 
 

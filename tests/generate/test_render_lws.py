@@ -60,6 +60,12 @@ def test_members_get_the_group_s_variables() -> None:
         assert by_name[contract.LEADER_ADDRESS]["value"] == "$(LWS_LEADER_ADDRESS)"
         assert by_name[contract.LEADER_PORT]["value"] == str(contract.DEFAULT_LEADER_PORT)
         assert by_name[contract.MODEL_PROFILE]["value"]
+        # Each pod's own IP: the leader need not resolve its own DNS name (not yet published when
+        # it starts) and each engine advertises an address the others reach.
+        assert by_name[contract.NODE_ADDRESS] == {
+            "name": contract.NODE_ADDRESS,
+            "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+        }
 
 
 def test_leader_is_probed_as_a_nim_and_workers_for_liveness() -> None:
@@ -79,6 +85,26 @@ def test_each_pod_claims_its_cache_and_the_service_selects_the_leader() -> None:
     assert "nim-cache" not in {v["name"] for v in template["leaderTemplate"]["spec"]["volumes"]}
     assert found["Service"]["spec"]["selector"]["ai.nimctl.role"] == "leader"
     assert template["leaderTemplate"]["metadata"]["labels"]["ai.nimctl.role"] == "leader"
+
+
+def test_the_api_service_is_not_named_like_the_leaderworkerset() -> None:
+    # The LWS controller creates its own headless Service named exactly like the LeaderWorkerSet
+    # (the pods' subdomain: LWS_LEADER_ADDRESS = NAME-0.NAME.NAMESPACE) and does nothing when a
+    # Service of that name exists already; ours by that name would leave the leader's address
+    # unresolvable, so the API Service must be named otherwise.
+    found = qwen72b_two_nodes()
+    lws_name = found["LeaderWorkerSet"]["metadata"]["name"]
+    assert found["Service"]["metadata"]["name"] != lws_name
+    assert found["Service"]["metadata"]["name"] == f"{lws_name}-api"
+
+
+@pytest.mark.parametrize("name", ["x" * 63, "x" * 59 + "-api", "nimctl-qwen"])
+def test_the_api_service_name_is_a_label_unlike_the_lws_s_whatever_the_name(name: str) -> None:
+    found = documents(model="tiny-vlm", assume_gpus="none", nodes=2, name=name)
+    lws_name = found["LeaderWorkerSet"]["metadata"]["name"]
+    service_name = found["Service"]["metadata"]["name"]
+    assert service_name != lws_name
+    assert len(service_name) <= 63 and not service_name.endswith("-")
 
 
 def test_cpu_group() -> None:
