@@ -9,6 +9,7 @@ import math
 import signal
 import socket
 import ssl
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from nimctl.server.state import Cut, ServerState
 
 if TYPE_CHECKING:
     from nimctl.server.config import ServerConfig
+    from nimctl.server.worker import WorkerState
 
 log = logging.getLogger("nimctl.server")
 
@@ -30,7 +32,15 @@ log = logging.getLogger("nimctl.server")
 DRAIN_BACKSTOP_S = 2.0
 
 
-class _FrontServer(uvicorn.Server):
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            # uvicorn re-raises caught signals on exit; a SIGTERM that stopped it cleanly is exit 0.
+            self._captured_signals.remove(sig)
+
+
+class _FrontServer(_Server):
     """uvicorn, plus: new requests get 503 from the moment a stop signal arrives, and the requests
     still in flight when the drain runs out are ended by the front, each with an error in OpenAI's
     shape, before uvicorn's own deadline would cancel them with nothing said (and a traceback each).
@@ -53,9 +63,6 @@ class _FrontServer(uvicorn.Server):
                 self._loop.call_soon_threadsafe(self._arm_drain_deadline)
         self.state.draining = True
         super().handle_exit(sig, frame)
-        if sig == signal.SIGTERM:
-            # uvicorn re-raises caught signals on exit; a SIGTERM that drained cleanly is exit 0.
-            self._captured_signals.remove(sig)
 
     def _arm_drain_deadline(self) -> None:
         assert self._loop is not None
@@ -106,30 +113,27 @@ def tls_options(config: ServerConfig) -> dict[str, Any]:
     return options
 
 
-def serve(plan: LaunchPlan) -> int:
+def _run(
+    plan: LaunchPlan,
+    state: ServerState | WorkerState,
+    build_app: Callable[[Callable[[int], None]], Any],
+    make_server: Callable[[uvicorn.Config], _Server],
+    announce: Callable[[], None],
+) -> int:
+    """Bind first (a port in use is one clear error and nothing else runs), build the app with a
+    way to ask for an exit with a code, serve until asked or signalled, return the exit code."""
     config = plan.config
     configure_logging(config.log_level, config.jsonl_logging)
     sock = bind_port(config.host, config.server_port)
-    state = ServerState(plan)
-    server: _FrontServer | None = None
+    server: _Server | None = None
 
     def request_exit(code: int) -> None:
         state.exit_code = code
         if server is not None:
             server.should_exit = True
 
-    app = create_app(state, request_exit=request_exit)
-    uv_config = uvicorn_config(app, config)
-    server = _FrontServer(uv_config, state)
-    log.info(
-        "nim-serve on %s:%s (%s); model %s; profile %s (%s)",
-        config.host,
-        config.server_port,
-        "https" if config.ssl_mode != "DISABLED" else "http",
-        plan.source.uri,
-        plan.profile_name or "none",
-        plan.selection_reason,
-    )
+    server = make_server(uvicorn_config(build_app(request_exit), config))
+    announce()
     # What exists now (the app, the plan, imported modules) lives as long as the server: the
     # collector need not walk it again in every full collection (it cost ~4 % of the front's CPU).
     gc.freeze()
@@ -137,42 +141,50 @@ def serve(plan: LaunchPlan) -> int:
     return state.exit_code
 
 
-class _WorkerServer(uvicorn.Server):
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if sig == signal.SIGTERM and sig in self._captured_signals:
-            self._captured_signals.remove(sig)  # a worker stopped by SIGTERM exits 0, as the front
+def serve(plan: LaunchPlan) -> int:
+    config = plan.config
+    state = ServerState(plan)
+
+    def announce() -> None:
+        log.info(
+            "nim-serve on %s:%s (%s); model %s; profile %s (%s)",
+            config.host,
+            config.server_port,
+            "https" if config.ssl_mode != "DISABLED" else "http",
+            plan.source.uri,
+            plan.profile_name or "none",
+            plan.selection_reason,
+        )
+
+    return _run(
+        plan,
+        state,
+        lambda request_exit: create_app(state, request_exit=request_exit),
+        lambda uv_config: _FrontServer(uv_config, state),
+        announce,
+    )
 
 
 def serve_worker(plan: LaunchPlan) -> int:
     """A worker node of a group (nimctl.server.worker): probes on NIM_SERVER_PORT, no API."""
     from nimctl.server.worker import WorkerState, create_worker_app
 
-    config = plan.config
-    configure_logging(config.log_level, config.jsonl_logging)
-    sock = bind_port(config.host, config.server_port)
+    config, node = plan.config, plan.node
     state = WorkerState(plan)
-    server: _WorkerServer | None = None
 
-    def request_exit(code: int) -> None:
-        state.exit_code = code
-        if server is not None:
-            server.should_exit = True
+    def announce() -> None:
+        log.info(
+            "nim-serve %s: leader %s:%s; probes on %s:%s; model %s; profile %s",
+            node.name,
+            node.leader_address,
+            node.join_port,
+            config.host,
+            config.server_port,
+            plan.source.uri,
+            plan.profile_name or "none",
+        )
 
-    server = _WorkerServer(uvicorn_config(create_worker_app(state, request_exit), config))
-    node = plan.node
-    log.info(
-        "nim-serve %s: leader %s:%s; probes on %s:%s; model %s; profile %s",
-        node.name,
-        node.leader_address,
-        node.join_port,
-        config.host,
-        config.server_port,
-        plan.source.uri,
-        plan.profile_name or "none",
-    )
-    server.run(sockets=[sock])
-    return state.exit_code
+    return _run(plan, state, lambda request_exit: create_worker_app(state, request_exit), _Server, announce)
 
 
 def uvicorn_config(app: Any, config: ServerConfig) -> uvicorn.Config:
