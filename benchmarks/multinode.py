@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import psutil
 from _nim_serve import free_port, start_nim_serve, stop  # the benchmarks' folder is on sys.path
 
 from nimctl import contract
+from nimctl.runtime.group import free_port_pair
 
 SETUPS = ("single", "2-node")
 BENCH_TIMEOUT_S = 1200
@@ -57,19 +57,6 @@ DROPPED = (
     contract.LEADER_ADDRESS, contract.LEADER_PORT, contract.NODE_ADDRESS, "NIM_MODEL_PROFILE",
     "NIMCTL_SERVER_HOST", "NIMCTL_URL",
 )
-
-
-def free_port_pair() -> int:
-    """A port p with p+1 free too: the leader's join port and its engine's torch.distributed store."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    sys.exit("no free pair of ports")
 
 
 def base_env(args: argparse.Namespace, port: int) -> dict[str, str]:
@@ -91,7 +78,7 @@ def start_single(args: argparse.Namespace, logs: Path, live: list[psutil.Process
 
 def start_group(args: argparse.Namespace, logs: Path, live: list[psutil.Process]) -> tuple[str, float]:
     """Leader and worker; the worker first (it waits for the leader), then until the leader is ready."""
-    join_port, port = free_port_pair(), free_port()
+    join_port, port = free_port_pair(contract.DEFAULT_LEADER_PORT), free_port()
     leader_env = base_env(args, port) | contract.node_environment(
         2, 0, "127.0.0.1", leader_port=join_port, node_address="127.0.0.1"
     )

@@ -35,8 +35,27 @@ import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-# The published schemas live beside the checkout (../shared/schemas from the repository root).
-SCHEMAS = ROOT.parent / "shared" / "schemas"
+
+
+def _schemas_dir() -> Path:
+    """The published schemas: beside the checkout (../shared/schemas from the repository root), or
+    beside the checkout this one was cloned from, when it is a clone of a local folder (CI clones
+    the working checkout into a scratch folder, where nothing lies beside it)."""
+    beside = ROOT.parent / "shared" / "schemas"
+    if beside.is_dir():
+        return beside
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        cloned_from = Path(origin).resolve().parent / "shared" / "schemas"
+        if cloned_from.is_dir():
+            return cloned_from
+    return beside  # missing: the tests that need it fail, naming it
+
+
+SCHEMAS = _schemas_dir()
 HELM_VALUES_SCHEMA = "nim-llm-values.schema.json"
 CRD_FILES = ("leaderworkerset.yaml", "nimcache.yaml", "nimservice.yaml")
 

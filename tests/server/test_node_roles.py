@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,23 +22,12 @@ import httpx
 import psutil
 import pytest
 
+from nimctl import contract
+from nimctl.runtime.group import free_port_pair
 from nimctl.server.membership import GroupLeader
 from tests.server_process import ServerProcess, free_port
 
 MODEL = "builtin://tiny-vlm"
-
-
-def free_port_pair() -> int:
-    """A port p with p+1 free too: the leader's join port and its engine's store."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports")
 
 
 def member_env(rank: int, join_port: int, **more: str) -> dict[str, str]:
@@ -91,7 +79,7 @@ def test_a_profile_for_other_node_count_is_refused_at_start() -> None:
 
 
 def test_the_dry_run_shows_each_role_in_the_engines_own_flags() -> None:
-    port = free_port_pair()
+    port = free_port_pair(contract.DEFAULT_LEADER_PORT)
     leader = json.loads(dry_run(member_env(0, port)).stdout)
     worker = json.loads(dry_run(member_env(1, port)).stdout)
     assert leader["profile_name"] == worker["profile_name"] == "vllm-fp32-tp2-pp1-cpu-2node"
@@ -109,7 +97,7 @@ def test_the_dry_run_shows_each_role_in_the_engines_own_flags() -> None:
 
 
 def test_a_worker_without_a_leader_answers_probes_then_fails_after_the_named_wait(tmp_path: Path) -> None:
-    port = free_port_pair()  # nothing listens there
+    port = free_port_pair(contract.DEFAULT_LEADER_PORT)  # nothing listens there
     worker = ServerProcess(MODEL, tmp_path / "cache", tmp_path / "worker.log",
                            env=member_env(1, port, NIMCTL_LEADER_WAIT="4"))
     worker.port = free_port()
@@ -140,7 +128,7 @@ def test_a_worker_without_a_leader_answers_probes_then_fails_after_the_named_wai
 @pytest.fixture
 def foreign_leader() -> Iterator[int]:
     """A leader of a group running another profile: it refuses every worker of ours."""
-    port = free_port_pair()
+    port = free_port_pair(contract.DEFAULT_LEADER_PORT)
     loop = asyncio.new_event_loop()
     leader = GroupLeader(2, "another-profile", on_lost=lambda rank, why: None)
     loop.run_until_complete(leader.start("127.0.0.1", port))
@@ -172,7 +160,7 @@ def tree(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
 def test_the_leader_waits_for_its_worker_then_a_stop_ends_the_whole_group(
     tmp_path: Path, model_cache: Path
 ) -> None:
-    port = free_port_pair()
+    port = free_port_pair(contract.DEFAULT_LEADER_PORT)
     cache = model_cache  # the session's: the tiny model is generated once
     leader = ServerProcess(MODEL, cache, tmp_path / "leader.log", env=member_env(0, port))
     worker = ServerProcess(MODEL, cache, tmp_path / "worker.log", env=member_env(1, port))
