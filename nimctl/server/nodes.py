@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 # The worker's engine: vLLM's headless mode, through nimctl's own launcher (see that module).
 HEADLESS_MODULE = "nimctl.server.headless"
-# The flags that place the engine in the group; nim-serve sets them, users may not (engine_args).
-GROUP_FLAGS = ("--nnodes", "--node-rank", "--master-addr", "--master-port")
 # A documentation address (RFC 5737): connecting a UDP socket to it sends nothing, yet tells
 # which local address the routing table would use to leave this host.
 _ROUTE_PROBE = ("192.0.2.1", 9)
@@ -85,19 +83,13 @@ class NodeRole:
 
 def check_profile_nodes(role: NodeRole, profile: Profile | None) -> None:
     """The group runs one profile across all its nodes: its node count must be the group's."""
-    wanted = _profile_nodes(profile)
-    if profile is None or wanted == role.nodes:
+    if profile is None or profile.nodes == role.nodes:
         return
+    wanted = profile.nodes
     raise ConfigError(
         f"profile {profile.name} runs on {wanted} node(s), but {contract.NUM_COMPUTE_NODES}={role.nodes}",
         hint=f"set {contract.NUM_COMPUTE_NODES}={wanted}, or pin a profile for {role.nodes} node(s)",
     )
-
-
-def _profile_nodes(profile: Profile | None) -> int:
-    if profile is None:
-        return 1
-    return int(getattr(profile, "nodes", 1))
 
 
 def engine_group_args(role: NodeRole, leader_ip: str) -> list[str]:
