@@ -9,28 +9,42 @@ import typer
 from nimctl.cli._common import FormatOption, output
 from nimctl.output import Format
 from nimctl.runtime.instances import STOP_TIMEOUT_S
+from nimctl.runtime.live import PS_DEADLINE_S
 
 if TYPE_CHECKING:
     from nimctl.output import Output
     from nimctl.runtime.instances import Stopped
 
-COLUMNS = ("NAME", "MODEL", "PROFILE", "RUNTIME", "STATE", "READY", "URL", "UPTIME")
+COLUMNS = (
+    "NAME", "MODEL", "PROFILE", "RUNTIME", "STATE", "READY", "URL", "UPTIME",
+    "IDLE", "REQS", "KV", "TOK/S", "GPU MEM",
+)  # fmt: skip
 
 
 def ps(
     ctx: typer.Context,
     all_states: Annotated[bool, typer.Option("--all", "-a", help="Also instances that have ended.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0.05, help="Seconds to wait for the instances' live figures (all asked at once)."
+        ),
+    ] = PS_DEADLINE_S,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """List nimctl's instances (containers and host processes), readiness asked live."""
+    """List nimctl's instances (containers and host processes) with live figures read from each:
+    readiness, requests running/waiting, KV cache, tokens/s, idle time, GPU memory."""
+    from nimctl.cli.live_view import live_cells
     from nimctl.cli.progress import format_duration
     from nimctl.runtime.group import nodes_summary
+    from nimctl.runtime.live import fill_live
     from nimctl.runtime.manage import list_instances
 
     out = output(ctx, fmt)
-    instances, note = list_instances(all_states=all_states)
+    instances, note = list_instances(all_states=all_states, readiness=False)
     if note:
         out.warn(note)
+    fill_live(instances, deadline=timeout)
 
     def render() -> None:
         if not instances:
@@ -44,6 +58,9 @@ def ps(
             if instance.exit_code is not None:
                 state = f"{state} ({instance.exit_code})"
             ready = "-" if instance.ready is None else ("yes" if instance.ready else "no")
+            if instance.live is not None and instance.live.live_error and instance.running:
+                error = instance.live.live_error
+                ready += f" ({error})" if instance.ready is None else f" (metrics: {error})"
             uptime = instance.uptime_s()
             rows.append(
                 (
@@ -55,6 +72,7 @@ def ps(
                     ready,
                     instance.url,
                     "-" if uptime is None else format_duration(uptime),
+                    *live_cells(instance.live),
                 )
             )
             if grouped:

@@ -58,6 +58,7 @@ COMMAND_MODULES: dict[str, str] = {
     "generate": "generate",
     "pull": "pull",
     **dict.fromkeys(("ps", "logs", "stop"), "instances"),
+    "top": "top",
     "env": "env",
     "chat": "chat",
     "health": "health",

@@ -45,6 +45,41 @@ class Member:
         }
 
 
+# live_error of an instance that is not running: its state says why there are no figures.
+LIVE_ERROR_NOT_RUNNING = "not running"
+
+
+@dataclass
+class LiveFigures:
+    """What ``ps`` reads live from a running instance (docs/json.md); a figure not read is None."""
+
+    idle_s: float | None = None
+    idle_stop_s: float | None = None  # the configured idle stop; None: off
+    idle_stop_in_s: float | None = None
+    kv_cache_usage_pct: float | None = None
+    requests_running: int | None = None
+    requests_waiting: int | None = None
+    prompt_tokens_per_s: float | None = None
+    generation_tokens_per_s: float | None = None
+    # Per GPU the instance's processes hold memory on: {"index", "uuid", "used_mib"}; None: no GPUs.
+    gpu_memory: list[dict[str, Any]] | None = None
+    live_error: str | None = None  # why the figures are missing ("timeout", "unreachable", ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "idle_s": self.idle_s,
+            "idle_stop_s": self.idle_stop_s,
+            "idle_stop_in_s": self.idle_stop_in_s,
+            "kv_cache_usage_pct": self.kv_cache_usage_pct,
+            "requests_running": self.requests_running,
+            "requests_waiting": self.requests_waiting,
+            "prompt_tokens_per_s": self.prompt_tokens_per_s,
+            "generation_tokens_per_s": self.generation_tokens_per_s,
+            "gpu_memory": self.gpu_memory,
+            "live_error": self.live_error,
+        }
+
+
 @dataclass
 class Instance:
     """One instance: a container labelled by nimctl, or a host process with a state folder."""
@@ -74,6 +109,7 @@ class Instance:
     nodes: int = 1
     address: str = ""
     members: list[Member] = field(default_factory=list)
+    live: LiveFigures | None = None  # read by ps (nimctl.runtime.live); None: not asked
 
     @property
     def is_worker(self) -> bool:
@@ -109,6 +145,7 @@ class Instance:
             "id": self.ident,
             "nodes": self.nodes,
             "members": [member.to_dict() for member in self.members],
+            **(self.live or LiveFigures()).to_dict(),
         }
 
 
