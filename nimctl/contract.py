@@ -11,7 +11,9 @@ Dockerfile cannot import Python; ``tests/runtime/test_contract.py`` checks they 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Final
 
@@ -80,6 +82,8 @@ LEADER_ADDRESS: Final = "NIM_LEADER_ADDRESS"
 LEADER_PORT: Final = "NIM_LEADER_PORT"
 NODE_ADDRESS: Final = "NIM_NODE_ADDRESS"
 LEADER_WAIT: Final = "NIMCTL_LEADER_WAIT"
+# Idle stop (docs/operate.md): NIM has no such variable, hence nimctl's prefix.
+IDLE_STOP: Final = "NIMCTL_IDLE_STOP"
 # Set to 1 by nimctl's images; /.dockerenv is not used since CI sandboxes may be containers too.
 IN_CONTAINER: Final = "NIMCTL_IN_CONTAINER"
 
@@ -145,6 +149,7 @@ VARIABLES: Final[dict[str, str]] = {
     LEADER_PORT: "the leader's join port (default 29500); the engine's torch.distributed store uses the next",
     NODE_ADDRESS: "this node's address as the others reach it (default: the one that routes to the leader)",
     LEADER_WAIT: "seconds a worker waits for the leader to answer before it fails (default 300)",
+    IDLE_STOP: "stop cleanly (exit 0) after this long without an inference request: 90s, 30m, 1h30m; 0: off",
     IN_CONTAINER: "1 inside nimctl's images (set by the image)",
 }
 
@@ -205,6 +210,45 @@ def node_environment(
     return env
 
 
+# --- Durations ------------------------------------------------------------------------------------
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+DURATION_FORMS: Final = "90s, 30m, 1h, 1h30m or bare seconds"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``90s``, ``30m``, ``1h``, ``1h30m`` (hours, minutes, seconds in that
+    order, each optional) or bare seconds (``90``, ``2.5``). ValueError for anything else.
+
+    The one reading of :data:`IDLE_STOP`, shared by ``nimctl run --idle-stop`` and ``nim-serve``.
+    """
+    value = text.strip().lower()
+    found = _DURATION.fullmatch(value) if value else None
+    if found is not None:
+        hours, minutes, seconds = (float(part) if part else 0.0 for part in found.groups())
+        return hours * 3600 + minutes * 60 + seconds
+    try:
+        bare = float(value)
+    except ValueError:
+        bare = -1.0
+    if bare >= 0 and math.isfinite(bare):
+        return bare
+    raise ValueError(f"{text!r} is not a duration: give {DURATION_FORMS}")
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as :func:`parse_duration` reads it back: 5400 is ``1h30m``, 2.5 is ``2.5s``."""
+    whole = int(seconds)
+    if whole != seconds or whole == 0:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+
+
+# What an idle stop's log line begins with: `ps` tells an idle stop from another exit 0 by it.
+IDLE_STOP_LOG_MARK: Final = "idle stop:"
+
+
 # --- Defaults ------------------------------------------------------------------------------------
 # The model nim-serve and `nimctl run` serve when none is named (a built-in random-weight VLM).
 DEFAULT_MODEL: Final = "builtin://tiny-vlm"
@@ -252,3 +296,5 @@ LORA_REFRESH_LABEL: Final = f"{LABEL_PREFIX}.lora-refresh"
 GROUP_LABEL: Final = f"{LABEL_PREFIX}.group"
 NODE_RANK_LABEL: Final = f"{LABEL_PREFIX}.node-rank"
 NODES_LABEL: Final = f"{LABEL_PREFIX}.nodes"
+# `run --idle-stop`'s seconds (NIMCTL_IDLE_STOP as the server reads it); absent when off.
+IDLE_STOP_LABEL: Final = f"{LABEL_PREFIX}.idle-stop"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -19,6 +21,7 @@ from nimctl.server import inference, lora_routes, management
 from nimctl.server.adapters import AdapterManager
 from nimctl.server.auth import ApiKeyMiddleware, key_check
 from nimctl.server.http_errors import openai_error
+from nimctl.server.idle import IdleStop
 from nimctl.server.lean_relay import LeanRelay
 from nimctl.server.limits import LimitsMiddleware, RequestLimits
 from nimctl.server.metrics import FrontMetrics
@@ -26,6 +29,7 @@ from nimctl.server.middleware import FrontMiddleware
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import ServerState
 from nimctl.server.supervisor import Supervisor
+from nimctl.server.token_rates import FETCH_TIMEOUT_S, METRICS_PATH
 
 
 class _CORSMiddleware(CORSMiddleware):
@@ -68,11 +72,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watchers: list[asyncio.Task[None]] = []
         if supervise:
             supervisor.start()  # in the background: the port answers before the model loads
+            watchers = _start_watchers(state, proxy, request_exit)
         try:
             yield
         finally:
+            for task in watchers:
+                task.cancel()
+            for task in watchers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if supervise:
                 await supervisor.stop(state.plan.config.shutdown_timeout)
             if state.adapters is not None:
@@ -113,7 +124,9 @@ def create_app(
     limits = RequestLimits(config)  # one set of slots and rate buckets for both paths
     # Inside FrontMiddleware, so a refusal counts in the metrics; inside auth, which names the caller.
     app.add_middleware(LimitsMiddleware, config=config, limited_paths=inference.LIMITED_PATHS, limits=limits)
-    app.add_middleware(FrontMiddleware, state=state, metrics=metrics, routes=routes)
+    app.add_middleware(
+        FrontMiddleware, state=state, metrics=metrics, routes=routes, use_paths=inference.LIMITED_PATHS
+    )
     # Added last, so outermost: a request without a key costs one hash and never reaches the rest.
     app.add_middleware(ApiKeyMiddleware, check=keys)
     if config.front_data_path == "lean":
@@ -136,3 +149,20 @@ def create_app(
             allow_credentials=config.cors_allow_credentials,
         )
     return app
+
+
+def _start_watchers(
+    state: ServerState, proxy: EngineProxy, request_exit: Callable[[int], None]
+) -> list[asyncio.Task[None]]:
+    """The front's background tasks beside the supervisor: the token-rate sampler, and the idle
+    stop when NIMCTL_IDLE_STOP sets one. The lifespan cancels them before the engine stops."""
+
+    async def fetch() -> str | None:
+        return await proxy.get_text(METRICS_PATH, timeout=FETCH_TIMEOUT_S)
+
+    sampler = state.token_rates.sample_forever(fetch, lambda: state.ready)
+    tasks = [asyncio.create_task(sampler, name="token-rates")]
+    interval = state.plan.config.idle_stop
+    if interval is not None:
+        tasks.append(asyncio.create_task(IdleStop(state, interval, request_exit).run(), name="idle-stop"))
+    return tasks

@@ -88,6 +88,7 @@ ENV_FIELDS: dict[str, str] = {
     contract.LEADER_PORT: "leader_port",
     contract.NODE_ADDRESS: "node_address",
     contract.LEADER_WAIT: "leader_wait",
+    contract.IDLE_STOP: "idle_stop",
 }
 
 
@@ -208,6 +209,22 @@ class ServerConfig(BaseModel):
     leader_port: int = Field(default=contract.DEFAULT_LEADER_PORT, ge=1, le=65534)
     node_address: str | None = None
     leader_wait: float = Field(default=300.0, gt=0)
+    # Seconds without an inference request before the server stops itself (exit 0); None: off.
+    idle_stop: float | None = None
+
+    @field_validator("idle_stop", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = contract.parse_duration(value)  # its ValueError names the forms it takes
+        return value or None  # 0: off
+
+    @field_validator("idle_stop")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < float("inf"):
+            raise ValueError("must be a positive duration (0: off)")
+        return value
 
     @model_validator(mode="after")
     def _node_role(self) -> ServerConfig:

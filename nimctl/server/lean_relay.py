@@ -9,7 +9,8 @@ through the same objects, so the answers are the framework path's, byte for byte
 1. one pass over the headers: the Authorization value, the declared length, the headers' size,
    an Origin, and the headers the engine gets;
 2. the key check (:class:`~nimctl.server.auth.KeyCheck`), outside the metrics as in the stack;
-3. the metrics and the 503 while draining (as :class:`~nimctl.server.middleware.FrontMiddleware`);
+3. the metrics, the idle clock and the 503 while draining
+   (as :class:`~nimctl.server.middleware.FrontMiddleware`);
 4. the limits (:class:`~nimctl.server.limits.RequestLimits`), then the body, read under them;
 5. the checks, the relay and the judging of engine errors (:class:`~nimctl.server.inference.InferenceRelay`).
 
@@ -120,6 +121,8 @@ class LeanRelay:
                 response_started = True
             await send(message)
 
+        idle = self.state.idle
+        idle.begin()  # every request here is inference: it counts as use (server/idle.py)
         metrics.in_flight.inc()
         try:
             if self.state.draining:
@@ -140,6 +143,7 @@ class LeanRelay:
             response = openai_error(500, "internal server error in the front (see its log)")
             await response(scope, receive, send_watching)
         finally:
+            idle.end()
             metrics.in_flight.dec()
             metrics.observe(scope["path"], "POST", status, started)
 

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nimctl.server.state import Phase
+from nimctl.server.token_rates import WINDOW_S
 
 if TYPE_CHECKING:
     from nimctl.server.state import ServerState
@@ -42,6 +43,37 @@ class _EngineStateCollector(Collector):
         starts = CounterMetricFamily("nimctl_engine_starts", "Times the engine process was started")
         starts.add_metric([], float(self._state.engine_starts))
         yield starts
+        yield from self._idle()
+        yield from self._token_rates()
+
+    def _idle(self) -> Iterator[Any]:
+        """The idle time while ready (absent otherwise), and the idle stop when one is set."""
+        idle = self._state.idle.idle_seconds()
+        if self._state.ready and idle is not None:
+            gauge = GaugeMetricFamily(
+                "nimctl_idle_seconds", "Seconds since the last inference request ended (0 while one runs)"
+            )
+            gauge.add_metric([], round(idle, 3))
+            yield gauge
+        interval = self._state.plan.config.idle_stop
+        if interval is not None:
+            gauge = GaugeMetricFamily(
+                "nimctl_idle_stop_seconds", "The server stops after this long idle (NIMCTL_IDLE_STOP)"
+            )
+            gauge.add_metric([], interval)
+            yield gauge
+
+    def _token_rates(self) -> Iterator[Any]:
+        rates = self._state.token_rates.rates()
+        if rates is None:
+            return
+        for name, what, value in (
+            ("nimctl_prompt_tokens_per_second", "Prompt tokens", rates.prompt),
+            ("nimctl_generation_tokens_per_second", "Generated tokens", rates.generation),
+        ):
+            gauge = GaugeMetricFamily(name, f"{what} per second over the last {WINDOW_S:g} s")
+            gauge.add_metric([], round(value, 3))
+            yield gauge
 
 
 class FrontMetrics:

@@ -1,6 +1,7 @@
-"""ASGI middleware: request metrics, 503 for new work while the server drains, and the
-front's last word on a bug: any exception a route lets out becomes a JSON 500 in OpenAI's
-shape, logged once with its traceback (Starlette alone answers plain text).
+"""ASGI middleware: request metrics, the idle clock's inference requests (server/idle.py),
+503 for new work while the server drains, and the front's last word on a bug: any exception
+a route lets out becomes a JSON 500 in OpenAI's shape, logged once with its traceback
+(Starlette alone answers plain text).
 
 Written as plain ASGI (not BaseHTTPMiddleware) so that streamed bodies and client
 disconnects pass through untouched.
@@ -24,11 +25,20 @@ _ALWAYS_ANSWERED = ("/v1/health/", "/v1/metrics")
 
 
 class FrontMiddleware:
-    def __init__(self, app: ASGIApp, *, state: ServerState, metrics: FrontMetrics, routes: set[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        state: ServerState,
+        metrics: FrontMetrics,
+        routes: set[str],
+        use_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.state = state
         self.metrics = metrics
         self.routes = routes
+        self.use_paths = use_paths  # inference: what counts as use for the idle stop (server/idle.py)
 
     def _route(self, path: str) -> str:
         if path in self.routes:
@@ -54,6 +64,9 @@ class FrontMiddleware:
                 response_started = True
             await send(message)
 
+        use = scope["method"] == "POST" and path in self.use_paths
+        if use:
+            self.state.idle.begin()
         self.metrics.in_flight.inc()
         try:
             if self.state.draining and not path.startswith(_ALWAYS_ANSWERED):
@@ -69,5 +82,7 @@ class FrontMiddleware:
                     response = openai_error(500, "internal server error in the front (see its log)")
                     await response(scope, receive, send_watching)
         finally:
+            if use:
+                self.state.idle.end()
             self.metrics.in_flight.dec()
             self.metrics.observe(route, scope["method"], status, started)

@@ -10,6 +10,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nimctl.server.idle import IdleClock
+from nimctl.server.token_rates import TokenRates
+
 if TYPE_CHECKING:
     from nimctl.server.adapters import AdapterManager
     from nimctl.server.engine import EngineProcess
@@ -153,6 +156,9 @@ class ServerState:
     fetch_progress: FetchProgress | None = None
     adapters: AdapterManager | None = None  # LoRA on (NIM_PEFT_SOURCE): the adapters served
     group: GroupLeader | None = None  # the leader of a multi-node group: its workers
+    # Since the last inference request (NIMCTL_IDLE_STOP, /v1/metrics); started at the first ready.
+    idle: IdleClock = field(default_factory=IdleClock)
+    token_rates: TokenRates = field(default_factory=TokenRates)  # sampled from the engine's counters
 
     @property
     def group_complete(self) -> bool:
@@ -199,3 +205,5 @@ class ServerState:
         self.phase = phase
         self.detail = detail
         self.fetch_progress = None  # a new phase starts with no download under way
+        if phase is Phase.ready:
+            self.idle.start()
