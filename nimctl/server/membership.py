@@ -156,8 +156,7 @@ class GroupLeader:
 
     def _refusal(self, hello: Hello) -> str | None:
         if hello.nodes != self.nodes:
-            return (f"the worker has {contract.NUM_COMPUTE_NODES}={hello.nodes}, "
-                    f"the leader {self.nodes}")
+            return f"the worker has {contract.NUM_COMPUTE_NODES}={hello.nodes}, the leader {self.nodes}"
         if not 1 <= hello.rank < self.nodes:
             return f"{contract.NODE_RANK}={hello.rank} is not a worker's rank in a group of {self.nodes}"
         if hello.rank in self.joined:
@@ -270,8 +269,10 @@ async def join(leader: str, port: int, hello: Hello, wait: float, *, local: str 
         if "welcome" not in answer:
             writer.close()
             why = answer.get("refused", f"an unexpected answer {answer}")
-            raise ConfigError(f"the leader refused this node: {why}",
-                              hint="every node of the group needs the same node count and profile")
+            raise ConfigError(
+                f"the leader refused this node: {why}",
+                hint="every node of the group needs the same node count and profile",
+            )
         peer = writer.get_extra_info("peername")
         own = writer.get_extra_info("sockname")
         return Membership(reader, writer, leader_ip=str(peer[0]), node_ip=str(own[0]))

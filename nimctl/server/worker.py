@@ -81,8 +81,9 @@ class WorkerNode:
         self.state.stage = f"joining the leader at {role.leader_address}:{role.join_port}"
         hello = Hello(role.rank, role.nodes, plan.profile_id, role.node_address)
         try:
-            joined = await join(role.leader_address, role.join_port, hello, role.leader_wait,
-                                local=role.node_address)
+            joined = await join(
+                role.leader_address, role.join_port, hello, role.leader_wait, local=role.node_address
+            )
         except NimctlError as exc:
             self._failed(exc)
             return
@@ -170,8 +171,11 @@ def create_worker_app(state: WorkerState, request_exit: Callable[[int], None]) -
         return JSONResponse({"object": "health.response", "status": "live", "message": state.message})
 
     async def ready(request: Request) -> JSONResponse:
-        body = {"object": "health.response", "status": "ready" if state.ready else "not ready",
-                "message": state.message}
+        body = {
+            "object": "health.response",
+            "status": "ready" if state.ready else "not ready",
+            "message": state.message,
+        }
         if state.ready:
             return JSONResponse(body)
         return JSONResponse({**error_body(503, state.message), **body}, status_code=503)
