@@ -24,6 +24,7 @@ same for every command.
         ├── ModelUnavailableError    11  repository missing or gated, unknown revision, not cached offline
         ├── DiskFullError            12  not enough disk space for a download or an import
         └── IntegrityError           13  files missing, truncated or corrupt (verify, bundle import)
+    ChecksFailedError                14  `nimctl doctor`: at least one item failed (a warning fails none)
 
 Some codes come from no exception, and follow the shell's 128 + signal number: 130 for
 Ctrl-C, 129 and 143 for a foreground ``nimctl run`` stopped by SIGHUP or SIGTERM, and 141
@@ -46,6 +47,7 @@ EXIT_RUNTIME_UNAVAILABLE = 10
 EXIT_MODEL_UNAVAILABLE = 11
 EXIT_DISK_FULL = 12
 EXIT_INTEGRITY = 13
+EXIT_CHECKS_FAILED = 14
 EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -68,6 +70,8 @@ EXIT_CODES: dict[int, str] = {
     "or not in the cache while offline",
     EXIT_DISK_FULL: "not enough disk space for a download or an import",
     EXIT_INTEGRITY: "files missing, truncated or corrupt (cache verify, bundle import)",
+    EXIT_CHECKS_FAILED: "`nimctl doctor` found an item that fails (each says what to do; "
+    "a warning fails none)",
     EXIT_HANGUP: "a foreground `nimctl run` stopped by SIGHUP (its terminal closed); the instance is stopped",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); a foreground `nimctl run` stops its instance first",
     EXIT_BROKEN_PIPE: "the reader of the output went away (a closed pipe, as with SIGPIPE)",
@@ -168,6 +172,12 @@ class RuntimeFailure(NimctlError):  # noqa: N818 - reads as "a failure of the ru
 
 class RuntimeUnavailableError(NimctlError):
     exit_code = EXIT_RUNTIME_UNAVAILABLE
+
+
+class ChecksFailedError(NimctlError):
+    """``nimctl doctor`` printed its report and at least one item failed."""
+
+    exit_code = EXIT_CHECKS_FAILED
 
 
 class ModelStoreError(NimctlError):
