@@ -10,8 +10,21 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nimctl import contract
-from nimctl.cli._common import CacheOption, FormatOption, Preference, output
-from nimctl.cli.gpus import AssumeGpusOption
+from nimctl.cli._common import FormatOption, Preference, output
+from nimctl.cli._run_options import (
+    AssumeGpusOption,
+    CacheOption,
+    EnvOption,
+    GpusOption,
+    HostOption,
+    ImageOption,
+    MaxModelLenOption,
+    OfflineOption,
+    PortOption,
+    PreferOption,
+    ProfileOption,
+    given,
+)
 from nimctl.errors import ChecksFailedError, UsageError
 from nimctl.output import Format
 
@@ -28,48 +41,26 @@ def doctor(
         str | None,
         typer.Argument(
             metavar="[MODEL]",
-            help="What nimctl run would run: a model name, source URI or manifest. Without it, the machine "
-            "only (the model's items are skipped).",
+            help="What nimctl run would run: a name (tiny-vlm), a manifest, a URI (hf://ORG/NAME) or a "
+            "folder. Without it, the machine only (the model's items are skipped).",
             show_default=False,
         ),
     ] = None,
-    profile: Annotated[
-        str | None,
-        typer.Option(
-            "--profile", "-p", metavar="ID|NAME", help="As nimctl run --profile.", show_default=False
-        ),
-    ] = None,
-    gpus: Annotated[
-        str | None,
-        typer.Option(
-            "--gpus",
-            help="As nimctl run --gpus: devices of this machine (all|none|2|0,1).",
-            show_default=False,
-        ),
-    ] = None,
+    profile: ProfileOption = None,
+    gpus: GpusOption = None,
     assume_gpus: AssumeGpusOption = None,
-    prefer: Annotated[
-        Preference | None,
-        typer.Option("--prefer", case_sensitive=False, help="As nimctl run --prefer.", show_default=False),
-    ] = None,
-    max_model_len: Annotated[
-        int | None,
-        typer.Option("--max-model-len", min=1, help="As nimctl run --max-model-len.", show_default=False),
-    ] = None,
+    prefer: PreferOption = Preference.throughput,
+    max_model_len: MaxModelLenOption = None,
     runtime: Annotated[
-        str, typer.Option("--runtime", help="docker, local, or auto (Docker when it answers), as nimctl run.")
+        str,
+        typer.Option("--runtime", help="docker, local (a host process), or auto (Docker when it answers)."),
     ] = "auto",
-    port: Annotated[
-        int, typer.Option("--port", help="The host port nimctl run would publish.")
-    ] = contract.CONTAINER_PORT,
-    host: Annotated[
-        str, typer.Option("--host", help="The address nimctl run would publish on.")
-    ] = "127.0.0.1",
+    port: PortOption = contract.CONTAINER_PORT,
+    host: HostOption = "127.0.0.1",
     cache: CacheOption = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="As nimctl run --image (Docker only).", show_default=False)
-    ] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="As nimctl run --offline.")] = False,
+    env: EnvOption = None,
+    image: ImageOption = None,
+    offline: OfflineOption = False,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Check whether nimctl run MODEL can work here: driver and CUDA, container toolkit, Docker, disk,
@@ -84,12 +75,13 @@ def doctor(
         profile=profile,
         gpus=gpus,
         assume_gpus=assume_gpus,
-        prefer=prefer.value if prefer else None,
+        prefer=given(ctx, "prefer", prefer.value),
         max_model_len=max_model_len,
         runtime=runtime,  # type: ignore[arg-type]
         port=port,
         host=host,
         cache=cache,
+        env=tuple(env or ()),
         image=image,
         offline=offline,
     )

@@ -98,12 +98,12 @@ def disk_check(target: Target) -> Check:
     data["needed_bytes"] = needed
     if needed == 0:
         return Check("disk", title, Verdict.ok, f"{how}; {has}", data=data)
-    if target.request.offline and target.source.kind == "hf":
+    if target.offline and target.source.kind == "hf":
         return Check(
             "disk",
             title,
             Verdict.fail,
-            f"--offline, and {target.source.uri} is not (wholly) in {target.cache}",
+            f"an offline run, and {target.source.uri} is not (wholly) in {target.cache}",
             hint=f"nimctl pull {target.source.uri} while online, or nimctl bundle import a bundle of it",
             data=data,
         )

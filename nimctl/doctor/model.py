@@ -70,14 +70,16 @@ def credentials_check(target: Target, probes: Probes) -> Check:
         return Check("credentials", title, Verdict.ok, f"{source.uri}: {what}, no credentials needed")
     from nimctl.doctor.host import model_bytes
 
-    if target.request.offline:
+    if target.offline:
         return Check(
-            "credentials", title, Verdict.ok, "--offline: nothing is downloaded, no credentials needed"
+            "credentials", title, Verdict.ok, "an offline run downloads nothing: no credentials needed"
         )
     cached, _ = model_bytes(target)
     if cached == 0:
         return Check("credentials", title, Verdict.ok, f"{source.uri} is in the cache: nothing to download")
     token = _hf_token(probes)
+    if token is None and target.spec is not None and target.spec.env.get("HF_TOKEN"):
+        token = "HF_TOKEN (-e)"
     data = {"source": source.uri, "token_from": token}
     if token:
         return Check("credentials", title, Verdict.ok, f"a hub token is set: {token}", data=data)

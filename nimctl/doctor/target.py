@@ -34,6 +34,7 @@ class Request:
     port: int = contract.CONTAINER_PORT
     host: str = "127.0.0.1"
     cache: Path | None = None
+    env: tuple[str, ...] = ()  # run's -e KEY=VALUE: they can pin a profile, go offline, pass HF_TOKEN
     image: str | None = None
     offline: bool = False
 
@@ -53,6 +54,13 @@ class Target:
     problem: NimctlError | None = None
     manifest: Manifest | None = None
     source: ModelSource | None = None
+
+    @property
+    def offline(self) -> bool:
+        """Whether the server will never download: --offline, or -e NIM_DISABLE_MODEL_DOWNLOAD=1."""
+        from nimctl.runtime.planning import is_offline
+
+        return self.request.offline or (self.spec is not None and is_offline(self.spec.env))
 
     @property
     def device(self) -> Literal["cpu", "cuda"] | None:
@@ -112,6 +120,7 @@ def plan(request: Request, probes: Probes, daemon: DaemonState) -> Target:
             port=request.port,
             host=request.host,
             cache_dir=cache,
+            env_pairs=list(request.env),
             image=request.image,
             inventory=inventory,
             runtime_note=note,

@@ -175,7 +175,11 @@ def test_offline_and_not_cached_fails_disk(env: dict[str, str], tmp_path: Path) 
     machine = probes(env, nvml=FakeNvml(devices=[h100()], cuda=13000))
     request = Request(model=GPU_MODEL, cache=tmp_path / "cache", runtime="local", offline=True)
     disk = run_doctor(request, machine).check("disk")
-    assert disk.verdict is Verdict.fail and "--offline" in disk.detail and "nimctl pull" in (disk.hint or "")
+    assert (
+        disk.verdict is Verdict.fail
+        and "an offline run" in disk.detail
+        and "nimctl pull" in (disk.hint or "")
+    )
 
 
 def test_a_small_dev_shm_fails_for_a_host_process(env: dict[str, str], small_fs: Any) -> None:
@@ -306,3 +310,13 @@ def test_an_image_that_is_not_here_fails(env: dict[str, str]) -> None:
     )
     assert default.verdict in {Verdict.ok, Verdict.warn}
     assert default.data["image"].startswith("nimctl/nim-cpu:")
+
+
+def test_an_offline_variable_counts_as_offline(env: dict[str, str], tmp_path: Path) -> None:
+    machine = probes(env, nvml=FakeNvml(devices=[h100()], cuda=13000))
+    request = Request(
+        model=GPU_MODEL, cache=tmp_path / "cache", runtime="local", env=("NIM_DISABLE_MODEL_DOWNLOAD=1",)
+    )
+    report = run_doctor(request, machine)
+    assert report.check("disk").verdict is Verdict.fail
+    assert report.check("credentials").verdict is Verdict.ok

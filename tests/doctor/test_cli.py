@@ -130,3 +130,9 @@ def test_the_real_machine_with_docker(
     assert abs(clock["data"]["daemon_skew_s"]) < 5
     assert verdicts["image"] in {"ok", "warn"}  # present, or buildable (offline or not)
     assert result.exit_code == (EXIT_CHECKS_FAILED if "fail" in verdicts.values() else 0)
+
+
+def test_help_names_every_item() -> None:
+    result = nimctl("doctor", "--help")
+    assert result.exit_code == 0
+    assert "Exit 14" in result.stdout and "/dev/shm" in result.stdout
