@@ -59,6 +59,16 @@ RestartOption = Annotated[
     str,
     typer.Option("--restart", help="Docker restart policy: no, on-failure[:N], always, unless-stopped."),
 ]
+IdleStopOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idle-stop",
+        metavar="DURATION",
+        help=f"Stop the instance after DURATION without an inference request (90s, 30m, 1h30m; sets "
+        f"{contract.IDLE_STOP}); it exits 0, so --restart on-failure leaves it stopped.",
+        show_default=False,
+    ),
+]
 IKnowOption = Annotated[
     bool,
     typer.Option("--i-know", help="With --no-auth: serve keyless on a non-loopback --host, on purpose."),

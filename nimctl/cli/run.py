@@ -20,6 +20,7 @@ from nimctl.cli._run_options import (
     EnvOption,
     GpusOption,
     HostOption,
+    IdleStopOption,
     IKnowOption,
     ImageOption,
     LoraDirOption,
@@ -93,6 +94,7 @@ def run(
     tls_host: TlsHostOption = None,
     mtls: MtlsOption = False,
     offline: OfflineOption = False,
+    idle_stop: IdleStopOption = None,
 ) -> None:
     """Start a NIM for MODEL and wait until it is ready; arguments after -- go to the engine."""
     from nimctl.errors import UsageError
@@ -146,6 +148,7 @@ def run(
         security=security,
         offline=offline,
         nodes=nodes,
+        idle_stop=idle_stop,
     )
     if no_auth and not is_loopback(spec.host):
         out.warn(

@@ -249,6 +249,8 @@ def start(spec: RunSpec) -> LocalHandle:
         # What a container's labels say (LORA_DIR_LABEL, LORA_REFRESH_LABEL), for `nimctl lora`.
         "lora_dir": str(spec.lora_dir) if spec.lora_dir is not None else None,
         "lora_refresh": spec.lora_refresh,
+        # What a container's IDLE_STOP_LABEL says: `ps` knows it even when the server does not answer.
+        "idle_stop": spec.idle_stop,
         "command": command,
         "started_at": datetime.now(UTC).isoformat(),
     }

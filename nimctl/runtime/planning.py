@@ -18,8 +18,10 @@ from nimctl.runtime.spec import (
     Mount,
     RunSpec,
     Runtime,
+    check_idle_stop,
     check_name,
     check_restart,
+    check_restart_with_idle_stop,
     default_name,
     parse_env,
     resolve_model,
@@ -57,6 +59,7 @@ def plan_run(
     security: Security | None = None,
     offline: bool = False,
     nodes: int = 1,
+    idle_stop: str | None = None,
 ) -> RunSpec:
     """Resolve the model and choose the profile on this host; nothing is started.
 
@@ -72,6 +75,8 @@ def plan_run(
     ``HF_HUB_OFFLINE=1`` too (:func:`check_offline` checks the cache before the start).
     ``nodes`` > 1 plans a group (``--nodes``): the profile is chosen for that many nodes, and the
     runtime describes each member from the spec (:mod:`nimctl.runtime.group`).
+    ``idle_stop`` (``--idle-stop``, a duration) sets ``NIMCTL_IDLE_STOP`` over a ``-e`` one; either
+    is read as the server reads it, and refused with a restart policy that restarts an exit 0.
     """
     from nimctl.gpu import detect_inventory
     from nimctl.profiles.selection import parse_preference
@@ -127,6 +132,14 @@ def plan_run(
         options[contract.MODEL_PROFILE] = profile
     if offline:
         options[contract.DISABLE_MODEL_DOWNLOAD] = "1"
+    if idle_stop is not None:
+        check_idle_stop(idle_stop, where=f"--idle-stop {idle_stop!r}")
+        options[contract.IDLE_STOP] = idle_stop.strip()  # as given: the server reads it as checked here
+    # The flag's value, else a -e one: what the server will read, read as it reads it.
+    idle_text = options.get(contract.IDLE_STOP, user_env.get(contract.IDLE_STOP, "")).strip()
+    where = f"-e {contract.IDLE_STOP}={idle_text}"
+    idle_seconds = check_idle_stop(idle_text, where=where) if idle_text else None
+    check_restart_with_idle_stop(restart, idle_seconds)
     if nodes > 1:  # each member's rank and addresses are the runtime's (its members())
         options[contract.NUM_COMPUTE_NODES] = str(nodes)
     name = check_name(name) if name else default_name(resolved.manifest, model)
@@ -198,6 +211,7 @@ def plan_run(
         lora_dir=lora_dir,
         lora_refresh=lora_refresh,
         nodes=nodes,
+        idle_stop=idle_seconds,
     )
 
 

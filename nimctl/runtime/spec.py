@@ -81,6 +81,9 @@ class RunSpec:
     network: str | None = None
     cpus: float | None = None
     address: str = ""  # where the other members reach this one (the state record, ``ps``)
+    # NIMCTL_IDLE_STOP's seconds as the server will read them (None: off); labelled, so that
+    # `ps` knows it even when the server does not answer.
+    idle_stop: float | None = None
 
     @property
     def url(self) -> str:
@@ -111,6 +114,8 @@ class RunSpec:
             labels[contract.LORA_DIR_LABEL] = str(self.lora_dir)
         if self.lora_refresh is not None:
             labels[contract.LORA_REFRESH_LABEL] = f"{self.lora_refresh:g}"
+        if self.idle_stop is not None:
+            labels[contract.IDLE_STOP_LABEL] = f"{self.idle_stop:g}"
         if self.group is not None:
             labels[contract.GROUP_LABEL] = self.group
             labels[contract.NODE_RANK_LABEL] = str(self.rank)
@@ -148,6 +153,30 @@ def check_restart(policy: str) -> str:
     if base not in RESTART_POLICIES or (count and (base != "on-failure" or not count.isdigit())):
         raise UsageError(f"bad --restart {policy!r}", hint="use no, on-failure[:N], always or unless-stopped")
     return policy
+
+
+# Docker restarts a container that exits 0 under these: an idle stop would never stay stopped.
+ALWAYS_RESTART = ("always", "unless-stopped")
+
+
+def check_idle_stop(value: str, *, where: str) -> float | None:
+    """NIMCTL_IDLE_STOP's seconds as nim-serve reads them (None: off); ``where`` names the flag or
+    ``-e`` it came from in the error."""
+    try:
+        seconds = contract.parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"bad {where}: {exc}", hint="0 turns the idle stop off") from None
+    return seconds or None
+
+
+def check_restart_with_idle_stop(policy: str, idle_stop: float | None) -> None:
+    """An idle stop exits 0, which ``always`` and ``unless-stopped`` would restart at once."""
+    base = policy.partition(":")[0]
+    if idle_stop is not None and base in ALWAYS_RESTART:
+        raise UsageError(
+            f"--restart {policy} would start the instance again after each idle stop",
+            hint="use --restart on-failure with --idle-stop: it restarts a crash, not an idle stop (exit 0)",
+        )
 
 
 def default_name(manifest: Manifest | None, model: str) -> str:
