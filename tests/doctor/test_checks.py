@@ -137,6 +137,8 @@ def test_a_daemon_that_never_answers_is_bounded(env: dict[str, str], silent_sock
 
 
 def test_a_socket_this_user_may_not_use(env: dict[str, str], closed_socket: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving the socket another group needs root")
     path = Path(closed_socket.removeprefix("unix://"))
     os.chown(path, 0, 4242)
     path.chmod(0o660)
