@@ -40,7 +40,7 @@ def doctor(
     model: Annotated[
         str | None,
         typer.Argument(
-            metavar="[MODEL]",
+            metavar="MODEL",
             help="What nimctl run would run: a name (tiny-vlm), a manifest, a URI (hf://ORG/NAME) or a "
             "folder. Without it, the machine only (the model's items are skipped).",
             show_default=False,
