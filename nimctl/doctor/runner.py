@@ -38,12 +38,11 @@ def run_doctor(request: Request, probes: Probes | None = None) -> Report:
     )
     try:
         target = plan(request, probes, daemon)
-        cuda: tuple[str | None, str] = (None, "image")
 
         def driver() -> Check:
-            if target.device == "cuda" and target.machine.gpus:
-                nonlocal cuda
-                cuda = docker.image_cuda(target, daemon)
+            # The image's CUDA is looked up (in the image, if present) only when a GPU run is judged.
+            needs = target.device == "cuda" and bool(target.machine.gpus)
+            cuda = docker.image_cuda(target, daemon) if needs else (None, "image")
             return gpu.driver_check(target, *cuda)
 
         steps: list[tuple[str, Callable[[], Check]]] = [
