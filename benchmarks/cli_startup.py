@@ -8,6 +8,12 @@ built on) without running anything. ``nimctl health (no URL)`` adds the default 
 lookup of running instances. ``--importtime`` also lists the packages that take the most
 import time on each command's path, from ``python -X importtime``.
 
+``nimctl ps (3 running)`` is ``nimctl ps`` with three real instances running (target: under
+0.5 s): the built-in tiny-vlm started with ``nimctl run --runtime local`` (nim-serve and a vLLM
+CPU engine each) in a state folder of the benchmark's own, stopped again at the end. ps asks
+each one's readiness and /v1/metrics in parallel. ``--ps-instances 0`` leaves the row out
+(starting the engines takes a few minutes on a small machine).
+
     python benchmarks/cli_startup.py                      # against a closed port: pure start-up
     python benchmarks/cli_startup.py --url http://127.0.0.1:8000 --importtime
 
@@ -24,9 +30,14 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+PS_TARGET_S = 0.5
 
 
 def closed_port_url() -> str:
@@ -81,6 +92,61 @@ def import_culprits(args: list[str], env: dict[str, str], top: int) -> list[tupl
     return sorted(per_package.items(), key=lambda item: -item[1])[:top]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_instances(count: int, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``count`` tiny-vlm instances started with ``nimctl run --runtime local`` (all at once: each
+    `run -d` returns when its instance is ready), in a state folder of their own; the environment
+    that sees them. Stopped, whatever happens."""
+    nimctl = nimctl_command()
+    with tempfile.TemporaryDirectory(prefix="nimctl-bench-ps-") as folder:
+        state = Path(folder)
+        run_env = {
+            **env,
+            "NIMCTL_STATE_DIR": str(state / "state"),
+            "NIMCTL_ASSUME_GPUS": "none",
+            "VLLM_CPU_KVCACHE_SPACE": env.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        }
+        names = [f"bench-ps-{n}" for n in range(count)]
+        try:
+            where = ["--cache", str(state / "cache"), "--timeout", "1200"]
+            starts = [
+                subprocess.Popen(
+                    [
+                        *nimctl,
+                        "run",
+                        "tiny-vlm",
+                        "-d",
+                        "--runtime",
+                        "local",
+                        "--name",
+                        name,
+                        "--port",
+                        str(free_port()),
+                        *where,
+                    ],
+                    env=run_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for name in names
+            ]
+            for name, start in zip(names, starts, strict=True):
+                _, err = start.communicate()
+                if start.returncode != 0:
+                    raise SystemExit(f"{name} did not start (exit {start.returncode}):\n{err}")
+            yield run_env
+        finally:
+            for name in names:
+                subprocess.run([*nimctl, "stop", name], env=run_env, capture_output=True, check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,6 +155,9 @@ def main() -> None:
     parser.add_argument("--url", help="a running server (default: a closed port)")
     parser.add_argument("--importtime", action="store_true", help="also list the slowest imports per command")
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument(
+        "--ps-instances", type=int, default=3, help="instances running for the ps row (0: no ps row)"
+    )
     options = parser.parse_args()
 
     url = options.url or closed_port_url()
@@ -104,11 +173,20 @@ def main() -> None:
         "nimctl tokenize": ([*nimctl, "tokenize", "hello world"], env),
         "nimctl health (no URL)": ([*nimctl, "health"], no_url_env),
     }
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    ps_row = f"nimctl ps ({options.ps_instances} running)"
+    if options.ps_instances > 0:
+        with running_instances(options.ps_instances, env) as ps_env:
+            argv = [*nimctl, "ps"]
+            listed = subprocess.run(argv, env=ps_env, capture_output=True, text=True, check=False)
+            print(listed.stdout, end="")
+            time_runs(argv, 1, ps_env)
+            walls, cpus = time_runs(argv, options.runs, ps_env)
+            wall[ps_row], cpu[ps_row] = statistics.median(walls), statistics.median(cpus)
     # One warm-up each so that every case reads .pyc files from a warm page cache.
     for argv, case_env in cases.values():
         time_runs(argv, 1, case_env)
-    wall: dict[str, float] = {}
-    cpu: dict[str, float] = {}
     for name, (argv, case_env) in cases.items():
         walls, cpus = time_runs(argv, options.runs, case_env)
         wall[name], cpu[name] = statistics.median(walls), statistics.median(cpus)
@@ -121,6 +199,12 @@ def main() -> None:
         print(
             f"{name:<24} {wall[name] * 1000:>9.1f} {wall[name] / base_wall:>9.2f}"
             f" {cpu[name] * 1000:>9.1f} {cpu[name] / base_cpu:>9.2f}  {verdict}"
+        )
+    if ps_row in wall:
+        verdict = f"{'ok' if wall[ps_row] < PS_TARGET_S else 'MISS'} (< {PS_TARGET_S * 1000:.0f} ms)"
+        print(
+            f"{ps_row:<24} {wall[ps_row] * 1000:>9.1f} {wall[ps_row] / base_wall:>9.2f}"
+            f" {cpu[ps_row] * 1000:>9.1f} {cpu[ps_row] / base_cpu:>9.2f}  {verdict}"
         )
     if options.importtime:
         for name, (argv, case_env) in cases.items():

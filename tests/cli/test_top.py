@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import termios
 import threading
@@ -68,12 +69,15 @@ def top_env(tmp_path: Path, nim_server: ServerProcess) -> dict[str, str]:
 
 
 def spawn_top(env: dict[str, str]) -> pexpect.spawn:
+    # SIGINT back to its default: a test run started in the background by a shell without job
+    # control inherits it ignored, and Python then never raises KeyboardInterrupt.
     return pexpect.spawn(
         sys.executable,
         ["-m", "nimctl", "top", "--interval", "0.5"],
         env=env,
         dimensions=(40, 240),
         timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
