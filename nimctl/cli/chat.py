@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -66,6 +67,46 @@ def chat(
     stats: Annotated[
         bool, typer.Option("--stats", help="After each reply: time to first token, tokens/s, token counts.")
     ] = False,
+    json_schema: Annotated[
+        str | None,
+        typer.Option(
+            "--json-schema",
+            metavar="FILE|JSON",
+            help="The reply is JSON that keeps this schema (a file, or inline JSON); checked, else exit 7.",
+            show_default=False,
+        ),
+    ] = None,
+    json_object: Annotated[
+        bool,
+        typer.Option("--json", help="The reply is a JSON object; checked, else exit 7."),
+    ] = False,
+    regex: Annotated[
+        str | None,
+        typer.Option(
+            "--regex",
+            metavar="PATTERN",
+            help="The whole reply matches this regular expression; checked, else exit 7.",
+            show_default=False,
+        ),
+    ] = None,
+    choice: Annotated[
+        str | None,
+        typer.Option(
+            "--choice",
+            metavar="A,B,C",
+            help="The reply is one of these comma-separated choices; checked, else exit 7.",
+            show_default=False,
+        ),
+    ] = None,
+    grammar: Annotated[
+        Path | None,
+        typer.Option(
+            "--grammar",
+            metavar="FILE",
+            help="The reply keeps this grammar (GBNF-style EBNF, or Lark); not checked client-side.",
+            show_default=False,
+        ),
+    ] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
     timeout: TimeoutOption = None,
@@ -73,8 +114,13 @@ def chat(
 ) -> None:
     """Chat with the served model. Streams the reply; --format json prints the whole response object."""
     from nimctl.client.conversation import Conversation
+    from nimctl.client.structured import build_constraint
 
     out = output(ctx, fmt)
+    # A bad schema, regex, choice list or grammar is refused before anything is sent.
+    constraint = build_constraint(
+        json_schema=json_schema, json_object=json_object, regex=regex, choice=choice, grammar=grammar
+    )
     interactive = prompt is None and sys.stdin.isatty()
     if interactive and out.is_json:
         raise UsageError(
@@ -90,6 +136,7 @@ def chat(
             params=request_params(
                 {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}, param or []
             ),
+            constraint=constraint,
         )
         # Bad images are refused before anything is sent, even before the model is looked up.
         for ref in image or []:
@@ -167,7 +214,15 @@ def _answer_once(out: Output, talk: Conversation, question: str, *, stream: bool
         data = completion.raw()
         if show_stats and talk.last_stats is not None:
             data["stats"] = talk.last_stats.as_dict()
+        # The whole answer is printed as it came; the check adds its verdict and decides the exit code.
+        check = talk.constraint.check(completion.text) if talk.constraint is not None else None
+        if check is not None:
+            data["structured_check"] = check.as_dict()
         out.json(data)
+        if check is not None and check.matches is False:
+            from nimctl.client.structured import mismatch_error
+
+            raise mismatch_error(check, talk.last_finish_reason)
         return
     if stream:
         print_streamed_reply(out, talk, question)
@@ -175,3 +230,4 @@ def _answer_once(out: Output, talk: Conversation, question: str, *, stream: bool
         out.text(talk.ask(question).text)
     if show_stats and talk.last_stats is not None:
         out.info(talk.last_stats.summary())
+    talk.check_last_reply()

@@ -95,6 +95,10 @@ def _reply(out: Output, talk: Conversation, text: str, *, stream: bool, show_sta
         return
     if show_stats and talk.last_stats is not None:
         out.info(talk.last_stats.summary())
+    try:
+        talk.check_last_reply()  # a reply that breaks the constraint is said so; the session goes on
+    except ClientError as exc:
+        out.error(exc.message, exc.hint)
 
 
 def _slash_command(out: Output, talk: Conversation, text: str, settings: dict[str, bool]) -> bool:

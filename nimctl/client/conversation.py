@@ -16,6 +16,7 @@ from nimctl.client.images import DEFAULT_MAX_IMAGE_BYTES, image_to_url, user_mes
 
 if TYPE_CHECKING:
     from nimctl.client.http import NimClient
+    from nimctl.client.structured import CheckResult, Constraint
     from nimctl.client.types import ChatCompletion, Usage
 
 
@@ -69,9 +70,25 @@ class Conversation:
     # Sampling and length settings sent with every request (max_tokens, temperature, seed...).
     params: dict[str, Any] = field(default_factory=dict)
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    # The structured-output constraint each reply must keep (--json-schema, --regex...); its request
+    # fields are added to ``params`` here, once.
+    constraint: Constraint | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     pending_images: list[str] = field(default_factory=list)
     last_stats: ReplyStats | None = None
+    # Why the last reply ended ("stop", "length"...): a reply cut at max_tokens cannot keep a constraint.
+    last_finish_reason: str | None = None
+    last_text: str | None = None  # the whole last reply, streamed or not
+
+    def __post_init__(self) -> None:
+        if self.constraint is not None:
+            self.params = self.constraint.merged_into(self.params)
+
+    def check_last_reply(self) -> CheckResult | None:
+        """Check the last reply against the constraint (None: no constraint); raises ReplyMismatchError."""
+        if self.constraint is None:
+            return None
+        return self.constraint.verify(self.last_text or "", self.last_finish_reason)
 
     def attach_image(self, ref: str) -> None:
         """Validate and queue an image for the next question (raises UsageError when it is bad)."""
@@ -92,6 +109,7 @@ class Conversation:
 
     def _remember(self, question: dict[str, Any], answer: str) -> None:
         self.history.extend([question, {"role": "assistant", "content": answer}])
+        self.last_text = answer
         self.pending_images.clear()
 
     def ask(self, text: str) -> ChatCompletion:
@@ -100,6 +118,7 @@ class Conversation:
         start = time.perf_counter()
         completion = self.client.chat(messages, model=self.model, **self.params)
         self.last_stats = _stats(time.perf_counter() - start, None, completion.usage)
+        self.last_finish_reason = completion.choices[0].finish_reason if completion.choices else None
         self._remember(question, completion.text)
         return completion
 
@@ -110,10 +129,13 @@ class Conversation:
         first_token_at: float | None = None
         usage: Usage | None = None
         pieces: list[str] = []
+        finish_reason: str | None = None
         with self.client.chat_stream(messages, model=self.model, **self.params) as chunks:
             for chunk in chunks:
                 if chunk.usage is not None:
                     usage = chunk.usage
+                for choice in chunk.choices:
+                    finish_reason = choice.finish_reason or finish_reason
                 piece = chunk.text
                 if not piece:
                     continue
@@ -124,6 +146,7 @@ class Conversation:
         end = time.perf_counter()
         ttft = (first_token_at if first_token_at is not None else end) - start
         self.last_stats = _stats(end - start, ttft, usage)
+        self.last_finish_reason = finish_reason
         self._remember(question, "".join(pieces))
 
 
