@@ -29,7 +29,7 @@ from nimctl.server.middleware import FrontMiddleware
 from nimctl.server.proxy import EngineProxy
 from nimctl.server.state import ServerState
 from nimctl.server.supervisor import Supervisor
-from nimctl.server.token_rates import FETCH_TIMEOUT_S, METRICS_PATH
+from nimctl.server.token_rates import FETCH_TIMEOUT_S, engine_fetch
 
 
 class _CORSMiddleware(CORSMiddleware):
@@ -157,10 +157,10 @@ def _start_watchers(
     """The front's background tasks beside the supervisor: the token-rate sampler, and the idle
     stop when NIMCTL_IDLE_STOP sets one. The lifespan cancels them before the engine stops."""
 
-    async def fetch() -> str | None:
-        return await proxy.get_text(METRICS_PATH, timeout=FETCH_TIMEOUT_S)
+    async def get_text(path: str) -> str | None:
+        return await proxy.get_text(path, timeout=FETCH_TIMEOUT_S)
 
-    sampler = state.token_rates.sample_forever(fetch, lambda: state.ready)
+    sampler = state.token_rates.sample_forever(engine_fetch(get_text), lambda: state.ready)
     tasks = [asyncio.create_task(sampler, name="token-rates")]
     interval = state.plan.config.idle_stop
     if interval is not None:

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nimctl import contract
+from nimctl.server.token_rates import FILTERED_PATH, GENERATION_COUNTER, PROMPT_COUNTER
 from tests.server_process import ServerProcess, engine_process
 
 pytestmark = pytest.mark.engine
@@ -132,3 +133,16 @@ def test_token_rates_on_the_session_server(nim_server: ServerProcess) -> None:
     gauges = _gauges(nim_server.url)
     assert gauges["nimctl_prompt_tokens_per_second"] > 0
     assert "nimctl_idle_stop_seconds" not in gauges  # the session server has no idle stop
+
+    # The sampler's cheap path: this engine renders the two counters alone (else the sampler
+    # falls back to the whole ~640-line document, which works but costs the engine more).
+    if nim_server.process is not None:  # not a server given by NIMCTL_TEST_SERVER_PORT
+        argv = engine_process(nim_server.process.pid).cmdline()
+        port = argv[argv.index("--port") + 1]
+        text = httpx.get(f"http://127.0.0.1:{port}{FILTERED_PATH}", timeout=10).text
+        names = {
+            line.split("{")[0].split(" ")[0]
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert names == {PROMPT_COUNTER, GENERATION_COUNTER}, text[:500]

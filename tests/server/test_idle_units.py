@@ -14,7 +14,15 @@ from nimctl.server.config import ServerConfig
 from nimctl.server.idle import NOT_READY_POLL_S, IdleClock, IdleStop
 from nimctl.server.plan import build_plan
 from nimctl.server.state import Phase, ServerState
-from nimctl.server.token_rates import KEEP_S, Rates, TokenRates, read_counters
+from nimctl.server.token_rates import (
+    FILTERED_PATH,
+    FULL_PATH,
+    KEEP_S,
+    Rates,
+    TokenRates,
+    engine_fetch,
+    read_counters,
+)
 
 
 class FakeClock:
@@ -152,6 +160,32 @@ def test_counters_are_summed_over_label_sets() -> None:
     assert read_counters(_metrics(10, 4)) == (10, 8)
     assert read_counters("vllm:num_requests_running 1\n") is None
     assert read_counters("not metrics {{{") is None
+    assert read_counters(_metrics(1, 1).replace("} 1", "} x")) is None
+    longer = "vllm:prompt_tokens_total_by_source 99\n" + _metrics(10, 4)  # another metric's name
+    assert read_counters(longer) == (10, 8)
+
+
+def test_the_fetch_falls_back_to_the_whole_document_once() -> None:
+    asked: list[str] = []
+
+    async def filtered_gone(path: str) -> str | None:
+        asked.append(path)
+        return None if path == FILTERED_PATH else _metrics(1, 1)
+
+    fetch = engine_fetch(filtered_gone)
+    assert asyncio.run(fetch()) is not None and asyncio.run(fetch()) is not None
+    assert asked == [FILTERED_PATH, FULL_PATH, FULL_PATH]  # the filtered path is not asked again
+
+    asked.clear()
+
+    async def filtered(path: str) -> str | None:
+        asked.append(path)
+        return _metrics(1, 1)
+
+    fetch = engine_fetch(filtered)
+    asyncio.run(fetch())
+    asyncio.run(fetch())
+    assert asked == [FILTERED_PATH, FILTERED_PATH]
 
 
 def test_rates_over_the_last_ten_seconds() -> None:
