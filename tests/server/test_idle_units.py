@@ -234,3 +234,22 @@ def test_the_sampler_samples_while_up_and_is_cancelled_cleanly() -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert len(fetched) >= 3
+
+
+def test_a_bad_value_stops_nim_serve_at_start_with_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nimctl.cli.main import app
+
+    env = {
+        "NIM_CACHE_PATH": str(tmp_path),
+        "NIM_MODEL_PATH": "builtin://tiny-vlm",
+        contract.IDLE_STOP: "soon",
+    }
+    result = CliRunner().invoke(app, ["serve", "--dry-run"], env=env)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        f"Error: invalid {contract.IDLE_STOP}='soon': 'soon' is not a duration: give {contract.DURATION_FORMS}"
+    ]
+    assert "Traceback" not in result.output
