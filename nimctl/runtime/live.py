@@ -12,6 +12,7 @@ last interval: TTFT and ITL from the histograms' growth, tokens/s from the count
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -84,7 +85,8 @@ def sample(instances: list[Instance], *, deadline: float = PS_DEADLINE_S, gpus: 
 
 def fill_live(instances: list[Instance], *, deadline: float = PS_DEADLINE_S) -> Sample:
     """Set each instance's ``ready`` and ``live`` from one :func:`sample` (ps)."""
-    taken = sample(instances, deadline=deadline)
+    running = any(instance.running for instance in instances)
+    taken = sample(instances, deadline=deadline, gpus=running and nvidia_driver_present())
     for instance in instances:
         instance.live = figures(instance, taken)
         answered = taken.instances.get(instance.name)
@@ -122,6 +124,16 @@ def figures(instance: Instance, taken: Sample) -> LiveFigures:
         gpu_memory=gpu_memory,
         live_error=None,
     )
+
+
+# Where an NVIDIA driver shows itself: Linux's device and proc entries, WSL's GPU device.
+DRIVER_MARKERS = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg")
+
+
+def nvidia_driver_present(markers: tuple[str, ...] = DRIVER_MARKERS) -> bool:
+    """Whether NVML may have GPUs to tell of. ps asks this first: on a machine without a driver,
+    loading NVML only to hear so costs ~50 ms (the nimctl.gpu package, pynvml, a failed dlopen)."""
+    return any(os.path.exists(marker) for marker in markers)
 
 
 @dataclass(frozen=True)
