@@ -59,6 +59,7 @@ COMMAND_MODULES: dict[str, str] = {
     "pull": "pull",
     **dict.fromkeys(("ps", "logs", "stop"), "instances"),
     "top": "top",
+    "doctor": "doctor",
     "env": "env",
     "chat": "chat",
     "health": "health",
