@@ -227,7 +227,48 @@ def _checked_regex(pattern: str) -> str:
             f"--regex {pattern!r} is not a valid regular expression: {exc}",
             hint="the engine matches the whole reply; keep to the common syntax ([...], {m,n}, |, groups)",
         ) from None
+    if (problem := engine_regex_problem(pattern)) is not None:
+        raise UsageError(f"--regex {pattern!r}: {problem}", hint=_DIALECT_HINT)
     return pattern
+
+
+_DIALECT_HINT = "use plain groups (...) or (?:...), and spell cases out: [Aa]"
+# A group with inline flags ((?i), (?s:...), (?-i:...)) or Python's named-group spelling ((?P<n>...),
+# (?P=n)), and Unicode property classes (\p{L}): vLLM 0.32's xgrammar passes them at validation and
+# then fails compiling them in the engine core, which answers 500 (found by trying them).
+_FLAG_GROUP = re.compile(r"\(\?(?:P|[aiLmsux-]+[:)])")
+
+
+def engine_regex_problem(pattern: str) -> str | None:
+    """Why the engine cannot take ``pattern`` although Python's ``re`` can; None when it can.
+
+    Shared by the client (a usage error before sending) and the front (a 400 instead of the
+    engine's 500). Escapes and character classes are skipped, so ``\\(?i)`` or ``[(?i)]`` pass.
+    """
+    index, length, in_class = 0, len(pattern), False
+    while index < length:
+        char = pattern[index]
+        if char == "\\":
+            if pattern[index + 1 : index + 2] in ("p", "P"):
+                return "Unicode property classes (\\p{...}) are not in the engine's regex dialect"
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            index += 1
+            if pattern[index : index + 1] == "^":
+                index += 1
+            if pattern[index : index + 1] == "]":
+                index += 1  # a ] first in a class is a character, not its end
+            continue
+        elif char == "(" and _FLAG_GROUP.match(pattern, index):
+            if pattern.startswith("(?P", index):
+                return "Python's named groups (?P<name>...) are not in the engine's regex dialect"
+            return "inline flags such as (?i) are not in the engine's regex dialect"
+        index += 1
+    return None
 
 
 def _read_text(path: Path, flag: str) -> str:

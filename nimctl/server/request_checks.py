@@ -3,10 +3,17 @@
 Only the shapes that the engine answers with a 500 (and so would blame itself for the client's
 mistake) are checked here: content parts without ``type``, media URLs that are not objects with a
 ``url`` or name a scheme the engine cannot fetch, inline images that do not decode or declare more
-pixels than allowed, ``structured_outputs``/``response_format`` that are not objects, ``tools`` and
+pixels than allowed, ``structured_outputs``/``response_format`` that are not objects, a
+``structured_outputs.regex`` outside the engine's dialect (inline flags, ``(?P<name>``), ``tools`` and
 ``tool_choice`` entries without a function name, and integers beyond 64 bits. Every other field is
 the engine's to judge; its 4xx answers pass through. On top of those, the server's own limits
 (:class:`BodyLimits`): how many messages and content parts, and how large ``max_tokens`` and ``n``.
+
+One field is rewritten rather than checked: NIM's structured-output spelling, ``nvext.guided_json``
+(``guided_regex``, ``guided_choice``, ``guided_grammar``, ``guided_whitespace_pattern``), and the same
+fields at the top level as vLLM before 0.12 took them. vLLM 0.32 ignores them with a 200 and
+unconstrained text, so the front moves them into ``structured_outputs`` (:func:`translate_guided`)
+and :attr:`CheckedBody.body` holds the body to send instead.
 
 The walk touches each message part and each top-level field once, with no validation framework:
 the front parses every request, and its CPU is the engine's loss on a CPU-bound machine.
@@ -21,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nimctl.client.structured import engine_regex_problem
 from nimctl.media import SUPPORTED_TYPES, image_size, sniff_media_type
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -30,6 +38,16 @@ _MEDIA_PARTS = {"image_url": "image_url", "video_url": "video_url", "audio_url":
 _OBJECT_FIELDS = ("structured_outputs", "response_format")
 # Top-level fields that carry content, not numbers for the sampler: their integers are not checked.
 _CONTENT_FIELDS = frozenset({"messages", "tools", "structured_outputs", "response_format", "tool_choice"})
+# NIM's and older vLLM's structured-output fields -> vLLM 0.32's structured_outputs keys.
+_GUIDED_FIELDS = {
+    "guided_json": "json",
+    "guided_regex": "regex",
+    "guided_choice": "choice",
+    "guided_grammar": "grammar",
+    "guided_whitespace_pattern": "whitespace_pattern",
+}
+# Chosen by the engine's --structured-outputs-config in vLLM 0.32, not per request: dropped.
+_GUIDED_BACKEND = "guided_decoding_backend"
 
 
 class BadRequestError(Exception):
@@ -57,6 +75,9 @@ class CheckedBody:
 
     payload: dict[str, Any]
     remote_urls: list[str] = field(default_factory=list)  # http(s) media the engine will fetch
+    # The body to send the engine instead of the one received, when the checks rewrote the payload
+    # (translate_guided); None: send the received body as it is.
+    body: bytes | None = None
 
 
 # A JSON escape of a UTF-16 surrogate (\\uD800-\\uDFFF): only a pair of them makes a character.
@@ -90,10 +111,17 @@ def check_body(body: bytes, *, max_image_pixels: int, limits: BodyLimits = NO_LI
     """Parse ``body`` and check it; raises :class:`BadRequestError` saying what is wrong."""
     checked = CheckedBody(parse_object(body))
     payload = checked.payload
+    if translate_guided(payload):
+        checked.body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
     for name in _OBJECT_FIELDS:
         value = payload.get(name)
         if value is not None and not isinstance(value, dict):
             raise BadRequestError(f"{name} must be an object, not {_json_type(value)}", name)
+    structured = payload.get("structured_outputs")
+    regex = structured.get("regex") if structured is not None else None
+    # Patterns the engine's regex compiler takes at validation and fails on later (a 500).
+    if isinstance(regex, str) and (problem := engine_regex_problem(regex)) is not None:
+        raise BadRequestError(f"structured_outputs.regex {regex!r}: {problem}", "structured_outputs.regex")
     _check_integers(payload)
     _check_caps(payload, limits)
     if "tools" in payload or "tool_choice" in payload:
@@ -120,6 +148,46 @@ def check_body(body: bytes, *, max_image_pixels: int, limits: BodyLimits = NO_LI
                         )
                 _check_parts(content, f"messages[{index}].content", checked, max_image_pixels)
     return checked
+
+
+def translate_guided(payload: dict[str, Any]) -> bool:
+    """Move ``nvext.guided_*`` and top-level ``guided_*`` into ``structured_outputs``; True if any moved.
+
+    Raises :class:`BadRequestError` when the request also constrains its reply another way: the
+    engine would otherwise keep one of the two constraints without saying which.
+    """
+    nvext = payload.get("nvext")
+    in_nvext = isinstance(nvext, dict) and any(key.startswith("guided_") for key in nvext)
+    at_top = any(key in payload for key in (*_GUIDED_FIELDS, _GUIDED_BACKEND))
+    if not in_nvext and not at_top:
+        return False  # the usual case: two dict look-ups
+    moved: dict[str, Any] = {}
+    for source, where in ((payload, ""), (nvext if in_nvext else {}, "nvext.")):
+        for name, key in _GUIDED_FIELDS.items():
+            if name in source:
+                value = source.pop(name)
+                if value is not None:
+                    if key in moved:
+                        raise BadRequestError(
+                            f"{name} is given both at the top level and in nvext", where + name
+                        )
+                    moved[key] = value
+        source.pop(_GUIDED_BACKEND, None)
+    if in_nvext and not nvext:
+        del payload["nvext"]
+    if not moved:
+        return True  # only nulls or a backend name: nothing to constrain, but the body changed
+    response_format = payload.get("response_format")
+    rf_type = response_format.get("type") if isinstance(response_format, dict) else None
+    if payload.get("structured_outputs") is not None or rf_type not in (None, "text"):
+        field_name = (
+            "structured_outputs" if payload.get("structured_outputs") is not None else "response_format"
+        )
+        raise BadRequestError(
+            f"guided_* fields and {field_name} both constrain the reply: give one of them", field_name
+        )
+    payload["structured_outputs"] = moved
+    return True
 
 
 def _check_caps(payload: dict[str, Any], limits: BodyLimits) -> None:

@@ -163,3 +163,24 @@ def test_a_cut_reply_says_so() -> None:
 def test_long_replies_are_shortened_in_the_message() -> None:
     result = Constraint("choice", ["a"]).check("x" * 500)
     assert result.problem is not None and len(result.problem) < 100 and "..." in result.problem
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("(?i)abc", "inline flags such as (?i)"),
+        ("a(?s:.)", "inline flags such as (?i)"),
+        ("(?P<code>[a-z]+)", "Python's named groups"),
+        ("(?P<x>a)(?P=x)", "Python's named groups"),
+    ],
+)
+def test_regex_outside_the_engine_dialect_is_refused(pattern: str, problem: str) -> None:
+    # Python's re takes these; vLLM 0.32's xgrammar fails on them in the engine core (a 500).
+    with pytest.raises(UsageError) as caught:
+        build_constraint(regex=pattern)
+    assert problem in caught.value.message and caught.value.hint is not None
+
+
+@pytest.mark.parametrize("pattern", ["(?:ab)+", "\\(?i\\)", "[(?i)]", "[]?(]x", "(?=a)a", "a{2,}"])
+def test_regex_dialect_scan_skips_escapes_and_classes(pattern: str) -> None:
+    assert build_constraint(regex=pattern) == Constraint("regex", pattern)
