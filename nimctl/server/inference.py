@@ -135,6 +135,8 @@ class InferenceRelay:
             checked = self.check(body)
         except BadRequestError as exc:
             return openai_error(400, str(exc), param=exc.param)
+        if checked.body is not None:  # rewritten by the checks (NIM's nvext.guided_* translated)
+            body = checked.body
         release = None
         if (adapters := proxy.state.adapters) is not None:
             model = checked.payload.get("model")
