@@ -100,12 +100,14 @@ class Output:
         title: str | None = None,
     ) -> None:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=title, box=None, header_style="bold", pad_edge=False)
         for column in columns:
             table.add_column(column)
         for row in rows:
-            table.add_row(*("" if cell is None else str(cell) for cell in row))
+            # Cells are plain text: read as Rich markup, a profile's "[b33567e9fad1]" would vanish.
+            table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
         self.out.print(table)
 
     def result(self, data: Any, render: Any = None) -> None:

@@ -96,13 +96,11 @@ def doctor(
 
 
 def _show(out: Output, report: Report) -> None:
-    from rich.markup import escape  # the table reads markup: "[b33567e9fad1]" must stay text
-
     rows: list[tuple[str, str, str]] = []
     for check in report.checks:
-        rows.append((_MARK[check.verdict.value], check.name, escape(check.detail)))
+        rows.append((_MARK[check.verdict.value], check.name, check.detail))
         if check.hint and check.verdict.value in ("warn", "fail"):
-            rows.append(("", "", escape(f"-> {check.hint}")))
+            rows.append(("", "", f"-> {check.hint}"))
     what = f"nimctl run {report.model}" if report.model else "this machine"
     out.table(["", "CHECK", "FOUND"], rows, title=None)
     counts = report.counts()
