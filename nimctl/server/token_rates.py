@@ -9,8 +9,8 @@ one scrape.
 
 It is cheap on both sides: the engine is asked for those two counters only (prometheus_client's
 ``name[]`` filter, :data:`FILTERED_PATH`), so it renders a few lines, not its whole document, and
-the front scans those few lines. An engine that does not answer that path is asked for its whole
-document (:data:`FULL_PATH`) from then on.
+the front scans those few lines. An engine that does not answer that path (three times in a row,
+while its whole document answers) is asked for that document (:data:`FULL_PATH`) from then on.
 """
 
 from __future__ import annotations
@@ -145,17 +145,25 @@ class TokenRates:
             await asyncio.sleep(interval)
 
 
-def engine_fetch(get_text: Callable[[str], Awaitable[str | None]]) -> Callable[[], Awaitable[str | None]]:
+def engine_fetch(
+    get_text: Callable[[str], Awaitable[str | None]], give_up_after: int = 3
+) -> Callable[[], Awaitable[str | None]]:
     """The sampler's fetch through ``get_text`` (path -> the body of a 200, else None): the filtered
-    path, and the whole document from the first time the filtered one fails but that answers."""
-    paths = [FILTERED_PATH, FULL_PATH]
+    path; when it fails and the whole document answers, that one. After ``give_up_after`` such
+    fetches in a row (not one slow answer under load: an engine without the filtered path), only
+    the whole document is asked for."""
+    misses = 0
 
     async def fetch() -> str | None:
-        text = await get_text(paths[0])
-        if text is None and len(paths) > 1:
-            text = await get_text(paths[1])
+        nonlocal misses
+        if misses < give_up_after:
+            text = await get_text(FILTERED_PATH)
             if text is not None:
-                paths.pop(0)  # this engine has no filtered path: ask for the document from now on
+                misses = 0
+                return text
+        text = await get_text(FULL_PATH)
+        if text is not None and misses < give_up_after:
+            misses += 1
         return text
 
     return fetch
