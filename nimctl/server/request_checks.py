@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nimctl.client.structured import engine_regex_problem
+from nimctl.client.structured import engine_regex_problem, has_unicode_property
 from nimctl.media import SUPPORTED_TYPES, image_size, sniff_media_type
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -122,6 +122,7 @@ def check_body(body: bytes, *, max_image_pixels: int, limits: BodyLimits = NO_LI
     # Patterns the engine's regex compiler takes at validation and fails on later (a 500).
     if isinstance(regex, str) and (problem := engine_regex_problem(regex)) is not None:
         raise BadRequestError(f"structured_outputs.regex {regex!r}: {problem}", "structured_outputs.regex")
+    _check_schema_patterns(payload)
     _check_integers(payload)
     _check_caps(payload, limits)
     if "tools" in payload or "tool_choice" in payload:
@@ -188,6 +189,56 @@ def translate_guided(payload: dict[str, Any]) -> bool:
         )
     payload["structured_outputs"] = moved
     return True
+
+
+def _check_schema_patterns(payload: dict[str, Any]) -> None:
+    """A JSON schema whose ``pattern`` uses ``\\p{...}`` fails in the engine core (a 500), as a regex does."""
+    response_format = payload.get("response_format")
+    structured = payload.get("structured_outputs")
+    found = []
+    if response_format is not None and response_format.get("type") == "json_schema":
+        json_schema = response_format.get("json_schema")
+        if isinstance(json_schema, dict):
+            found.append(("response_format.json_schema.schema", json_schema.get("schema")))
+    if structured is not None and structured.get("json") is not None:
+        schema = structured["json"]
+        if isinstance(schema, str):  # the engine takes a schema as JSON text too
+            try:
+                schema = json.loads(schema)
+            except (ValueError, RecursionError):
+                schema = None  # not JSON (or nested too deeply): the engine's to refuse
+        found.append(("structured_outputs.json", schema))
+    for param, schema in found:
+        if (pattern := _unicode_pattern(schema, depth=64)) is not None:
+            raise BadRequestError(
+                f"{param} has the pattern {pattern!r}: Unicode property classes (\\p{{...}}) are not in "
+                "the engine's regex dialect",
+                param,
+            )
+
+
+def _unicode_pattern(node: Any, depth: int) -> str | None:
+    """The first ``pattern`` (or ``patternProperties`` key) in a schema that uses ``\\p{...}``."""
+    if depth <= 0:
+        return None  # deeper than any real schema: the engine's to judge
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and has_unicode_property(pattern):
+            return pattern
+        properties = node.get("patternProperties")
+        if isinstance(properties, dict):
+            for key in properties:
+                if has_unicode_property(key):
+                    return key
+        items = node.values()
+    elif isinstance(node, list):
+        items = node
+    else:
+        return None
+    for item in items:
+        if isinstance(item, dict | list) and (found := _unicode_pattern(item, depth - 1)) is not None:
+            return found
+    return None
 
 
 def _check_caps(payload: dict[str, Any], limits: BodyLimits) -> None:

@@ -78,3 +78,42 @@ def test_a_regex_the_engine_fails_on_is_a_400(regex: str) -> None:
             checked({"model": "m", **fields})
         assert caught.value.param == "structured_outputs.regex"
         assert "not in the engine's regex dialect" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"pattern": "\\p{L}"}},
+                }
+            },
+            "response_format.json_schema.schema",
+        ),
+        (
+            {"structured_outputs": {"json": {"properties": {"a": {"pattern": "a\\P{N}"}}}}},
+            "structured_outputs.json",
+        ),
+        ({"structured_outputs": {"json": '{"items": [{"pattern": "\\\\p{L}"}]}'}}, "structured_outputs.json"),
+        ({"nvext": {"guided_json": {"patternProperties": {"^\\p{Lu}": {}}}}}, "structured_outputs.json"),
+    ],
+)
+def test_a_schema_pattern_the_engine_fails_on_is_a_400(fields: dict[str, object], param: str) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        checked({"model": "m", **fields})
+    assert caught.value.param == param and "Unicode property classes" in str(caught.value)
+
+
+def test_schema_patterns_the_engine_takes_pass() -> None:
+    schema = {
+        "properties": {"a": {"pattern": "(?i)[a-z]+\\\\p"}},
+        "pattern": "\\d+",
+    }  # \\\\p: a backslash, then p
+    for fields in (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}},
+        {"structured_outputs": {"json": json.dumps(schema)}},
+        {"structured_outputs": {"json": "not json"}},  # the engine's to refuse
+    ):
+        checked({"model": "m", **fields})
