@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from nimctl.output import Output
     from nimctl.runtime.instances import Stopped
 
+# The profile is left to --format json (profile_name, profile_id): with the live figures, its
+# name (vllm-fp32-tp1-pp1-cpu) would push the table past 120 columns, where Rich cuts URLs short.
 COLUMNS = (
-    "NAME", "MODEL", "PROFILE", "RUNTIME", "STATE", "READY", "URL", "UPTIME",
-    "IDLE", "REQS", "KV", "TOK/S", "GPU MEM",
+    "NAME", "MODEL", "RUNTIME", "STATE", "READY", "URL", "UPTIME", "IDLE", "REQS", "KV", "TOK/S", "GPU MEM",
 )  # fmt: skip
 
 
@@ -66,7 +67,6 @@ def ps(
                 (
                     instance.name,
                     instance.model,
-                    instance.profile_name or (instance.profile_id or "-")[:12],
                     instance.runtime,
                     state,
                     ready,
