@@ -66,7 +66,10 @@ def requests_cell(running: float | None, waiting: float | None) -> str:
 
 
 def kv_cell(pct: float | None) -> str:
-    return "-" if pct is None else f"{pct:.0f}%"
+    """Whole per cents, and one decimal below 10 % (a small model's cache is rarely more)."""
+    if pct is None:
+        return "-"
+    return f"{pct:.1f}%" if 0 < pct < 10 else f"{pct:.0f}%"
 
 
 def live_cells(live: LiveFigures | None) -> tuple[str, str, str, str, str]:
