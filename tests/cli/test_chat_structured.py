@@ -10,10 +10,13 @@ model fills a JSON object with whitespace, which the JSON grammar allows, until 
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import openai
+import pexpect
 import pytest
 from openai import OpenAI
 
@@ -169,3 +172,37 @@ def test_nim_spelling_reaches_the_engine(nim_server: ServerProcess) -> None:
             extra_body=extra,
         )
         assert re.fullmatch(CODE, completion.choices[0].message.content or ""), extra
+
+
+def test_interactive_session_keeps_the_constraint(nim_server: ServerProcess, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "NO_COLOR": "1",
+        "TERM": "xterm",
+        "NIMCTL_STATE_DIR": str(tmp_path / "state"),
+        "PROMPT_TOOLKIT_NO_CPR": "1",  # pexpect does not answer prompt_toolkit's cursor-position query
+    }
+    args = [
+        "-m",
+        "nimctl",
+        "chat",
+        "--url",
+        nim_server.url,
+        "--choice",
+        "red,green,blue",
+        "--temperature",
+        "1",
+    ]
+    child = pexpect.spawn(sys.executable, args, env=env, encoding="utf-8", timeout=120, dimensions=(40, 200))
+    try:
+        child.expect_exact("Ctrl-D to leave")
+        child.expect_exact(">>>")
+        for question in ("first", "second", "third"):
+            child.sendline(question)
+            child.expect(r"(red|green|blue)\r\n")  # after the terminal codes prompt_toolkit writes
+            child.expect_exact(">>>")
+            assert "Error" not in (child.before or "")  # the check's line would come before the prompt
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
