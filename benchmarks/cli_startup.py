@@ -12,7 +12,9 @@ import time on each command's path, from ``python -X importtime``.
 0.5 s): the built-in tiny-vlm started with ``nimctl run --runtime local`` (nim-serve and a vLLM
 CPU engine each) in a state folder of the benchmark's own, stopped again at the end. ps asks
 each one's readiness and /v1/metrics in parallel. ``--ps-instances 0`` leaves the row out
-(starting the engines takes a few minutes on a small machine).
+(starting the engines takes a few minutes on a small machine); ``--ps-state-dir DIR`` times ps
+on the instances already running in that state folder instead (to measure again without
+starting them again).
 
     python benchmarks/cli_startup.py                      # against a closed port: pure start-up
     python benchmarks/cli_startup.py --url http://127.0.0.1:8000 --importtime
@@ -158,6 +160,9 @@ def main() -> None:
     parser.add_argument(
         "--ps-instances", type=int, default=3, help="instances running for the ps row (0: no ps row)"
     )
+    parser.add_argument(
+        "--ps-state-dir", help="time ps on the instances already running in this NIMCTL_STATE_DIR instead"
+    )
     options = parser.parse_args()
 
     url = options.url or closed_port_url()
@@ -176,14 +181,21 @@ def main() -> None:
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
     ps_row = f"nimctl ps ({options.ps_instances} running)"
-    if options.ps_instances > 0:
+
+    def time_ps(ps_env: dict[str, str]) -> None:
+        argv = [*nimctl, "ps"]
+        listed = subprocess.run(argv, env=ps_env, capture_output=True, text=True, check=False)
+        print(listed.stdout, end="")
+        time_runs(argv, 1, ps_env)
+        walls, cpus = time_runs(argv, options.runs, ps_env)
+        wall[ps_row], cpu[ps_row] = statistics.median(walls), statistics.median(cpus)
+
+    if options.ps_state_dir:
+        ps_row = "nimctl ps (--ps-state-dir)"
+        time_ps({**env, "NIMCTL_STATE_DIR": options.ps_state_dir})
+    elif options.ps_instances > 0:
         with running_instances(options.ps_instances, env) as ps_env:
-            argv = [*nimctl, "ps"]
-            listed = subprocess.run(argv, env=ps_env, capture_output=True, text=True, check=False)
-            print(listed.stdout, end="")
-            time_runs(argv, 1, ps_env)
-            walls, cpus = time_runs(argv, options.runs, ps_env)
-            wall[ps_row], cpu[ps_row] = statistics.median(walls), statistics.median(cpus)
+            time_ps(ps_env)
     # One warm-up each so that every case reads .pyc files from a warm page cache.
     for argv, case_env in cases.values():
         time_runs(argv, 1, case_env)
