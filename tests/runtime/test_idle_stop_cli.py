@@ -18,6 +18,8 @@ from nimctl.errors import EXIT_USAGE
 from nimctl.runtime.local_runtime import INSTANCE_FILE
 
 NAME = "i17idle-local"
+# Long enough that `nimctl run -d` sees ready before the stop on a loaded machine.
+IDLE_S = 10
 
 
 @pytest.fixture
@@ -105,16 +107,16 @@ def test_a_local_instance_stops_itself_and_ps_shows_it(
         port = sock.getsockname()[1]
     state = Path(env["NIMCTL_STATE_DIR"])
     argv = ["run", "tiny-vlm", "-d", "--runtime", "local", "--name", NAME, "--port", str(port)]
-    argv += ["--cache", str(model_cache), "--idle-stop", "4s", "--timeout", "900"]
+    argv += ["--cache", str(model_cache), "--idle-stop", f"{IDLE_S}s", "--timeout", "900"]
     code, out, err = invoke(argv, env)
     try:
-        assert code == 0, err
+        assert code == 0, out + err
         code, out, _ = invoke(["ps", "--format", "json"], env)
         [row] = [row for row in json.loads(out) if row["name"] == NAME]
         launcher = psutil.Process(int(row["id"]))
         tree = [launcher, *launcher.children(recursive=True)]
         record = json.loads((state / "instances" / NAME / INSTANCE_FILE).read_text())
-        assert record["idle_stop"] == 4  # what ps can read when the server does not answer
+        assert record["idle_stop"] == IDLE_S  # what ps can read when the server does not answer
 
         deadline = time.monotonic() + 120
         while True:  # ps's own probes and scrapes all along: they do not keep it alive
@@ -126,7 +128,7 @@ def test_a_local_instance_stops_itself_and_ps_shows_it(
             time.sleep(0.5)
         assert (row["state"], row["exit_code"]) == ("exited", 0)
         code, out, _ = invoke(["logs", NAME], env)
-        assert code == 0 and f"{contract.IDLE_STOP_LOG_MARK} no inference request for 4s" in out
+        assert code == 0 and f"{contract.IDLE_STOP_LOG_MARK} no inference request for {IDLE_S}s" in out
         assert not [" ".join(p.cmdline()) for p in tree if _alive(p)]
     finally:
         code, out, err = invoke(["stop", NAME], env)
