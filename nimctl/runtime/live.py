@@ -16,6 +16,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,13 +231,10 @@ class Watch:
     reads them and compares each with its previous read."""
 
     def __init__(self, name: str | None = None, *, history_s: int = HISTORY_S) -> None:
-        from collections import deque
-
         self.name = name
         self.history_s = history_s
         self.last: Sample | None = None
         self._history: dict[str, tuple[deque[float | None], deque[float | None]]] = {}
-        self._deque = deque
 
     def step(self, deadline: float) -> Frame:
         from nimctl.runtime.manage import list_instances
@@ -255,7 +253,7 @@ class Watch:
             grown = interval(before, answered)
             generation, kv = self._history.setdefault(
                 instance.name,
-                (self._deque(maxlen=self.history_s), self._deque(maxlen=self.history_s)),
+                (deque(maxlen=self.history_s), deque(maxlen=self.history_s)),
             )
             generation.append(grown.generation_tokens_per_s if grown else None)
             kv.append(live.kv_cache_usage_pct)
