@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nimctl.errors import RuntimeFailure, RuntimeUnavailableError, UsageError
 
@@ -66,6 +66,19 @@ def running_container_urls(timeout: float) -> list[str] | None:
     the rest of their start-up. None when the daemon is not on a Unix socket (ask the SDK); an
     empty list when it could not be asked in ``timeout`` seconds.
     """
+    from nimctl.contract import URL_LABEL
+
+    containers = container_summaries(timeout, all_states=False)
+    if containers is None:
+        return None if not daemon_address().startswith("unix://") else []
+    labels = [c.get("Labels") for c in containers]
+    urls = [label.get(URL_LABEL) for label in labels if isinstance(label, dict)]
+    return [url for url in urls if isinstance(url, str) and url]
+
+
+def container_summaries(timeout: float, *, all_states: bool) -> list[dict[str, Any]] | None:
+    """nimctl's containers as ``GET /containers/json`` lists them, over the daemon's Unix socket
+    without the SDK; None when the daemon is not on a Unix socket or did not answer in time."""
     address = daemon_address()
     if not address.startswith("unix://"):
         return None
@@ -73,10 +86,12 @@ def running_container_urls(timeout: float) -> list[str] | None:
     import time
 
     from nimctl._httpx import httpx
-    from nimctl.contract import MANAGED_LABEL, URL_LABEL
+    from nimctl.contract import MANAGED_LABEL
 
-    # What `docker ps --filter label=ai.nimctl.managed=true` asks: running containers, newest first.
-    filters = json.dumps({"label": [f"{MANAGED_LABEL}=true"]})
+    # What `docker ps --filter label=ai.nimctl.managed=true` asks, newest first.
+    params = {"filters": json.dumps({"label": [f"{MANAGED_LABEL}=true"]})}
+    if all_states:
+        params["all"] = "1"
     transport = httpx.HTTPTransport(uds=address.removeprefix("unix://"))
     # httpx's timeout bounds each read; the deadline bounds the whole answer of a daemon that drips.
     deadline = time.monotonic() + timeout
@@ -84,21 +99,19 @@ def running_container_urls(timeout: float) -> list[str] | None:
     try:
         with (
             httpx.Client(transport=transport, base_url="http://docker", timeout=timeout) as client,
-            client.stream("GET", "/containers/json", params={"filters": filters}) as response,
+            client.stream("GET", "/containers/json", params=params) as response,
         ):
             response.raise_for_status()
             for chunk in response.iter_bytes():
                 body += chunk
                 if time.monotonic() > deadline:
-                    return []
+                    return None
         containers = json.loads(body)
     except (httpx.HTTPError, ValueError):  # ValueError: not JSON
-        return []
+        return None
     if not isinstance(containers, list):
-        return []
-    labels = [c.get("Labels") for c in containers if isinstance(c, dict)]
-    urls = [label.get(URL_LABEL) for label in labels if isinstance(label, dict)]
-    return [url for url in urls if isinstance(url, str) and url]
+        return None
+    return [c for c in containers if isinstance(c, dict)]
 
 
 PERMISSION_HINT = "add yourself to the docker group (then log in again), or run with --runtime local"

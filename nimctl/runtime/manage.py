@@ -20,6 +20,7 @@ from nimctl.runtime.docker_client import (
     PERMISSION_HINT,
     DockerPermissionError,
     connect,
+    container_summaries,
     daemon_address,
     may_answer,
     probe_daemon,
@@ -65,12 +66,17 @@ def runtimes(
 ) -> list[InstanceRuntime[Any]]:
     """Every runtime, the local one first: reading its files costs nothing, asking Docker may.
 
-    Docker is reached through this module's ``connect`` and ``may_answer``, the one place the
-    daemon is named (a test stands in for it there); ``docker_answers`` is what
+    Docker is reached through this module's ``connect``, ``may_answer`` and
+    ``container_summaries``, the one place the daemon is named (a test stands in for it there);
+    ``docker_answers`` is what
     :func:`choose_runtime` found, so that the daemon is not asked twice.
     """
     docker = DockerRuntime(
-        connect=connect, may_answer=may_answer, timeout=docker_timeout, answers=docker_answers
+        connect=connect,
+        may_answer=may_answer,
+        timeout=docker_timeout,
+        answers=docker_answers,
+        summaries=container_summaries,
     )
     return [LocalRuntime(), docker]
 

@@ -76,6 +76,8 @@ def clients(monkeypatch: pytest.MonkeyPatch) -> list[FakeDocker]:
 
     monkeypatch.setattr(manage, "connect", connect)
     monkeypatch.setattr(manage, "may_answer", lambda: True)
+    # The SDK stand-in lists the containers: not the real daemon's SDK-free listing.
+    monkeypatch.setattr(manage, "container_summaries", lambda timeout, all_states: None)
     return made
 
 
@@ -162,3 +164,34 @@ def test_default_target_gives_a_silent_daemon_about_a_second(
         assert find_running_instance_url() == url
         took = time.monotonic() - began
     assert took < manage.QUICK_DOCKER_TIMEOUT_S * 4, took
+
+
+def test_listing_with_no_container_of_nimctls_skips_the_docker_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ps on a machine whose daemon holds no nimctl container never connects through the SDK."""
+    from nimctl.runtime.docker_runtime import DockerRuntime
+
+    asked: list[bool] = []
+
+    def summaries(timeout: float, *, all_states: bool) -> list[dict[str, Any]]:
+        asked.append(all_states)
+        return []
+
+    def no_sdk(timeout: float | None = None) -> Any:
+        pytest.fail("the SDK was asked")
+
+    docker = DockerRuntime(connect=no_sdk, may_answer=lambda: True, summaries=summaries)
+    assert docker.list(all_states=False) == [] and asked == [True]
+    # A daemon that could not be asked quickly (None) or holds some: the SDK lists them.
+    answered: list[str] = []
+
+    def sdk(timeout: float | None = None) -> Any:
+        answered.append("sdk")
+        raise manage.RuntimeUnavailableError("stand-in")
+
+    for quick in (None, [{"Id": "abc"}]):
+        docker = DockerRuntime(
+            connect=sdk, may_answer=lambda: True, summaries=lambda t, *, all_states, q=quick: q
+        )
+        with pytest.raises(manage.RuntimeUnavailableError):
+            docker.list(all_states=False)
+    assert answered == ["sdk", "sdk"]

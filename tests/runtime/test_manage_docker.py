@@ -54,6 +54,8 @@ def docker(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDocker]:
 
     monkeypatch.setattr(manage, "connect", connect)
     monkeypatch.setattr(manage, "may_answer", lambda: True)
+    # The SDK stand-in lists the containers: not the real daemon's SDK-free listing.
+    monkeypatch.setattr(manage, "container_summaries", lambda timeout, all_states: None)
     yield daemon
     assert all(client.closed for client in opened), "a Docker connection was left open"
 

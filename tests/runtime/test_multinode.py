@@ -241,6 +241,8 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDocker]:
 
     monkeypatch.setattr(manage, "connect", connect)
     monkeypatch.setattr(manage, "may_answer", lambda: True)
+    # The SDK stand-in lists the containers: not the real daemon's SDK-free listing.
+    monkeypatch.setattr(manage, "container_summaries", lambda timeout, all_states: None)
     monkeypatch.setattr("nimctl.runtime.images.ensure_image", lambda *a, **k: None)
     yield shared
     assert all(client.closed for client in opened), "a Docker connection was left open"
