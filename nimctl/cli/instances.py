@@ -57,7 +57,7 @@ def ps(
         for instance in instances:
             state = instance.state
             if instance.exit_code is not None:
-                state = f"{state} ({instance.exit_code})"
+                state = f"{state} ({instance.exit_code}{': idle stop' if instance.idle_stopped else ''})"
             ready = "-" if instance.ready is None else ("yes" if instance.ready else "no")
             if instance.live is not None and instance.live.live_error and instance.running:
                 error = instance.live.live_error

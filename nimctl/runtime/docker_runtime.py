@@ -389,6 +389,7 @@ def container_instance(container: Container) -> Instance:
         cache=labels.get(contract.CACHE_LABEL),
         lora_dir=labels.get(contract.LORA_DIR_LABEL),
         lora_refresh=parse_seconds(labels.get(contract.LORA_REFRESH_LABEL)),
+        idle_stop=parse_seconds(labels.get(contract.IDLE_STOP_LABEL)),
         started_at=parse_time(state.get("StartedAt")),
         ident=container.short_id,
         group=group,

@@ -101,6 +101,10 @@ class Instance:
     # `nimctl lora add/rm` copy adapters to, and whether the server rescans that folder.
     lora_dir: str | None = None
     lora_refresh: float | None = None
+    # `run --idle-stop`'s seconds (label ai.nimctl.idle-stop, a local record's "idle_stop"); None: off.
+    # Known without asking the server: an instance that ended with exit 0 and has one set most
+    # likely stopped itself (its log then holds a line with contract.IDLE_STOP_LOG_MARK).
+    idle_stop: float | None = None
     # A member of a multi-node group (docs/containers.md): the group's name (its leader's), this
     # member's rank and the node count. ``ps`` shows a group as its leader's instance, with
     # every member (the leader first) in ``members``.
@@ -122,6 +126,13 @@ class Instance:
     @property
     def running(self) -> bool:
         return self.state in {"running", "restarting"}
+
+    @property
+    def idle_stopped(self) -> bool:
+        """Ended by its idle stop, as far as can be told without its log: exit 0 with one set
+        (``nimctl stop`` removes an instance, so a clean exit is the server's own stop; only a
+        SIGTERM sent by hand also ends one with 0)."""
+        return self.idle_stop is not None and not self.running and self.exit_code == 0
 
     def uptime_s(self, now: datetime | None = None) -> float | None:
         if not self.running or self.started_at is None:
@@ -145,6 +156,7 @@ class Instance:
             "id": self.ident,
             "nodes": self.nodes,
             "members": [member.to_dict() for member in self.members],
+            "idle_stopped": self.idle_stopped,
             **(self.live or LiveFigures()).to_dict(),
         }
 

@@ -99,14 +99,15 @@ def fill_live(instances: list[Instance], *, deadline: float = PS_DEADLINE_S) -> 
 def figures(instance: Instance, taken: Sample) -> LiveFigures:
     """The ps figures of one instance from a sample."""
     if not instance.running:
-        return LiveFigures(live_error=LIVE_ERROR_NOT_RUNNING)
+        return LiveFigures(idle_stop_s=_round(instance.idle_stop), live_error=LIVE_ERROR_NOT_RUNNING)
     answered = taken.instances.get(instance.name)
     gpu_memory = None
     if taken.readings is not None and taken.readings.gpus:
         gpu_memory = taken.readings.memory_of(taken.pids.get(instance.name, set()))
     if answered is None or answered.metrics is None:
         error = "no URL" if not instance.url else (answered.error if answered else "timeout")
-        return LiveFigures(gpu_memory=gpu_memory, live_error=error)
+        # The configured idle stop is known from the label or record even when the server is silent.
+        return LiveFigures(idle_stop_s=_round(instance.idle_stop), gpu_memory=gpu_memory, live_error=error)
     from nimctl.client.metrics import summarize
 
     summary = summarize(answered.metrics)
@@ -115,7 +116,7 @@ def figures(instance: Instance, taken: Sample) -> LiveFigures:
         idle_stop_in = max(0.0, summary.idle_stop_s - summary.idle_s)
     return LiveFigures(
         idle_s=_round(summary.idle_s),
-        idle_stop_s=_round(summary.idle_stop_s),
+        idle_stop_s=_round(summary.idle_stop_s if summary.idle_stop_s is not None else instance.idle_stop),
         idle_stop_in_s=_round(idle_stop_in),
         kv_cache_usage_pct=None if summary.kv_cache_usage is None else round(summary.kv_cache_usage * 100, 1),
         requests_running=_count(summary.requests_running),
@@ -269,7 +270,7 @@ def _ask_into(result: Sample, instance: Instance, end: float) -> None:
 def ask(instance: Instance, end: float) -> InstanceSample:
     """Ready and metrics of one instance, each request given what is left until ``end``."""
     from nimctl._httpx import httpx
-    from nimctl.client.metrics import SUMMARY_FAMILIES, parse_metrics
+    from nimctl.client.metrics import SUMMARY_FAMILIES, SUMMARY_QUERY, parse_metrics
     from nimctl.errors import NimctlError
     from nimctl.runtime.credentials import load
 
@@ -290,7 +291,7 @@ def ask(instance: Instance, end: float) -> InstanceSample:
     try:
         with httpx.Client(base_url=instance.url, headers=headers, verify=verify) as client:
             answered.ready = client.get(READY_PATH, timeout=left()).status_code == 200
-            response = client.get(METRICS_PATH, timeout=left())
+            response = client.get(METRICS_PATH, params=SUMMARY_QUERY, timeout=left())
             answered.taken_at = time.monotonic()
             if response.status_code in (401, 403):
                 answered.error = "unauthorized"

@@ -160,6 +160,7 @@ class LocalHandle:
             cache=record.get("cache"),
             lora_dir=record.get("lora_dir"),
             lora_refresh=parse_seconds(record.get("lora_refresh")),
+            idle_stop=parse_seconds(record.get("idle_stop")),
             group=record.get("group"),
             rank=self.rank,
             nodes=int(record.get("nodes") or 1),

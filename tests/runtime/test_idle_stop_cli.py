@@ -113,6 +113,7 @@ def test_a_local_instance_stops_itself_and_ps_shows_it(
         assert code == 0, out + err
         code, out, _ = invoke(["ps", "--format", "json"], env)
         [row] = [row for row in json.loads(out) if row["name"] == NAME]
+        assert row["idle_stop_s"] == IDLE_S and row["idle_stopped"] is False
         launcher = psutil.Process(int(row["id"]))
         tree = [launcher, *launcher.children(recursive=True)]
         record = json.loads((state / "instances" / NAME / INSTANCE_FILE).read_text())
@@ -126,7 +127,10 @@ def test_a_local_instance_stops_itself_and_ps_shows_it(
                 break
             assert time.monotonic() < deadline, "the instance did not stop itself"
             time.sleep(0.5)
-        assert (row["state"], row["exit_code"]) == ("exited", 0)
+        assert (row["state"], row["exit_code"], row["idle_stopped"]) == ("exited", 0, True)
+        assert row["idle_stop_s"] == IDLE_S  # from the record: the server has ended
+        code, out, _ = invoke(["ps", "--all"], env)
+        assert "exited (0: idle stop)" in out
         code, out, _ = invoke(["logs", NAME], env)
         assert code == 0 and f"{contract.IDLE_STOP_LOG_MARK} no inference request for {IDLE_S}s" in out
         assert not [" ".join(p.cmdline()) for p in tree if _alive(p)]
