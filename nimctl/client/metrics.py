@@ -84,6 +84,17 @@ SUMMARY_FAMILIES = (
 )
 
 
+def sample_names(families: Iterable[str]) -> list[str]:
+    """Each family's sample names, as prometheus_client's ``name[]`` filter takes them."""
+    return [family + suffix for family in families for suffix in ("", "_total", "_bucket", "_sum", "_count")]
+
+
+# What ps and top send as /v1/metrics's query: the engine's part narrowed to the families they
+# read (nim-serve passes ``name[]`` on to the engine; its own part is small and comes whole).
+_ENGINE_FAMILIES = [family for family in SUMMARY_FAMILIES if family.startswith("vllm:")]
+SUMMARY_QUERY = [("name[]", name) for name in sample_names(_ENGINE_FAMILIES)]
+
+
 @dataclass(frozen=True)
 class Histogram:
     """One histogram added up over its label sets: ``buckets`` is ``[(upper_bound, cumulative_count)]``."""

@@ -34,9 +34,16 @@ WINDOW_S = 10.0
 # give or take a slow answer, and a rate over 10.3 s is a truer figure than none.
 _SLACK_S = SAMPLE_INTERVAL_S / 2
 FETCH_TIMEOUT_S = 1.5
-# The engine's metrics, the two counters only: prometheus_client's own ASGI app, which vLLM mounts
-# at /metrics/ (its plain /metrics route renders the whole document and ignores the filter).
-FILTERED_PATH = "/metrics/?" + urlencode([("name[]", PROMPT_COUNTER), ("name[]", GENERATION_COUNTER)])
+
+
+def engine_metrics_path(names: list[str]) -> str:
+    """The engine's metrics, only the samples named: prometheus_client's own ASGI app, which vLLM
+    mounts at ``/metrics/``, applies ``name[]`` (its plain ``/metrics`` route renders everything)."""
+    return "/metrics/?" + urlencode([("name[]", name) for name in names])
+
+
+# The engine's metrics, the two counters only.
+FILTERED_PATH = engine_metrics_path([PROMPT_COUNTER, GENERATION_COUNTER])
 FULL_PATH = "/metrics"
 
 
