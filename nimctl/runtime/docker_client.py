@@ -92,7 +92,9 @@ def container_summaries(timeout: float, *, all_states: bool) -> list[dict[str, A
     params = {"filters": json.dumps({"label": [f"{MANAGED_LABEL}=true"]})}
     if all_states:
         params["all"] = "1"
-    transport = httpx.HTTPTransport(uds=address.removeprefix("unix://"))
+    # No TLS over a Unix socket: without verify=False httpx builds its default TLS context anyway
+    # (~70 ms of CPU, a fifth of ps).
+    transport = httpx.HTTPTransport(uds=address.removeprefix("unix://"), verify=False)
     # httpx's timeout bounds each read; the deadline bounds the whole answer of a daemon that drips.
     deadline = time.monotonic() + timeout
     body = bytearray()
