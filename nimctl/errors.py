@@ -62,7 +62,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NOT_READY: "server is live but not ready (model still loading or engine down)",
     EXIT_TIMEOUT: "timed out waiting for the server or a request",
     EXIT_REJECTED: "request rejected by the server (HTTP 4xx)",
-    EXIT_SERVER_ERROR: "server error (HTTP 5xx, or an answer nimctl cannot read)",
+    EXIT_SERVER_ERROR: "server error (HTTP 5xx, or an answer nimctl cannot read, or a `chat` reply that "
+    "breaks its --json-schema, --json, --regex or --choice)",
     EXIT_NO_PROFILE: "no runnable profile for this machine, or the pinned one cannot run",
     EXIT_RUNTIME_FAILED: "container or engine failed (exited while starting, image build failed)",
     EXIT_RUNTIME_UNAVAILABLE: "container runtime unavailable (Docker daemon not reachable)",
