@@ -141,9 +141,12 @@ def _metric_rows(summary: MetricsSummary) -> list[tuple[str, str]]:
         ("requests waiting", _number(summary.requests_waiting)),
         ("KV cache used", kv or "-"),
         ("time to first token", _latency(summary.time_to_first_token)),
+        ("inter-token latency", _latency(summary.inter_token_latency, "tokens")),
         ("end-to-end latency", _latency(summary.e2e_latency)),
         ("prompt tokens (total)", _number(summary.prompt_tokens_total)),
         ("generated tokens (total)", _number(summary.generation_tokens_total)),
+        ("prompt tokens/s (last 10 s)", _number(summary.prompt_tokens_per_s)),
+        ("generated tokens/s (last 10 s)", _number(summary.generation_tokens_per_s)),
         ("finished requests", finished or "-"),
         ("ready", "-" if summary.ready is None else ("yes" if summary.ready else "no")),
         ("front requests in flight", _number(summary.front_requests_in_flight)),
@@ -155,7 +158,7 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def _latency(latency: LatencySummary | None) -> str:
+def _latency(latency: LatencySummary | None, counted: str = "requests") -> str:
     if latency is None or not latency.count:
         return "-"
 
@@ -164,7 +167,7 @@ def _latency(latency: LatencySummary | None) -> str:
 
     return (
         f"mean {s(latency.mean_s)} s, p50 {s(latency.p50_s)} s, p90 {s(latency.p90_s)} s, "
-        f"p99 {s(latency.p99_s)} s ({latency.count} requests)"
+        f"p99 {s(latency.p99_s)} s ({latency.count} {counted})"
     )
 
 
