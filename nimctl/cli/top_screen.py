@@ -1,7 +1,7 @@
 """``nimctl top``'s screen: a full-screen Rich Live redrawn every interval, keys read from the
 terminal in cbreak mode (one key at a time, no echo) between frames with ``select``.
 
-``q`` quits; so does Ctrl-C (``KeyboardInterrupt``), the same way: both leave the alternate
+``q`` quits; so do Ctrl-C (``KeyboardInterrupt``), SIGTERM and SIGHUP, the same way: all leave the alternate
 screen, restore the terminal's settings as they were and end with exit status 0. The
 terminal is restored in ``finally`` blocks, whatever ends the loop.
 """
@@ -39,7 +39,7 @@ def run_screen(watch: Watch, console: Console, *, interval: float) -> None:
     fd = sys.stdin.fileno()
     screen = Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False)
     # Left in this order: the screen (Live), then the interrupt is swallowed, then the settings.
-    with cbreak(fd), contextlib.suppress(KeyboardInterrupt), screen as live:
+    with cbreak(fd), contextlib.suppress(KeyboardInterrupt), _interrupted_by_hangup_or_term(), screen as live:
         due = time.monotonic()
         while True:
             frame = watch.step(sample_deadline(interval))
@@ -58,6 +58,24 @@ def _quit_pressed(fd: int, *, until: float) -> bool:
             if not keys or any(bytes([key]) in QUIT_KEYS for key in keys):
                 return True
     return False
+
+
+@contextlib.contextmanager
+def _interrupted_by_hangup_or_term() -> Iterator[None]:
+    """SIGTERM (``timeout nimctl top``, a kill) and SIGHUP (the terminal closed) end the view as
+    Ctrl-C does, through the ``finally`` blocks that restore the terminal; their default action
+    would leave it in cbreak mode on the alternate screen."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    saved = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

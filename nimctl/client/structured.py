@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nimctl.errors import UnreadableAnswerError, UsageError
+from nimctl.regex_dialect import engine_regex_problem
 
 FLAGS = ("--json-schema", "--json", "--regex", "--choice", "--grammar")
 # Request fields that carry a constraint: a --param setting one would fight the flag's.
@@ -122,14 +123,17 @@ def _problem(constraint: Constraint, text: str) -> str | None:
         return None if text in value else f"{_shown(text)} is not one of {', '.join(map(repr, value))}"
     try:
         reply = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than Python's stack
         return f"not JSON ({exc})"
     if kind == "json":
         return None if isinstance(reply, dict) else "the reply is JSON but not an object"
     from jsonschema import validators
     from jsonschema.exceptions import best_match
 
-    error = best_match(validators.validator_for(value)(value).iter_errors(reply))
+    try:
+        error = best_match(validators.validator_for(value)(value).iter_errors(reply))
+    except RecursionError:
+        return "the reply is nested too deeply to check"
     if error is None:
         return None
     where = error.json_path
@@ -197,6 +201,7 @@ def load_schema(source: str) -> tuple[dict[str, Any], str]:
         raise UsageError(
             f"{where} is not a valid JSON schema: {problem}", hint="see json-schema.org"
         ) from None
+    _check_refs(schema, schema, where)
     title = schema.get("title")
     base = title if isinstance(title, str) else ("reply" if inline else Path(source).stem)
     name = _NAME_CHARS.sub("_", base).strip("_")[:64] or "reply"
@@ -233,51 +238,6 @@ def _checked_regex(pattern: str) -> str:
 
 
 _DIALECT_HINT = "use plain groups (...) or (?:...), and spell cases out: [Aa]"
-# A group with inline flags ((?i), (?s:...), (?-i:...)) or Python's named-group spelling ((?P<n>...),
-# (?P=n)), and Unicode property classes (\p{L}): vLLM 0.32's xgrammar passes them at validation and
-# then fails compiling them in the engine core, which answers 500 (found by trying them).
-_FLAG_GROUP = re.compile(r"\(\?(?:P|[aiLmsux-]+[:)])")
-
-
-_UNICODE_PROPERTY = re.compile(r"(?:^|[^\\])(?:\\\\)*\\[pP]")  # \p or \P after an even run of backslashes
-
-
-def has_unicode_property(pattern: str) -> bool:
-    """Whether ``pattern`` uses ``\\p{...}``/``\\P{...}``: vLLM 0.32 fails on it in the engine core (a 500),
-    in a regex constraint and in a JSON schema's ``pattern`` alike (the front checks both)."""
-    return _UNICODE_PROPERTY.search(pattern) is not None
-
-
-def engine_regex_problem(pattern: str) -> str | None:
-    """Why the engine cannot take ``pattern`` although Python's ``re`` can; None when it can.
-
-    Shared by the client (a usage error before sending) and the front (a 400 instead of the
-    engine's 500). Escapes and character classes are skipped, so ``\\(?i)`` or ``[(?i)]`` pass.
-    """
-    if has_unicode_property(pattern):
-        return "Unicode property classes (\\p{...}) are not in the engine's regex dialect"
-    index, length, in_class = 0, len(pattern), False
-    while index < length:
-        char = pattern[index]
-        if char == "\\":
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-            index += 1
-            if pattern[index : index + 1] == "^":
-                index += 1
-            if pattern[index : index + 1] == "]":
-                index += 1  # a ] first in a class is a character, not its end
-            continue
-        elif char == "(" and _FLAG_GROUP.match(pattern, index):
-            if pattern.startswith("(?P", index):
-                return "Python's named groups (?P<name>...) are not in the engine's regex dialect"
-            return "inline flags such as (?i) are not in the engine's regex dialect"
-        index += 1
-    return None
 
 
 def _read_text(path: Path, flag: str) -> str:
@@ -292,3 +252,39 @@ def _read_text(path: Path, flag: str) -> str:
     if not text.strip():
         raise UsageError(f"{flag} {path} is empty", hint="give a file with content")
     return text
+
+
+def _check_refs(node: Any, schema: dict[str, Any], where: str) -> None:
+    """Every ``$ref`` points inside the schema, at something there: the reply is checked here
+    with it, and nimctl fetches nothing (an unresolvable one would fail only after the request)."""
+    if isinstance(node, list):
+        for item in node:
+            _check_refs(item, schema, where)
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str) and not _resolves(ref, schema):
+        raise UsageError(
+            f"{where}: $ref {ref!r} does not point at a part of the schema",
+            hint="use local references such as #/$defs/NAME, defined in the same schema",
+        )
+    for value in node.values():
+        _check_refs(value, schema, where)
+
+
+def _resolves(ref: str, schema: dict[str, Any]) -> bool:
+    if ref == "#":
+        return True
+    if not ref.startswith("#/"):
+        return False
+    found: Any = schema
+    for part in ref[2:].split("/"):
+        key = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(found, dict) and key in found:
+            found = found[key]
+        elif isinstance(found, list) and key.isdigit() and int(key) < len(found):
+            found = found[int(key)]
+        else:
+            return False
+    return True

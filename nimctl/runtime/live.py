@@ -269,26 +269,20 @@ def _ask_into(result: Sample, instance: Instance, end: float) -> None:
 
 def ask(instance: Instance, end: float) -> InstanceSample:
     """Ready and metrics of one instance, each request given what is left until ``end``."""
+    import ssl
+
     from nimctl._httpx import httpx
     from nimctl.client.metrics import SUMMARY_FAMILIES, SUMMARY_QUERY, parse_metrics
     from nimctl.errors import NimctlError
     from nimctl.runtime.credentials import load
 
-    found = load(instance.name)
-    headers = {}
-    if found is not None and (key := found.api_key()):
-        headers["Authorization"] = f"Bearer {key}"
-    # Plain http has no certificate to check, and building httpx's default TLS context costs
-    # ~50 ms of CPU per client; https uses the instance's own CA (or the system's).
-    verify: Any = False
-    if instance.url.startswith("https:"):
-        verify = (found.ssl_context() if found is not None else None) or True
     answered = InstanceSample(instance.name, time.monotonic())
 
     def left() -> float:
         return max(0.01, end - time.monotonic())
 
     try:
+        headers, verify = _credentials(instance, load)
         with httpx.Client(base_url=instance.url, headers=headers, verify=verify) as client:
             answered.ready = client.get(READY_PATH, timeout=left()).status_code == 200
             response = client.get(METRICS_PATH, params=SUMMARY_QUERY, timeout=left())
@@ -307,7 +301,25 @@ def ask(instance: Instance, end: float) -> InstanceSample:
         answered.error = type(exc).__name__
     except NimctlError:
         answered.error = "unreadable metrics"
+    except ssl.SSLError:  # the instance's own CA or client certificate could not be loaded
+        answered.error = "tls error"
+    except (OSError, ValueError) as exc:  # its key or certificate files: unreadable, or malformed
+        answered.error = type(exc).__name__
     return answered
+
+
+def _credentials(instance: Instance, load: Any) -> tuple[dict[str, str], Any]:
+    """The instance's key as a header, and how to check its certificate."""
+    found = load(instance.name)
+    headers = {}
+    if found is not None and (key := found.api_key()):
+        headers["Authorization"] = f"Bearer {key}"
+    # Plain http has no certificate to check, and building httpx's default TLS context costs
+    # ~50 ms of CPU per client; https uses the instance's own CA (or the system's).
+    verify: Any = False
+    if instance.url.startswith("https:"):
+        verify = (found.ssl_context() if found is not None else None) or True
+    return headers, verify
 
 
 def _read_gpus_into(result: Sample, instances: list[Instance]) -> None:

@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from nimctl.client.structured import engine_regex_problem, has_unicode_property
 from nimctl.media import SUPPORTED_TYPES, image_size, sniff_media_type
+from nimctl.regex_dialect import engine_regex_problem, has_unicode_property
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Content part types whose URL the engine loads itself, and the field that holds it.

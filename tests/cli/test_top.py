@@ -154,13 +154,17 @@ def test_top_under_a_terminal_shows_the_figures_move_and_q_quits(
 
 
 @pytest.mark.engine
-def test_top_quits_cleanly_on_ctrl_c(top_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_top_quits_cleanly_on_ctrl_c_or_sigterm(top_env: dict[str, str], how: str) -> None:
     normal = lflag_of_new_terminal(top_env)
     child = spawn_top(top_env)
     try:
         read_headline(child)
         read_headline(child)  # a second frame: the loop runs
-        child.sendintr()  # the terminal's interrupt character: SIGINT to top, as a user's Ctrl-C
+        if how == "ctrl-c":
+            child.sendintr()  # the terminal's interrupt character: SIGINT to top, as a user's Ctrl-C
+        else:
+            child.kill(signal.SIGTERM)  # `timeout nimctl top`, a kill
         child.expect(pexpect.EOF, timeout=20)
         output = child.before or b""
         assert lflag(child) & (termios.ICANON | termios.ECHO) == normal & (termios.ICANON | termios.ECHO)

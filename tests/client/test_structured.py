@@ -184,3 +184,20 @@ def test_regex_outside_the_engine_dialect_is_refused(pattern: str, problem: str)
 @pytest.mark.parametrize("pattern", ["(?:ab)+", "\\(?i\\)", "[(?i)]", "[]?(]x", "(?=a)a", "a{2,}"])
 def test_regex_dialect_scan_skips_escapes_and_classes(pattern: str) -> None:
     assert build_constraint(regex=pattern) == Constraint("regex", pattern)
+
+
+@pytest.mark.parametrize(
+    "schema", ['{"$ref": "https://example.com/s.json"}', '{"properties": {"a": {"$ref": "#/$defs/missing"}}}']
+)
+def test_a_schema_whose_ref_points_outside_it_is_refused_before_sending(schema: str) -> None:
+    with pytest.raises(UsageError, match=r"\$ref .* does not point at a part of the schema"):
+        build_constraint(json_schema=schema)
+
+
+def test_local_refs_are_followed_and_a_too_deep_reply_is_a_mismatch_not_a_crash() -> None:
+    schema = '{"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}, "required": ["a"]}'
+    constraint = build_constraint(json_schema=schema)
+    assert constraint is not None
+    assert constraint.check('{"a": 1}').matches is True
+    assert constraint.check('{"a": "x"}').matches is False
+    assert constraint.check("[" * 100_000).matches is False
