@@ -5,7 +5,8 @@ What counts as use is an inference request (the routes that put work on the engi
 (:class:`~nimctl.server.middleware.FrontMiddleware`) and the lean relay. Health probes, metrics
 scrapes, the model list and the metadata do not count, so an orchestrator's probes and ``nimctl
 ps`` never keep an instance alive. A request in flight (a long stream) holds the idle time at 0
-until it ends. The clock starts when the engine first becomes ready.
+until it ends. The clock starts when the engine becomes ready, and again when it is ready
+again after a restart or a hang.
 
 When the time is up the front logs one line (:data:`nimctl.contract.IDLE_STOP_LOG_MARK` first)
 and stops as a SIGTERM would stop it: new requests get 503, the engine is stopped, a group's
@@ -48,9 +49,9 @@ class IdleClock:
         self._since: float | None = None  # None until the engine is first ready
 
     def start(self) -> None:
-        """The engine is ready: the clock runs from now, unless it already runs (ready again)."""
-        if self._since is None:
-            self._since = self._clock()
+        """The engine has become ready (first, or again after a restart or a hang): the clock
+        runs from now."""
+        self._since = self._clock()
 
     def begin(self) -> None:
         self._active += 1

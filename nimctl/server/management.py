@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,13 @@ def _no_license_message(state: ServerState) -> str:
     return message
 
 
+# /v1/metrics: the engine's answer within this many seconds in all; a ``name[]`` filter of more
+# names, or longer ones, than any scraper sends is not passed on (the whole document is served).
+METRICS_TIMEOUT_S = 3.0
+MAX_METRIC_NAMES = 256
+MAX_METRIC_NAME_CHARS = 200
+
+
 def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) -> APIRouter:
     router = APIRouter(tags=["management"])
 
@@ -203,10 +211,12 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
             # `?name[]=...` (prometheus_client's filter) narrows the engine's part, ~60 KB whole,
             # to the samples asked for: ps asks a few instances at once. The front's own part is small.
             names = request.query_params.getlist("name[]")
-            if names:
-                engine_text = await proxy.get_text(engine_metrics_path(names), timeout=3)
-            if engine_text is None:
-                engine_text = await proxy.get_text("/metrics", timeout=3)
+            started = time.monotonic()
+            if names and len(names) <= MAX_METRIC_NAMES and max(map(len, names)) <= MAX_METRIC_NAME_CHARS:
+                engine_text = await proxy.get_text(engine_metrics_path(names), timeout=METRICS_TIMEOUT_S)
+            if engine_text is None:  # no filter, an odd one (served whole), or an engine without /metrics/
+                left = METRICS_TIMEOUT_S - (time.monotonic() - started)
+                engine_text = await proxy.get_text("/metrics", timeout=max(0.5, left))
         return Response(metrics.render(engine_text), media_type=CONTENT_TYPE)
 
     return router

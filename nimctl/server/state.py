@@ -202,8 +202,10 @@ class ServerState:
         )
 
     def set_phase(self, phase: Phase, detail: str | None = None) -> None:
+        # Ready again after a restart or a hang: the idle clock starts over, so an engine that was
+        # unavailable for longer than the idle stop is not stopped the moment it is back.
+        if phase is Phase.ready and self.phase is not Phase.ready:
+            self.idle.start()
         self.phase = phase
         self.detail = detail
         self.fetch_progress = None  # a new phase starts with no download under way
-        if phase is Phase.ready:
-            self.idle.start()

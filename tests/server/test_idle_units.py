@@ -94,8 +94,21 @@ def test_the_idle_clock_starts_at_ready_and_holds_at_zero_in_flight() -> None:
     assert idle.idle_seconds() == 0
     clock.now += 3
     assert idle.idle_seconds() == 3
-    idle.start()  # ready again after an unhealthy spell: the clock keeps its last request
-    assert idle.idle_seconds() == 3
+    idle.start()  # ready again after a restart or a hang: the clock starts over
+    assert idle.idle_seconds() == 0
+
+
+def test_ready_again_after_a_hang_restarts_the_idle_clock_and_ready_twice_does_not(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state = _state(tmp_path, clock, idle_stop=60)
+    state.set_phase(Phase.ready)
+    clock.now += 50
+    state.set_phase(Phase.ready)  # no change of phase: the clock runs on
+    assert state.idle.idle_seconds() == 50
+    state.set_phase(Phase.unhealthy)
+    clock.now += 500  # hung for longer than the idle stop, no request meanwhile
+    state.set_phase(Phase.ready)
+    assert state.idle.idle_seconds() == 0
 
 
 def _state(tmp_path: Path, clock: FakeClock, **overrides: object) -> ServerState:
@@ -123,7 +136,9 @@ def test_the_watcher_stops_once_idle_for_the_interval(
     state.set_phase(Phase.unhealthy)  # a hung engine is no idle one: it is not stopped as one
     clock.now += 20
     assert not watcher.due()
-    state.set_phase(Phase.ready)
+    state.set_phase(Phase.ready)  # back: the clock starts over
+    assert not watcher.due() and watcher.next_check() == 60
+    clock.now += 60
     assert watcher.due()
     with caplog.at_level("INFO", logger="nimctl.server"):
         watcher.stop()
