@@ -73,7 +73,9 @@ def sample(instances: list[Instance], *, deadline: float = PS_DEADLINE_S, gpus: 
     threads = [
         threading.Thread(target=_ask_into, args=(result, instance, end), daemon=True) for instance in asked
     ]
-    if gpus:
+    # One NVML read at a time: a driver that hangs (a GPU fallen off the bus) keeps its read, and
+    # top's later frames show no GPU figures instead of starting a thread each that hangs too.
+    if gpus and _GPU_READ.acquire(blocking=False):
         threads.append(threading.Thread(target=_read_gpus_into, args=(result, asked), daemon=True))
     for thread in threads:
         thread.start()
@@ -322,14 +324,21 @@ def _credentials(instance: Instance, load: Any) -> tuple[dict[str, str], Any]:
     return headers, verify
 
 
-def _read_gpus_into(result: Sample, instances: list[Instance]) -> None:
-    from nimctl.gpu.readings import read_readings
+_GPU_READ = threading.Lock()
 
-    readings = read_readings()
-    on_gpus = {process.pid for gpu in readings.gpus for process in gpu.processes}
-    if on_gpus:
-        result.pids = {instance.name: instance_pids(instance, on_gpus) for instance in instances}
-    result.readings = readings
+
+def _read_gpus_into(result: Sample, instances: list[Instance]) -> None:
+    """NVML's readings into ``result``; holds :data:`_GPU_READ`, which :func:`sample` took for it."""
+    try:
+        from nimctl.gpu.readings import read_readings
+
+        readings = read_readings()
+        on_gpus = {process.pid for gpu in readings.gpus for process in gpu.processes}
+        if on_gpus:
+            result.pids = {instance.name: instance_pids(instance, on_gpus) for instance in instances}
+        result.readings = readings
+    finally:
+        _GPU_READ.release()
 
 
 def instance_pids(instance: Instance, candidates: set[int]) -> set[int]:

@@ -3,10 +3,13 @@ processes are an instance's (nimctl.runtime.live)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from nimctl.gpu.readings import GpuProcess, Readings, read_readings
 from nimctl.runtime.instances import Instance
@@ -131,3 +134,30 @@ def test_ps_figures_carry_the_gpu_memory() -> None:
     assert live.live_error == "timeout"
     no_gpu = Sample(0.0, {"a": InstanceSample("a", 0.0, error="timeout")}, Readings(reason="none"))
     assert figures(instance, no_gpu).gpu_memory is None
+
+
+def test_a_hung_nvml_read_is_not_started_again_by_the_next_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from nimctl.gpu import readings as readings_module
+    from nimctl.runtime.live import sample
+
+    release, calls = threading.Event(), []
+
+    def hung_read() -> Readings:
+        calls.append(1)
+        release.wait(10)
+        return Readings(gpus=(), reason="released")
+
+    monkeypatch.setattr(readings_module, "read_readings", hung_read)
+    try:
+        first = sample([], deadline=0.1, gpus=True)
+        second = sample([], deadline=0.1, gpus=True)  # the first read still hangs: not asked again
+        assert first.readings is None and second.readings is None and calls == [1]
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while len(calls) < 2:  # once the hung read has ended, the next frame reads again
+        assert time.monotonic() < deadline
+        sample([], deadline=0.5, gpus=True)
+    assert len(calls) == 2
