@@ -10,12 +10,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from typer.testing import CliRunner
 
 from nimctl import contract
-from nimctl.cli.main import app
 from nimctl.errors import EXIT_USAGE
 from nimctl.runtime.local_runtime import INSTANCE_FILE
+from tests.runtime.test_cli import invoke
 
 NAME = "i17idle-local"
 # Long enough that `nimctl run -d` sees ready before the stop on a loaded machine.
@@ -31,11 +30,6 @@ def env(tmp_path: Path) -> dict[str, str]:
         "HF_TOKEN": "",
         "NGC_API_KEY": "",
     }
-
-
-def invoke(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, argv, env=env)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_the_variable_and_label_travel_in_the_container_description(env: dict[str, str]) -> None:
