@@ -106,8 +106,8 @@ def _host_engine_check(title: str) -> Check:
 
 def image_cuda(target: Target, daemon: DaemonState) -> tuple[str | None, str]:
     """The CUDA the run's engine is built for, and where that figure comes from."""
-    from nimctl.doctor.gpu import DEFAULT_IMAGE_CUDA, engine_cuda
-    from nimctl.runtime.images import CUDA_BASE_IMAGE
+    from nimctl.doctor.gpu import engine_cuda
+    from nimctl.runtime.images import CUDA_BASE_IMAGE, CUDA_BASE_IMAGE_CUDA
 
     if target.runtime == "local":
         from importlib import metadata
@@ -122,7 +122,8 @@ def image_cuda(target: Target, daemon: DaemonState) -> tuple[str | None, str]:
         env = _image_env(daemon, candidate) if candidate else None
         if env and env.get("CUDA_VERSION"):
             return env["CUDA_VERSION"], f"image {candidate}"
-    return DEFAULT_IMAGE_CUDA, f"image (on {CUDA_BASE_IMAGE})"
+    # An image present here says its own CUDA (above), which wins over what nimctl knows of the base.
+    return CUDA_BASE_IMAGE_CUDA, f"image (on {CUDA_BASE_IMAGE})"
 
 
 def image_check(target: Target, daemon: DaemonState) -> Check:

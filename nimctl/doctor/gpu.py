@@ -14,10 +14,6 @@ if TYPE_CHECKING:
     from nimctl.doctor.probes import DaemonState
     from nimctl.doctor.target import Target
 
-# The CUDA of CUDA_BASE_IMAGE (vllm/vllm-openai:v0.32.0, nimctl.runtime.images): recent vLLM
-# releases' default tags are CUDA 13 builds, which need driver 580 or newer. An image present
-# here says its own (the CUDA_VERSION variable NVIDIA's base images set), which wins.
-DEFAULT_IMAGE_CUDA = "13.0"
 # The oldest Linux driver of each CUDA major (NVIDIA's CUDA toolkit release notes).
 MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))

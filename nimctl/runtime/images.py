@@ -35,6 +35,9 @@ LOCAL_BASE_IMAGE = "nimctl/base:bookworm"
 # default tags are CUDA 13 builds (driver 580 or newer); on an older driver pass --base-image
 # with that release's CUDA 12 tag.
 CUDA_BASE_IMAGE = "vllm/vllm-openai:v0.32.0"
+# The CUDA that image is built with (what `nimctl doctor` holds the driver to when the image is
+# not here to say so itself through NVIDIA's CUDA_VERSION variable).
+CUDA_BASE_IMAGE_CUDA = "13.0"
 DEBIAN_BASE_IMAGE = "debian:bookworm-slim"
 ONLINE_CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
 LOG_TAIL_LINES = 25
