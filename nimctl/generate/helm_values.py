@@ -25,12 +25,13 @@ from nimctl.generate.deployment import (
     keyed_by_env,
     split_image,
 )
-from nimctl.generate.kube import env_list, refuse_group, refuse_host_volumes
+from nimctl.generate.kube import env_list, refuse_group, refuse_host_volumes, refuse_idle_stop
 
 
 def render(deployment: Deployment) -> list[tuple[str, str]]:
     refuse_group(deployment, "helm-values", "lws")
     refuse_host_volumes(deployment, "helm-values")
+    refuse_idle_stop(deployment, "helm-values")
     d = keyed_by_env(deployment, "helm-values")
     repository, tag = split_image(d.image)
     # NGC_API_KEY is the chart's own (model.ngcAPISecret): listed twice, the pod would not start.

@@ -35,6 +35,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 def render(deployment: Deployment, *, cache_per_replica: bool = False) -> list[tuple[str, str]]:
     refuse_group(deployment, "kube", "lws")
     refuse_host_volumes(deployment, "kube")
+    refuse_idle_stop(deployment, "kube")
     d = deployment
     pod = {"metadata": {"labels": labels(d), "annotations": annotations(d)}, "spec": pod_spec(d)}
     workload: dict[str, Any] = {
@@ -74,6 +75,18 @@ def refuse_host_volumes(d: Deployment, target: str) -> None:
             f"{target} cannot mount {volume.source} (at {volume.target}): a cluster has no host folder",
             hint="name the model by its manifest or hub URI, and leave out --lora-dir "
             "(put adapters in the image or a volume of your own)",
+        )
+
+
+def refuse_idle_stop(d: Deployment, target: str) -> None:
+    """Kubernetes restarts a pod's container whatever its exit code (restartPolicy Always, the
+    only one a Deployment, StatefulSet or LeaderWorkerSet takes): an idle stop would restart it."""
+    if any(key == contract.IDLE_STOP for key, _ in d.env):
+        raise UsageError(
+            f"{target} cannot express -e {contract.IDLE_STOP}: Kubernetes restarts a container "
+            "that exits, whatever its code, so the idle stop would only restart the model",
+            hint="leave it out and scale the workload to 0 instead (kubectl scale, or an autoscaler "
+            "such as KEDA); nimctl generate compose keeps it, with --restart on-failure",
         )
 
 

@@ -33,6 +33,7 @@ from nimctl.generate.kube import (
     probe,
     probes,
     refuse_host_volumes,
+    refuse_idle_stop,
     selector,
     service,
 )
@@ -51,6 +52,7 @@ def render(deployment: Deployment) -> list[tuple[str, str]]:
             "--nodes 2), or use kube for one node",
         )
     refuse_host_volumes(d, "lws")
+    refuse_idle_stop(d, "lws")
     spec = {
         "replicas": 1,
         # The workers are created once the leader pod exists: they need its address.

@@ -21,7 +21,15 @@ from typing import Any
 from nimctl.errors import UsageError
 from nimctl.generate._yaml import documents
 from nimctl.generate.deployment import IMAGE_GID, IMAGE_UID, Deployment, keyed_by_env, split_image
-from nimctl.generate.kube import annotations, env_list, labels, probes, refuse_group, refuse_host_volumes
+from nimctl.generate.kube import (
+    annotations,
+    env_list,
+    labels,
+    probes,
+    refuse_group,
+    refuse_host_volumes,
+    refuse_idle_stop,
+)
 
 API = "apps.nvidia.com/v1alpha1"
 HF_ENDPOINT = "https://huggingface.co"
@@ -30,6 +38,7 @@ HF_ENDPOINT = "https://huggingface.co"
 def render(deployment: Deployment) -> list[tuple[str, str]]:
     refuse_group(deployment, "nim-operator", "lws")
     refuse_host_volumes(deployment, "nim-operator")
+    refuse_idle_stop(deployment, "nim-operator")
     d = keyed_by_env(deployment, "nim-operator")
     cache_name = f"{d.name}-cache"
     objects = [_nim_cache(d, cache_name), _nim_service(d, cache_name)]

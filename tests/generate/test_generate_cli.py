@@ -158,6 +158,24 @@ def test_stream_is_one_yaml_for_kubectl() -> None:
         (("nim-operator", "tiny-vlm", "--gpus", "none"), "cannot cache builtin://tiny-vlm"),
         (("nim-operator", "qwen2.5-vl-7b-instruct", "--gpus", "H100-80GB:1", "--tls"), "TLS"),
         (("swarm", "tiny-vlm"), "unknown target 'swarm'"),
+        # Kubernetes restarts a container whatever its exit code; Compose's always too.
+        (
+            ("kube", "tiny-vlm", "--gpus", "none", "-e", "NIMCTL_IDLE_STOP=30m"),
+            "cannot express -e NIMCTL_IDLE",
+        ),
+        (
+            ("helm-values", "tiny-vlm", "--gpus", "none", "-e", "NIMCTL_IDLE_STOP=1h"),
+            "cannot express -e NIMCTL_IDLE",
+        ),
+        (
+            ("lws", "tiny-vlm", "--gpus", "none", "--nodes", "2", "-e", "NIMCTL_IDLE_STOP=90s"),
+            "NIMCTL_IDLE_STOP",
+        ),
+        (
+            ("nim-operator", "qwen2.5-vl-7b-instruct", "--gpus", "H100-80GB:1", "-e", "NIMCTL_IDLE_STOP=30m"),
+            "NIMCTL_IDLE_STOP",
+        ),
+        (("compose", "tiny-vlm", "--restart", "always", "-e", "NIMCTL_IDLE_STOP=30m"), "--restart always"),
     ],
 )
 def test_refusals_exit_2_with_a_hint(args: tuple[str, ...], message: str) -> None:
