@@ -89,10 +89,9 @@ def sample_names(families: Iterable[str]) -> list[str]:
     return [family + suffix for family in families for suffix in ("", "_total", "_bucket", "_sum", "_count")]
 
 
-# What ps and top send as /v1/metrics's query: the engine's part narrowed to the families they
-# read (nim-serve passes ``name[]`` on to the engine; its own part is small and comes whole).
-_ENGINE_FAMILIES = [family for family in SUMMARY_FAMILIES if family.startswith("vllm:")]
-SUMMARY_QUERY = [("name[]", name) for name in sample_names(_ENGINE_FAMILIES)]
+# What ps and top send as /v1/metrics's query: the families they read (nim-serve passes
+# ``name[]`` on to the engine for its part, and applies it to its own).
+SUMMARY_QUERY = [("name[]", name) for name in sample_names(SUMMARY_FAMILIES)]
 
 
 @dataclass(frozen=True)

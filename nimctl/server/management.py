@@ -205,18 +205,21 @@ def build_router(state: ServerState, metrics: FrontMetrics, proxy: EngineProxy) 
         summary="Prometheus metrics: the engine's and the front's",
     )
     async def metrics_(request: Request) -> Response:
+        names = request.query_params.getlist("name[]")
+        sane = names and len(names) <= MAX_METRIC_NAMES and max(map(len, names)) <= MAX_METRIC_NAME_CHARS
+        filtered = frozenset(names) if sane else None
         engine_text = None
         if state.engine is not None and state.engine.returncode is None:
             # None while the engine loads or after it died: the front's own metrics still say so.
             # `?name[]=...` (prometheus_client's filter) narrows the engine's part, ~60 KB whole,
-            # to the samples asked for: ps asks a few instances at once. The front's own part is small.
-            names = request.query_params.getlist("name[]")
+            # to the samples asked for (ps asks a few instances at once); render() the front's own.
             started = time.monotonic()
-            if names and len(names) <= MAX_METRIC_NAMES and max(map(len, names)) <= MAX_METRIC_NAME_CHARS:
-                engine_text = await proxy.get_text(engine_metrics_path(names), timeout=METRICS_TIMEOUT_S)
+            if filtered:
+                path = engine_metrics_path(sorted(filtered))
+                engine_text = await proxy.get_text(path, timeout=METRICS_TIMEOUT_S)
             if engine_text is None:  # no filter, an odd one (served whole), or an engine without /metrics/
                 left = METRICS_TIMEOUT_S - (time.monotonic() - started)
                 engine_text = await proxy.get_text("/metrics", timeout=max(0.5, left))
-        return Response(metrics.render(engine_text), media_type=CONTENT_TYPE)
+        return Response(metrics.render(engine_text, filtered), media_type=CONTENT_TYPE)
 
     return router

@@ -101,9 +101,36 @@ class FrontMetrics:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(time.perf_counter() - started)
 
-    def render(self, engine_text: str | None) -> bytes:
+    def render(self, engine_text: str | None, names: frozenset[str] | None = None) -> bytes:
+        """The engine's text, then the front's own metrics; with ``names`` (a ``name[]`` filter, the
+        engine's part already narrowed by the engine) only the front's samples named."""
         own = generate_latest(self.registry)
+        if names:
+            own = only_samples(own.decode(), names).encode()
         if not engine_text:
             return own
         engine = engine_text if engine_text.endswith("\n") else engine_text + "\n"
         return engine.encode() + own
+
+
+_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+
+
+def only_samples(text: str, names: frozenset[str]) -> str:
+    """The exposition ``text`` with only the samples ``names`` lists (prometheus_client's
+    ``name[]`` rule: sample names, ``_bucket`` and all), and their families' HELP and TYPE lines.
+    The front's own histograms grow with the routes it has answered (tens of KB)."""
+    families = set(names)
+    for name in names:
+        for suffix in _SUFFIXES:
+            if name.endswith(suffix):
+                families.add(name[: -len(suffix)])
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[2] in families:
+                kept.append(line)
+        elif line.split("{", 1)[0].split(" ", 1)[0] in names:
+            kept.append(line)
+    return "".join(kept)
