@@ -3,6 +3,7 @@ filesystem (a real tmpfs: we mount it, so a full disk is a real one), a taken po
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -44,31 +45,32 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         subprocess.run(["umount", str(folder)], capture_output=True, timeout=30, check=False)
 
 
-@pytest.fixture
-def closed_socket() -> Iterator[str]:
-    """DOCKER_HOST of a socket file nothing accepts on (bound, never listening): refused at once."""
+@contextlib.contextmanager
+def _unix_socket(*, listen: bool) -> Iterator[str]:
     path = Path(f"/tmp/nimctl-doctor-{uuid.uuid4().hex[:8]}.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(path))
+    if listen:
+        sock.listen(16)
     try:
         yield f"unix://{path}"
     finally:
         sock.close()
         path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def closed_socket() -> Iterator[str]:
+    """DOCKER_HOST of a socket file nothing accepts on (bound, never listening): refused at once."""
+    with _unix_socket(listen=False) as address:
+        yield address
 
 
 @pytest.fixture
 def silent_socket() -> Iterator[str]:
     """DOCKER_HOST of a socket that takes connections and never answers: only a timeout ends a call."""
-    path = Path(f"/tmp/nimctl-doctor-{uuid.uuid4().hex[:8]}.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
-    sock.listen(16)
-    try:
-        yield f"unix://{path}"
-    finally:
-        sock.close()
-        path.unlink(missing_ok=True)
+    with _unix_socket(listen=True) as address:
+        yield address
 
 
 @pytest.fixture
